@@ -1,0 +1,126 @@
+//! The replication crate's one error type. Every variant answers [`Error::class`], and that
+//! `match` is the only place that decides whether a failure is retried, stops the pipeline, or
+//! is a bug (the same split as Materialize's `DefiniteError`/`TransientError`).
+
+use crate::Lsn;
+
+/// Result alias for the replication crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What the pipeline should do about an error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// Retry with backoff: network, server restart, timeouts.
+    Transient,
+    /// Stop and tell the operator what to do: bad settings, lost slot, incompatible schema.
+    Definite,
+    /// A broken invariant inside Sluice.
+    Bug,
+}
+
+/// Errors of the PostgreSQL source.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The connection string could not be understood.
+    #[error("invalid source url: {reason}")]
+    InvalidUrl { reason: String },
+    /// TCP connect or socket I/O failed.
+    #[error("cannot reach postgres at {addr}: {source}")]
+    Connect {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// I/O failed on an established connection.
+    #[error("connection to postgres lost: {0}")]
+    Io(#[from] std::io::Error),
+    /// TLS was required but the server refused it, or the handshake failed.
+    #[error("tls: {reason}")]
+    Tls { reason: String },
+    /// The server rejected the credentials.
+    #[error("authentication failed for user {user}: {message}")]
+    Auth { user: String, message: String },
+    /// The server asked for an authentication method Sluice does not speak.
+    #[error("unsupported authentication method {code} requested by the server")]
+    UnsupportedAuth { code: i32 },
+    /// An ErrorResponse from the server.
+    #[error("postgres error {code}: {message}")]
+    Server { code: String, message: String },
+    /// The server sent bytes that do not follow the protocol.
+    #[error("protocol violation: {0}")]
+    Protocol(String),
+    /// A pgoutput message could not be decoded.
+    #[error("cannot decode pgoutput message at {lsn}: {source}")]
+    Decode {
+        lsn: Lsn,
+        #[source]
+        source: crate::postgres::pgoutput::DecodeError,
+    },
+    /// A column value could not be represented in its Arrow type.
+    #[error("table {table} column {column} (type {pg_type}) at {lsn}: {reason}")]
+    Value {
+        table: String,
+        column: String,
+        pg_type: String,
+        lsn: Lsn,
+        reason: String,
+    },
+    /// A change referenced a relation the stream never described.
+    #[error("change for unknown relation oid {oid} at {lsn}")]
+    UnknownRelation { oid: u32, lsn: Lsn },
+    /// The table's schema changed in a way the Delta table cannot follow.
+    #[error("table {table} column {column} at {lsn}: incompatible schema change: {reason}")]
+    SchemaChange {
+        table: String,
+        column: String,
+        lsn: Lsn,
+        reason: String,
+    },
+    /// An ordinary SQL statement failed.
+    #[error("{context}: {source}")]
+    Sql {
+        context: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A preflight check found problems; each line names the fix.
+    #[error("{}", problems.join("\n"))]
+    Preflight { problems: Vec<String> },
+    /// Arrow refused to build a batch (a bug: builders and schema disagree).
+    #[error("arrow: {0}")]
+    Arrow(#[from] deltalake::arrow::error::ArrowError),
+}
+
+impl Error {
+    /// Whether to retry, stop, or report a bug. The one place this decision is made.
+    pub fn class(&self) -> ErrorClass {
+        match self {
+            Error::Connect { .. } | Error::Io(_) => ErrorClass::Transient,
+            Error::Server { code, .. } => match code.as_str() {
+                // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
+                "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" => {
+                    ErrorClass::Transient
+                }
+                _ => ErrorClass::Definite,
+            },
+            Error::Sql { source, .. } => {
+                if source.is_closed() || source.as_db_error().is_none() {
+                    ErrorClass::Transient
+                } else {
+                    ErrorClass::Definite
+                }
+            }
+            Error::InvalidUrl { .. }
+            | Error::Tls { .. }
+            | Error::Auth { .. }
+            | Error::UnsupportedAuth { .. }
+            | Error::Value { .. }
+            | Error::SchemaChange { .. }
+            | Error::Preflight { .. } => ErrorClass::Definite,
+            Error::Protocol(_)
+            | Error::Decode { .. }
+            | Error::UnknownRelation { .. }
+            | Error::Arrow(_) => ErrorClass::Bug,
+        }
+    }
+}

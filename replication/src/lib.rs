@@ -1,0 +1,17 @@
+//! Sluice sources: the change model shared with the sinks, and the PostgreSQL logical
+//! replication reader (protocol client, slot management, pgoutput decoder, Arrow conversion).
+//!
+//! Nothing in the change model ([`change`], [`Lsn`]) mentions a driver type, so sinks depend on
+//! this crate without pulling in a database client.
+
+pub mod change;
+mod error;
+mod lsn;
+pub mod queue;
+pub mod postgres;
+
+pub use error::{Error, ErrorClass, Result};
+pub use lsn::Lsn;
+
+/// The Arrow version Sluice uses everywhere: the one deltalake re-exports.
+pub use deltalake::arrow;

@@ -1,0 +1,401 @@
+//! Turns decoded pgoutput messages into [`Event`]s: whole transactions batched per table, and
+//! chunks of streamed in-progress transactions.
+//!
+//! ```text
+//!  Begin ─ I/U/D/T … ─ Commit ──▶ committed builders ──(max rows | max bytes | latency,
+//!                                                       at a commit)──▶ Event::Committed
+//!  StreamStart(xid) ─ I/U/D(subxid) … ─ StreamStop     ──▶ per-(xid, subxid) builders
+//!                                   (over max rows/bytes)──▶ Event::StreamChunk
+//!  StreamCommit(xid) ──▶ Event::StreamCommit    StreamAbort(xid, subxid) ──▶ Event::StreamAbort
+//! ```
+//!
+//! Invariants: an `Event::Committed` holds only whole transactions; rows of an open ordinary
+//! transaction sit in the committed builders but are never emitted before its Commit (a batch
+//! is taken only at a transaction boundary); rows of a streamed transaction are never mixed
+//! with rows of another transaction.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use super::pgoutput::{Message, OldTuple, Relation, Tuple};
+use super::table::{Op, RowPosition, TableBuilder, TableShape};
+use super::value::PG_EPOCH_OFFSET_MICROS;
+use crate::change::{Event, TableBatch};
+use crate::{Error, Lsn, Result};
+
+/// When a batch closes.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    /// Close after this many rows (at the next transaction boundary).
+    pub max_rows: usize,
+    /// Close after about this many bytes of decoded data.
+    pub max_bytes: usize,
+}
+
+/// Transaction state of the ordinary (non-streamed) stream.
+#[derive(Debug, Clone, Copy)]
+struct OpenTransaction {
+    final_lsn: Lsn,
+    commit_ts: i64,
+    seq: i64,
+}
+
+/// A streamed transaction in progress.
+#[derive(Default)]
+struct Stream {
+    /// Builders per (subxid, relation oid).
+    builders: HashMap<(u32, u32), TableBuilder>,
+    rows: usize,
+    bytes: usize,
+    seq: i64,
+}
+
+/// The message-to-event state machine. Sans-IO: feed it messages, take events out.
+pub struct Assembler {
+    limits: BatchLimits,
+    binary: bool,
+    enums: HashSet<u32>,
+    shapes: HashMap<u32, Arc<TableShape>>,
+    /// Builders of committed (and the one open) ordinary transactions, per relation oid.
+    builders: HashMap<u32, TableBuilder>,
+    /// Builders replaced by a schema change, waiting to be emitted with the next batch.
+    retired: Vec<TableBuilder>,
+    pending_rows: usize,
+    pending_bytes: usize,
+    /// Last commit in the pending batch: (commit lsn, end lsn).
+    pending_commit: Option<(Lsn, Lsn)>,
+    open: Option<OpenTransaction>,
+    /// Streamed transactions by top-level xid, and the one whose chunk is being received.
+    streams: HashMap<u32, Stream>,
+    streaming_xid: Option<u32>,
+    events: Vec<Event>,
+}
+
+impl Assembler {
+    /// A fresh assembler. `binary` tells whether values arrive in binary format; `enums` lists
+    /// the enum type OIDs (whose binary form is the label).
+    pub fn new(limits: BatchLimits, binary: bool, enums: HashSet<u32>) -> Self {
+        Assembler {
+            limits,
+            binary,
+            enums,
+            shapes: HashMap::new(),
+            builders: HashMap::new(),
+            retired: Vec::new(),
+            pending_rows: 0,
+            pending_bytes: 0,
+            pending_commit: None,
+            open: None,
+            streams: HashMap::new(),
+            streaming_xid: None,
+            events: Vec::new(),
+        }
+    }
+
+    /// Whether the stream is between ordinary transactions (streams may be open).
+    pub fn at_boundary(&self) -> bool {
+        self.open.is_none()
+    }
+
+    /// Whether committed rows wait to be emitted.
+    pub fn has_pending(&self) -> bool {
+        self.pending_commit.is_some()
+    }
+
+    /// Events produced so far, in order.
+    pub fn take_events(&mut self) -> Vec<Event> {
+        std::mem::take(&mut self.events)
+    }
+
+    /// Apply one message. `lsn` is the XLogData start, used in error messages; `size` the
+    /// message's byte length, used to estimate batch memory.
+    pub fn apply(&mut self, message: Message<'_>, lsn: Lsn, size: usize) -> Result<()> {
+        match message {
+            Message::Begin {
+                final_lsn,
+                commit_ts,
+                ..
+            } => {
+                self.open = Some(OpenTransaction {
+                    final_lsn,
+                    commit_ts: commit_ts + PG_EPOCH_OFFSET_MICROS,
+                    seq: 0,
+                });
+            }
+            Message::Commit {
+                commit_lsn,
+                end_lsn,
+                ..
+            } => {
+                if self.open.take().is_none() {
+                    return Err(Error::Protocol(format!("commit at {commit_lsn} without begin")));
+                }
+                self.pending_commit = Some((commit_lsn, end_lsn));
+                if self.pending_rows >= self.limits.max_rows
+                    || self.pending_bytes >= self.limits.max_bytes
+                {
+                    self.flush()?;
+                }
+            }
+            Message::Relation(relation) => self.relation(&relation, lsn)?,
+            Message::Insert { xid, relation, new } => {
+                self.row(xid, relation, lsn, size, |b, pos| b.append(Op::Insert, pos, &new))?
+            }
+            Message::Update {
+                xid,
+                relation,
+                old,
+                new,
+            } => {
+                let key_changed = match &old {
+                    None => false,
+                    Some(OldTuple::Key(_)) => true,
+                    Some(OldTuple::Full(old)) => self.key_differs(relation, old, &new, lsn)?,
+                };
+                if key_changed {
+                    let old = match old {
+                        Some(OldTuple::Key(t) | OldTuple::Full(t)) => t,
+                        None => unreachable!("key_changed implies an old tuple"),
+                    };
+                    self.row(xid, relation, lsn, size, |b, pos| b.append(Op::Delete, pos, &old))?;
+                }
+                self.row(xid, relation, lsn, size, |b, pos| b.append(Op::Update, pos, &new))?
+            }
+            Message::Delete { xid, relation, old } => {
+                let (OldTuple::Key(old) | OldTuple::Full(old)) = old;
+                self.row(xid, relation, lsn, size, |b, pos| b.append(Op::Delete, pos, &old))?
+            }
+            Message::Truncate { xid, relations, .. } => {
+                for relation in relations {
+                    self.row(xid, relation, lsn, size, |b, pos| {
+                        b.append_empty(Op::Truncate, pos);
+                        Ok(())
+                    })?;
+                }
+            }
+            Message::StreamStart { xid, .. } => {
+                self.streams.entry(xid).or_default();
+                self.streaming_xid = Some(xid);
+            }
+            Message::StreamStop => self.streaming_xid = None,
+            Message::StreamCommit {
+                xid,
+                commit_lsn,
+                end_lsn,
+                commit_ts,
+            } => {
+                // Streamed transactions commit in order with ordinary ones: emit what is
+                // pending first so events stay in commit order.
+                self.flush()?;
+                let stream = self.streams.remove(&xid).unwrap_or_default();
+                self.events.push(Event::StreamCommit {
+                    xid,
+                    tables: take_all(stream)?,
+                    commit_lsn,
+                    end_lsn,
+                    commit_ts: commit_ts + PG_EPOCH_OFFSET_MICROS,
+                });
+            }
+            Message::StreamAbort { xid, subxid } => {
+                if subxid == xid {
+                    self.streams.remove(&xid);
+                } else if let Some(stream) = self.streams.get_mut(&xid) {
+                    stream.builders.retain(|(s, _), _| *s != subxid);
+                }
+                self.events.push(Event::StreamAbort { xid, subxid });
+            }
+            Message::Origin { .. } | Message::Type { .. } | Message::Message { .. } => {}
+        }
+        Ok(())
+    }
+
+    /// Emit the pending committed transactions as one event. Only at a boundary.
+    pub fn flush(&mut self) -> Result<()> {
+        let Some((commit_lsn, end_lsn)) = self.pending_commit.take() else {
+            return Ok(());
+        };
+        debug_assert!(self.open.is_none(), "flush inside a transaction");
+        let mut tables = Vec::new();
+        for mut b in self.retired.drain(..) {
+            if let Some(batch) = b.take()? {
+                tables.push(TableBatch {
+                    table: b.shape().table.clone(),
+                    batch,
+                });
+            }
+        }
+        for b in self.builders.values_mut() {
+            if let Some(batch) = b.take()? {
+                tables.push(TableBatch {
+                    table: b.shape().table.clone(),
+                    batch,
+                });
+            }
+        }
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        self.events.push(Event::Committed {
+            tables,
+            commit_lsn,
+            end_lsn,
+        });
+        Ok(())
+    }
+
+    fn relation(&mut self, relation: &Relation, lsn: Lsn) -> Result<()> {
+        let shape = Arc::new(TableShape::from_relation(
+            relation,
+            self.binary,
+            &self.enums,
+            lsn,
+        )?);
+        if let Some(old) = self.shapes.get(&relation.oid) {
+            if **old == *shape {
+                return Ok(());
+            }
+            if let Err((column, reason)) = old.check_evolution(&shape) {
+                return Err(Error::SchemaChange {
+                    table: shape.table.to_string(),
+                    column,
+                    lsn,
+                    reason,
+                });
+            }
+            // Columns were added: close the old builders; their rows keep the old schema.
+            if let Some(b) = self.builders.remove(&relation.oid) {
+                self.retired.push(b);
+            }
+            for stream in self.streams.values_mut() {
+                let keys: Vec<_> = stream
+                    .builders
+                    .keys()
+                    .filter(|(_, oid)| *oid == relation.oid)
+                    .copied()
+                    .collect();
+                if !keys.is_empty() {
+                    return Err(Error::SchemaChange {
+                        table: shape.table.to_string(),
+                        column: String::new(),
+                        lsn,
+                        reason: "columns added inside a large streamed transaction that already wrote rows; restart sluice to replay it".into(),
+                    });
+                }
+            }
+        }
+        self.shapes.insert(relation.oid, shape);
+        Ok(())
+    }
+
+    fn key_differs(&self, relation: u32, old: &Tuple<'_>, new: &Tuple<'_>, lsn: Lsn) -> Result<bool> {
+        let shape = self
+            .shapes
+            .get(&relation)
+            .ok_or(Error::UnknownRelation { oid: relation, lsn })?;
+        Ok(shape
+            .columns
+            .iter()
+            .zip(old.values().zip(new.values()))
+            .any(|((_, _, is_key), (o, n))| *is_key && o != n && n != super::pgoutput::Value::Unchanged))
+    }
+
+    /// Append one row to the right builder: the streamed transaction's when `xid` is set,
+    /// else the ordinary transaction's.
+    fn row(
+        &mut self,
+        xid: Option<u32>,
+        relation: u32,
+        lsn: Lsn,
+        size: usize,
+        append: impl FnOnce(&mut TableBuilder, RowPosition) -> Result<()>,
+    ) -> Result<()> {
+        let shape = self
+            .shapes
+            .get(&relation)
+            .ok_or(Error::UnknownRelation { oid: relation, lsn })?
+            .clone();
+        let capacity = self.limits.max_rows.min(8192);
+        match (xid, self.streaming_xid) {
+            (Some(subxid), Some(top)) => {
+                let stream = self.streams.entry(top).or_default();
+                let builder = stream
+                    .builders
+                    .entry((subxid, relation))
+                    .or_insert_with(|| TableBuilder::new(shape, capacity));
+                // Position is stamped at commit; the ordinal is known now.
+                let pos = RowPosition {
+                    lsn: Lsn::ZERO,
+                    seq: stream.seq,
+                    commit_ts: 0,
+                };
+                append(builder, pos)?;
+                stream.seq += 1;
+                stream.rows += 1;
+                stream.bytes += size;
+                if stream.rows >= self.limits.max_rows || stream.bytes >= self.limits.max_bytes {
+                    self.flush_stream(top)?;
+                }
+            }
+            (None, _) => {
+                let open = self.open.as_mut().ok_or_else(|| {
+                    Error::Protocol(format!("change at {lsn} outside a transaction"))
+                })?;
+                let pos = RowPosition {
+                    lsn: open.final_lsn,
+                    seq: open.seq,
+                    commit_ts: open.commit_ts,
+                };
+                open.seq += 1;
+                let builder = self
+                    .builders
+                    .entry(relation)
+                    .or_insert_with(|| TableBuilder::new(shape, capacity));
+                append(builder, pos)?;
+                self.pending_rows += 1;
+                self.pending_bytes += size;
+            }
+            (Some(_), None) => {
+                return Err(Error::Protocol(format!(
+                    "streamed change at {lsn} outside a stream block"
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Emit a streamed transaction's rows so far as chunks (one per subtransaction).
+    fn flush_stream(&mut self, xid: u32) -> Result<()> {
+        let Some(stream) = self.streams.get_mut(&xid) else {
+            return Ok(());
+        };
+        let mut by_subxid: HashMap<u32, Vec<TableBatch>> = HashMap::new();
+        for ((subxid, _), b) in stream.builders.iter_mut() {
+            if let Some(batch) = b.take()? {
+                by_subxid.entry(*subxid).or_default().push(TableBatch {
+                    table: b.shape().table.clone(),
+                    batch,
+                });
+            }
+        }
+        stream.rows = 0;
+        stream.bytes = 0;
+        for (subxid, tables) in by_subxid {
+            self.events.push(Event::StreamChunk { xid, subxid, tables });
+        }
+        Ok(())
+    }
+}
+
+/// The remaining rows of a committed stream, still unstamped: the sink stamps the commit
+/// position on every row of the transaction (chunks included) when it makes it visible.
+fn take_all(stream: Stream) -> Result<Vec<TableBatch>> {
+    let mut tables = Vec::new();
+    for (_, mut b) in stream.builders {
+        if let Some(batch) = b.take()? {
+            tables.push(TableBatch {
+                table: b.shape().table.clone(),
+                batch,
+            });
+        }
+    }
+    Ok(tables)
+}

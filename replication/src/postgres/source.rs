@@ -1,0 +1,292 @@
+//! The replication source task: owns the replication connection, decodes pgoutput into Arrow,
+//! and hands whole-transaction events to the pipeline through a byte-bounded queue.
+//!
+//! ```text
+//!   walsender ──CopyData──▶ recv ─▶ pgoutput::Decoder ─▶ Assembler ─▶ queue (bytes) ─▶ sinks
+//!        ▲                                                                │
+//!        └──── status update (write, flush = durable) ◀── timer ◀── durable LSN (watch)
+//! ```
+//!
+//! Backpressure: when the queue is full the task stops reading the socket (the walsender then
+//! blocks and the backlog stays in PostgreSQL's WAL), but keeps sending status updates on the
+//! timer, so `wal_sender_timeout` never fires while the sinks are slow.
+//!
+//! Flush position: the slot is confirmed only up to what every sink made durable. When nothing
+//! is in flight (between transactions, nothing pending, everything forwarded durable), the
+//! position the server reported in its last keepalive is confirmed too, so a slot whose
+//! tables are idle does not pin WAL.
+
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::{Instant, Interval};
+use tokio_util::sync::CancellationToken;
+
+use super::catalog::TypeSupport;
+use super::client::Client;
+use super::conninfo::ConnInfo;
+use super::pgoutput::Decoder;
+use super::stream::{self, ServerMessage};
+use super::{Assembler, BatchLimits};
+use crate::change::{quote_ident, Event};
+use crate::queue;
+use crate::{Error, Lsn, Result};
+
+/// Status updates are sent at least this often, and more often if `wal_sender_timeout`
+/// is short (half of it), so the server never times the connection out.
+const MAX_STATUS_INTERVAL: Duration = Duration::from_secs(10);
+/// With `--until caught-up`, how often to ask the server where it stands while idle.
+const CATCH_UP_PROBE: Duration = Duration::from_millis(100);
+
+/// What the source needs to stream.
+#[derive(Debug, Clone)]
+pub struct SourceOptions {
+    /// Server to connect to.
+    pub conninfo: ConnInfo,
+    /// Replication slot (exists already).
+    pub slot: String,
+    /// Publication (exists already).
+    pub publication: String,
+    /// Batch closing limits.
+    pub limits: BatchLimits,
+    /// Close a batch this long after its first row, at the next transaction boundary.
+    pub max_latency: Duration,
+    /// Binary or text mode, and the enum types.
+    pub types: TypeSupport,
+    /// The server's `wal_sender_timeout` (zero when disabled).
+    pub wal_sender_timeout: Duration,
+    /// Stop once everything committed before this position is durable.
+    pub until: Option<Lsn>,
+}
+
+/// How the source ended without error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceExit {
+    /// Cancelled (Ctrl-C, SIGTERM).
+    Cancelled,
+    /// `until` reached: every change committed before it is durable.
+    CaughtUp,
+}
+
+struct Source {
+    client: Client,
+    tx: queue::Sender<Event>,
+    durable: watch::Receiver<Lsn>,
+    assembler: Assembler,
+    status: Interval,
+    /// Highest WAL position received.
+    received: Lsn,
+    /// Position of the last keepalive received between transactions.
+    idle_end: Lsn,
+    /// End of the last committed transaction forwarded to the sinks.
+    forwarded_end: Lsn,
+}
+
+/// Stream changes until cancelled, caught up, or an error.
+pub async fn run(
+    options: SourceOptions,
+    tx: queue::Sender<Event>,
+    durable: watch::Receiver<Lsn>,
+    cancel: CancellationToken,
+) -> Result<SourceExit> {
+    let mut client = Client::connect(&options.conninfo, Some("database")).await?;
+    let version = client.server_major_version();
+    let publications = quote_literal(&quote_ident(&options.publication));
+    let plugin_options = if version >= 14 {
+        format!(
+            "proto_version '2', publication_names {publications}, streaming 'on', binary '{}'",
+            options.types.binary
+        )
+    } else {
+        format!("proto_version '1', publication_names {publications}")
+    };
+    let binary = options.types.binary && version >= 14;
+    client
+        .start_copy_both(&format!(
+            "START_REPLICATION SLOT {} LOGICAL 0/0 ({plugin_options})",
+            quote_ident(&options.slot)
+        ))
+        .await?;
+    tracing::info!(slot = %options.slot, binary, server_version = version, "replication started");
+    let status_every = match options.wal_sender_timeout {
+        t if t.is_zero() => MAX_STATUS_INTERVAL,
+        t => (t / 2).min(MAX_STATUS_INTERVAL),
+    };
+    let status_every = if options.until.is_some() {
+        status_every.min(CATCH_UP_PROBE)
+    } else {
+        status_every
+    };
+    let mut source = Source {
+        client,
+        tx,
+        durable,
+        assembler: Assembler::new(options.limits, binary, options.types.enums.clone()),
+        status: tokio::time::interval(status_every),
+        received: Lsn::ZERO,
+        idle_end: Lsn::ZERO,
+        forwarded_end: Lsn::ZERO,
+    };
+    let outcome = source.stream(&options, &cancel).await;
+    match outcome {
+        Ok(exit) => {
+            source.finish().await?;
+            Ok(exit)
+        }
+        Err(e) => Err(e),
+    }
+}
+
+impl Source {
+    async fn stream(&mut self, options: &SourceOptions, cancel: &CancellationToken) -> Result<SourceExit> {
+        let mut decoder = Decoder::new();
+        let mut deadline: Option<Instant> = None;
+        loop {
+            if self.assembler.at_boundary() && deadline.is_some_and(|d| d <= Instant::now()) {
+                self.assembler.flush()?;
+            }
+            for event in self.assembler.take_events() {
+                if !self.deliver(event, cancel).await? {
+                    return Ok(SourceExit::Cancelled);
+                }
+            }
+            deadline = match (self.assembler.has_pending(), deadline) {
+                (false, _) => None,
+                (true, None) => Some(Instant::now() + options.max_latency),
+                (true, Some(d)) => Some(d),
+            };
+            if let Some(target) = options.until {
+                if self.idle() && self.flush_position() >= target {
+                    return Ok(SourceExit::CaughtUp);
+                }
+            }
+            let flush_due = deadline.filter(|_| self.assembler.at_boundary());
+            let until_mode = options.until.is_some();
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => {
+                    if self.assembler.at_boundary() {
+                        self.assembler.flush()?;
+                        for event in self.assembler.take_events() {
+                            if !self.deliver(event, cancel).await? {
+                                break;
+                            }
+                        }
+                    }
+                    return Ok(SourceExit::Cancelled);
+                }
+                _ = self.status.tick() => {
+                    let probe = until_mode && self.idle();
+                    self.send_status(probe).await?;
+                }
+                _ = sleep_until(flush_due), if flush_due.is_some() => {
+                    self.assembler.flush()?;
+                }
+                _ = self.durable.changed(), if until_mode => {}
+                payload = self.client.recv_copy_data() => {
+                    let Some(payload) = payload? else {
+                        return Err(Error::Protocol("server ended the replication stream".into()));
+                    };
+                    match stream::parse(payload)? {
+                        ServerMessage::XLogData { wal_start, wal_end, data } => {
+                            self.received = self.received.max(wal_end);
+                            let message = decoder
+                                .decode(&data)
+                                .map_err(|source| Error::Decode { lsn: wal_start, source })?;
+                            self.assembler.apply(message, wal_start, data.len())?;
+                        }
+                        ServerMessage::Keepalive { wal_end, reply_requested } => {
+                            self.received = self.received.max(wal_end);
+                            if self.assembler.at_boundary() {
+                                self.idle_end = self.idle_end.max(wal_end);
+                            }
+                            if reply_requested {
+                                self.send_status(false).await?;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Nothing in flight: between transactions, nothing pending, all forwarded is durable.
+    fn idle(&self) -> bool {
+        self.assembler.at_boundary()
+            && !self.assembler.has_pending()
+            && *self.durable.borrow() >= self.forwarded_end
+    }
+
+    /// What the slot may be confirmed to now.
+    fn flush_position(&self) -> Lsn {
+        let durable = *self.durable.borrow();
+        if self.idle() {
+            durable.max(self.idle_end)
+        } else {
+            durable
+        }
+    }
+
+    async fn send_status(&mut self, reply_requested: bool) -> Result<()> {
+        let flush = self.flush_position();
+        let write = self.received.max(flush);
+        tracing::trace!(%write, %flush, "status update");
+        self.client
+            .send_copy_data(&stream::status_update(write, flush, reply_requested))
+            .await
+    }
+
+    /// Queue an event, answering the server while the queue is full. Returns false when
+    /// cancelled before the event could be queued.
+    async fn deliver(&mut self, event: Event, cancel: &CancellationToken) -> Result<bool> {
+        let end = match &event {
+            Event::Committed { end_lsn, .. } | Event::StreamCommit { end_lsn, .. } => Some(*end_lsn),
+            _ => None,
+        };
+        let bytes = event.memory_size();
+        let permit = loop {
+            tokio::select! {
+                biased;
+                permit = self.tx.reserve(bytes) => break permit.map_err(|_| sink_gone())?,
+                _ = cancel.cancelled() => return Ok(false),
+                _ = self.status.tick() => self.send_status(false).await?,
+            }
+        };
+        self.tx.send(event, permit).map_err(|_| sink_gone())?;
+        if let Some(end) = end {
+            self.forwarded_end = end;
+        }
+        Ok(true)
+    }
+
+    /// Wait for the sinks to make everything forwarded durable, then confirm it.
+    async fn finish(mut self) -> Result<()> {
+        let (tx, _) = queue::channel::<Event>(1);
+        drop(std::mem::replace(&mut self.tx, tx));
+        while *self.durable.borrow() < self.forwarded_end {
+            if self.durable.changed().await.is_err() {
+                break;
+            }
+        }
+        self.send_status(false).await?;
+        tracing::info!(flush = %self.flush_position(), "replication stopped");
+        self.client.terminate().await;
+        Ok(())
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn sink_gone() -> Error {
+    Error::Protocol("the sink stopped; see its error".into())
+}
+
+/// Quote a string literal for a replication command.
+fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}

@@ -1,0 +1,174 @@
+//! The Delta sink: applies events in source commit order and says what is durable.
+//!
+//! ```text
+//!  Committed ─────────▶ per table: drop rows ≤ table position ─▶ one Delta commit (txn)
+//!  StreamChunk ───────▶ spill file (not visible)
+//!  StreamCommit ──────▶ spill files + rest, stamped with the commit position ─▶ one commit
+//!  StreamAbort ───────▶ delete spill files
+//! ```
+//!
+//! A source transaction spanning tables becomes one commit per table (Delta has no
+//! multi-table transaction). An event is durable once every table in it committed, and only
+//! then is its end position reported, so the slot is never confirmed past a table that has
+//! not yet committed; after a crash the lagging tables catch up and the others skip.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use deltalake::arrow::record_batch::RecordBatch;
+use replication::change::{stamp_position, Event, TableBatch, TableName};
+use replication::Lsn;
+
+use super::spill::{self, Spill};
+use super::table::ChangelogTable;
+use crate::{Error, Result};
+
+/// Where one table stands, for `sluice status`.
+#[derive(Debug, Clone)]
+pub struct TablePosition {
+    /// Source table.
+    pub table: Arc<TableName>,
+    /// Delta table directory.
+    pub path: PathBuf,
+    /// Delta table version (`None`: not created yet).
+    pub delta_version: Option<u64>,
+    /// Last source commit position in it.
+    pub position: Option<Lsn>,
+}
+
+/// A set of changelog tables under one directory.
+pub struct DeltaSink {
+    root: PathBuf,
+    app_id: String,
+    tables: HashMap<Arc<TableName>, ChangelogTable>,
+    spill: Spill,
+}
+
+impl DeltaSink {
+    /// Open (not create) the tables for `tables` under `root`, reading back their positions.
+    /// Clears spill files a previous run left behind.
+    pub async fn open(root: &Path, app_id: &str, tables: &[TableName]) -> Result<Self> {
+        let mut sink = Self::open_read_only(root, app_id, tables).await?;
+        sink.spill = Spill::open(root.join("_sluice_spill").join(app_id))?;
+        Ok(sink)
+    }
+
+    /// Open the tables to read their positions, touching nothing on disk.
+    pub async fn open_read_only(root: &Path, app_id: &str, tables: &[TableName]) -> Result<Self> {
+        let mut opened = HashMap::new();
+        for t in tables {
+            let name = Arc::new(t.clone());
+            let table = ChangelogTable::open(root, name.clone(), app_id).await?;
+            opened.insert(name, table);
+        }
+        Ok(DeltaSink {
+            spill: Spill::unopened(),
+            root: root.to_path_buf(),
+            app_id: app_id.to_string(),
+            tables: opened,
+        })
+    }
+
+    /// Each table's Delta version and source position, sorted by table.
+    pub fn positions(&self) -> Vec<TablePosition> {
+        let mut out: Vec<_> = self
+            .tables
+            .values()
+            .map(|t| TablePosition {
+                table: t.name().clone(),
+                path: t.path().to_path_buf(),
+                delta_version: t.version(),
+                position: t.position(),
+            })
+            .collect();
+        out.sort_by(|a, b| a.table.cmp(&b.table));
+        out
+    }
+
+    /// Apply one event. Returns the position that became durable, if any.
+    pub async fn apply(&mut self, event: Event) -> Result<Option<Lsn>> {
+        let app_id = self.app_id.clone();
+        match event {
+            Event::Committed {
+                tables,
+                commit_lsn,
+                end_lsn,
+            } => {
+                for (table, batches) in group(tables) {
+                    let t = self.table(&table).await?;
+                    let mut fresh = Vec::with_capacity(batches.len());
+                    for b in batches {
+                        fresh.extend(t.unseen(b)?);
+                    }
+                    if !fresh.is_empty() {
+                        t.commit(fresh, &app_id, commit_lsn).await?;
+                    }
+                }
+                Ok(Some(end_lsn))
+            }
+            Event::StreamChunk { xid, subxid, tables } => {
+                for tb in tables {
+                    self.spill.write(xid, subxid, &tb.table, &tb.batch)?;
+                }
+                Ok(None)
+            }
+            Event::StreamAbort { xid, subxid } => {
+                self.spill.abort(xid, subxid);
+                Ok(None)
+            }
+            Event::StreamCommit {
+                xid,
+                tables,
+                commit_lsn,
+                end_lsn,
+                commit_ts,
+            } => {
+                let mut by_table: BTreeMap<Arc<TableName>, Vec<RecordBatch>> = BTreeMap::new();
+                for (table, path) in self.spill.take(xid) {
+                    let batches = spill::read(&table, &path)?;
+                    by_table.entry(table).or_default().extend(batches);
+                }
+                for tb in tables {
+                    by_table.entry(tb.table).or_default().push(tb.batch);
+                }
+                for (table, batches) in by_table {
+                    let t = self.table(&table).await?;
+                    if t.position().is_some_and(|p| p >= commit_lsn) {
+                        continue;
+                    }
+                    let stamped = batches
+                        .iter()
+                        .map(|b| stamp_position(b, commit_lsn, commit_ts))
+                        .collect::<Result<Vec<_>, _>>()
+                        .map_err(|source| Error::Arrow {
+                            table: table.to_string(),
+                            source,
+                        })?;
+                    t.commit(stamped, &app_id, commit_lsn).await?;
+                }
+                Ok(Some(end_lsn))
+            }
+        }
+    }
+
+    async fn table(&mut self, name: &Arc<TableName>) -> Result<&mut ChangelogTable> {
+        if !self.tables.contains_key(name) {
+            let t = ChangelogTable::open(&self.root, name.clone(), &self.app_id).await?;
+            self.tables.insert(name.clone(), t);
+        }
+        self.tables.get_mut(name).ok_or_else(|| Error::InvalidPath {
+            path: self.root.display().to_string(),
+            reason: format!("table {name} vanished"),
+        })
+    }
+}
+
+/// Batches per table, keeping their order.
+fn group(tables: Vec<TableBatch>) -> BTreeMap<Arc<TableName>, Vec<RecordBatch>> {
+    let mut out: BTreeMap<Arc<TableName>, Vec<RecordBatch>> = BTreeMap::new();
+    for tb in tables {
+        out.entry(tb.table).or_default().push(tb.batch);
+    }
+    out
+}

@@ -1,0 +1,201 @@
+//! One changelog Delta table: created on first change with the mapped schema, appended to
+//! with commits that carry the pipeline's `txn` action.
+//!
+//! Exactly-once rests on one fact: a commit's data files and its `txn` action
+//! (appId = pipeline name, version = last source commit position in it) land atomically in one
+//! Delta log entry. On start the version is read back; rows at or below it are dropped before
+//! writing, so replaying the source after a crash at any instant writes nothing twice.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use deltalake::arrow::array::{BooleanArray, Int64Array};
+use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
+use deltalake::kernel::transaction::CommitProperties;
+use deltalake::kernel::{StructType, Transaction};
+use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
+use deltalake::DeltaTable;
+use replication::change::{TableName, LSN_COLUMN};
+use replication::Lsn;
+
+use crate::{Error, Result};
+
+/// Parquet files roll over at this size, which bounds the writer's buffers.
+const TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
+
+/// A changelog table and the last source position committed to it.
+pub struct ChangelogTable {
+    name: Arc<TableName>,
+    path: PathBuf,
+    table: Option<DeltaTable>,
+    /// Highest source commit position in the table (`txn` version), if any.
+    position: Option<Lsn>,
+}
+
+impl ChangelogTable {
+    /// Open the table at `root/schema/name` if it exists and read back the pipeline's position.
+    pub async fn open(root: &Path, name: Arc<TableName>, app_id: &str) -> Result<Self> {
+        let path = root.join(&name.schema).join(&name.name);
+        let mut this = ChangelogTable {
+            name,
+            path,
+            table: None,
+            position: None,
+        };
+        if this.path.join("_delta_log").is_dir() {
+            let table = deltalake::open_table(this.url()?)
+                .await
+                .map_err(|e| this.delta(e))?;
+            let version = table
+                .snapshot()
+                .map_err(|e| this.delta(e))?
+                .transaction_version(table.log_store().as_ref(), app_id)
+                .await
+                .map_err(|e| this.delta(e))?;
+            this.position = version.map(|v| Lsn(v as u64));
+            this.table = Some(table);
+        }
+        Ok(this)
+    }
+
+    /// The source table.
+    pub fn name(&self) -> &Arc<TableName> {
+        &self.name
+    }
+
+    /// The Delta table's directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Last source position committed, if any.
+    pub fn position(&self) -> Option<Lsn> {
+        self.position
+    }
+
+    /// The Delta table version, if the table exists.
+    pub fn version(&self) -> Option<u64> {
+        self.table.as_ref().and_then(|t| t.version())
+    }
+
+    fn url(&self) -> Result<url::Url> {
+        let absolute = std::path::absolute(&self.path).map_err(|source| Error::Io {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        url::Url::from_directory_path(&absolute).map_err(|()| Error::InvalidPath {
+            path: self.path.display().to_string(),
+            reason: "not an absolute local path".into(),
+        })
+    }
+
+    fn delta(&self, source: deltalake::DeltaTableError) -> Error {
+        Error::Delta {
+            table: self.name.to_string(),
+            source,
+        }
+    }
+
+    /// Rows of `batch` above the committed position (all of them, except just after a restart).
+    pub fn unseen(&self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+        let Some(position) = self.position else {
+            return Ok(Some(batch));
+        };
+        let lsn = batch
+            .column_by_name(LSN_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .ok_or_else(|| Error::Arrow {
+                table: self.name.to_string(),
+                source: deltalake::arrow::error::ArrowError::SchemaError(
+                    "batch has no _sluice_lsn column".into(),
+                ),
+            })?;
+        let keep: BooleanArray = lsn.iter().map(|v| v.map(|v| v as u64 > position.0)).collect();
+        if keep.true_count() == batch.num_rows() {
+            return Ok(Some(batch));
+        }
+        let kept = filter_record_batch(&batch, &keep).map_err(|source| Error::Arrow {
+            table: self.name.to_string(),
+            source,
+        })?;
+        Ok((kept.num_rows() > 0).then_some(kept))
+    }
+
+    /// Append `batches` (all with positions ≤ `commit_lsn`) in one Delta commit carrying the
+    /// `txn` action for `commit_lsn`. Creates the table first if needed; columns the batches
+    /// add are added to the table schema in the same commit.
+    pub async fn commit(
+        &mut self,
+        batches: Vec<RecordBatch>,
+        app_id: &str,
+        commit_lsn: Lsn,
+    ) -> Result<()> {
+        let Some(first) = batches.first() else {
+            return Ok(());
+        };
+        if self.table.is_none() {
+            self.create(first).await?;
+        }
+        let properties = CommitProperties::default()
+            .with_application_transaction(Transaction::new(app_id, commit_lsn.0 as i64))
+            .with_metadata([
+                ("sluice.pipeline".to_string(), serde_json::json!(app_id)),
+                (
+                    "sluice.commit_lsn".to_string(),
+                    serde_json::json!(commit_lsn.to_string()),
+                ),
+            ]);
+        let name = self.name.to_string();
+        let delta = |source| Error::Delta {
+            table: name.clone(),
+            source,
+        };
+        let table = self.table.as_mut().ok_or_else(|| Error::InvalidPath {
+            path: self.path.display().to_string(),
+            reason: "table vanished".into(),
+        })?;
+        let mut writer = RecordBatchWriter::for_table(table)
+            .map_err(delta)?
+            .with_target_file_size(TARGET_FILE_SIZE)
+            .with_commit_properties(properties);
+        for batch in batches {
+            writer
+                .write_with_mode(batch, WriteMode::MergeSchema)
+                .await
+                .map_err(delta)?;
+        }
+        writer.flush_and_commit(table).await.map_err(delta)?;
+        self.position = Some(commit_lsn);
+        Ok(())
+    }
+
+    async fn create(&mut self, first: &RecordBatch) -> Result<()> {
+        std::fs::create_dir_all(&self.path).map_err(|source| Error::Io {
+            path: self.path.display().to_string(),
+            source,
+        })?;
+        let name = self.name.to_string();
+        let delta = |source| Error::Delta {
+            table: name.clone(),
+            source,
+        };
+        let schema: StructType = first.schema().as_ref().try_into_kernel().map_err(|e| {
+            delta(deltalake::DeltaTableError::Generic(format!(
+                "schema not representable in delta: {e}"
+            )))
+        })?;
+        let table = DeltaTable::try_from_url(self.url()?).await.map_err(delta)?;
+        let table = table
+            .create()
+            .with_table_name(self.name.name.clone())
+            .with_comment(format!("sluice changelog of {}", self.name))
+            .with_columns(schema.fields().cloned())
+            .await
+            .map_err(delta)?;
+        tracing::info!(table = %self.name, path = %self.path.display(), "created delta table");
+        self.table = Some(table);
+        Ok(())
+    }
+}

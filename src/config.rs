@@ -1,0 +1,330 @@
+//! The TOML configuration: plain serde structs, unknown fields rejected, every problem
+//! reported at once by [`Config::validate`] before anything connects.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use replication::change::TableName;
+use replication::postgres::conninfo::ConnInfo;
+use serde::Deserialize;
+
+/// A whole pipeline: one source, its sinks.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Pipeline identity and core settings.
+    pub pipeline: PipelineConfig,
+    /// Where changes come from.
+    pub source: SourceConfig,
+    /// Where changes go.
+    pub sinks: Vec<SinkConfig>,
+}
+
+/// `[pipeline]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineConfig {
+    /// Names the pipeline: default slot and publication names, the Delta `txn` appId.
+    pub name: String,
+    /// Memory budget of decoded batches queued between the source and the sinks.
+    #[serde(default = "default_inflight", deserialize_with = "de_bytes")]
+    pub max_inflight_bytes: usize,
+}
+
+/// `[source]`
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// PostgreSQL logical replication (pgoutput).
+    Postgres {
+        /// `postgres://user[:password]@host:port/db?sslmode=…`; the password may instead come
+        /// from `SLUICE_SOURCE_PASSWORD`.
+        url: String,
+        /// Tables to replicate, `schema.table`.
+        tables: Vec<String>,
+        /// Replication slot; default `sluice_<pipeline name>`.
+        slot: Option<String>,
+        /// Publication; default `sluice_<pipeline name>`.
+        publication: Option<String>,
+    },
+}
+
+/// `[[sinks]]`
+#[derive(Debug, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase", deny_unknown_fields)]
+pub enum SinkConfig {
+    /// Delta Lake changelog tables, one per source table under `path/schema/table`.
+    Delta {
+        /// Directory holding the tables.
+        path: PathBuf,
+        /// A batch closes (at a transaction boundary) after this many rows.
+        #[serde(default = "default_batch_rows")]
+        max_batch_rows: usize,
+        /// … or after about this many bytes.
+        #[serde(default = "default_batch_bytes", deserialize_with = "de_bytes")]
+        max_batch_bytes: usize,
+        /// … or this long after its first row.
+        #[serde(default = "default_latency", with = "humantime_serde")]
+        max_batch_latency: Duration,
+    },
+}
+
+fn default_inflight() -> usize {
+    64 << 20
+}
+fn default_batch_rows() -> usize {
+    100_000
+}
+fn default_batch_bytes() -> usize {
+    32 << 20
+}
+fn default_latency() -> Duration {
+    Duration::from_secs(1)
+}
+
+mod humantime_serde {
+    use serde::{Deserialize, Deserializer};
+    use std::time::Duration;
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let s = String::deserialize(d)?;
+        humantime::parse_duration(&s)
+            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}): write e.g. \"500ms\" or \"2s\"")))
+    }
+}
+
+/// A byte size: a number, or a string like `"64MiB"`, `"512KB"`.
+fn de_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Raw {
+        N(u64),
+        S(String),
+    }
+    match Raw::deserialize(d)? {
+        Raw::N(n) => Ok(n as usize),
+        Raw::S(s) => parse_bytes(&s).ok_or_else(|| {
+            serde::de::Error::custom(format!("invalid size {s:?}: write e.g. \"64MiB\" or 1048576"))
+        }),
+    }
+}
+
+fn parse_bytes(s: &str) -> Option<usize> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (n, unit) = s.split_at(split);
+    let n: usize = n.parse().ok()?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "KB" | "kB" => 1_000,
+        "KiB" => 1 << 10,
+        "MB" => 1_000_000,
+        "MiB" => 1 << 20,
+        "GB" => 1_000_000_000,
+        "GiB" => 1 << 30,
+        _ => return None,
+    };
+    n.checked_mul(mult)
+}
+
+/// The validated settings of a PostgreSQL → Delta pipeline.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub name: String,
+    pub conninfo: ConnInfo,
+    pub tables: Vec<TableName>,
+    pub slot: String,
+    pub publication: String,
+    pub lake: PathBuf,
+    pub max_batch_rows: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_latency: Duration,
+    pub max_inflight_bytes: usize,
+}
+
+impl Config {
+    /// Read and parse a config file; the error is one line naming the file and the problem.
+    pub fn load(path: &Path) -> Result<Config, Vec<String>> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| vec![format!("cannot read config {}: {e}", path.display())])?;
+        toml::from_str(&text).map_err(|e| {
+            let msg = e.message().replace('\n', " ");
+            let at = e
+                .span()
+                .map(|s| format!(" (line {})", text[..s.start].lines().count().max(1)))
+                .unwrap_or_default();
+            vec![format!("config {}{at}: {msg}", path.display())]
+        })
+    }
+
+    /// Check everything that can be checked without connecting; all problems at once.
+    pub fn validate(self) -> Result<Settings, Vec<String>> {
+        let mut problems = Vec::new();
+        let name = self.pipeline.name.clone();
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        {
+            problems.push(format!(
+                "[pipeline] name {name:?} must be non-empty lowercase letters, digits and _ (it names the slot and publication)"
+            ));
+        }
+        if self.pipeline.max_inflight_bytes < 1 << 20 {
+            problems.push("[pipeline] max_inflight_bytes must be at least 1MiB".into());
+        }
+        let SourceConfig::Postgres {
+            url,
+            tables,
+            slot,
+            publication,
+        } = self.source;
+        let conninfo = match ConnInfo::parse(&url) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                problems.push(format!("[source] url: {e}"));
+                None
+            }
+        };
+        if tables.is_empty() {
+            problems.push("[source] tables is empty: list at least one \"schema.table\"".into());
+        }
+        let mut parsed = Vec::new();
+        for t in &tables {
+            match TableName::parse(t) {
+                Some(t) if !parsed.contains(&t) => parsed.push(t),
+                Some(_) => problems.push(format!("[source] tables lists {t} twice")),
+                None => problems.push(format!(
+                    "[source] tables: {t:?} is not a table name: write \"schema.table\""
+                )),
+            }
+        }
+        let slot = slot.unwrap_or_else(|| format!("sluice_{name}"));
+        let publication = publication.unwrap_or_else(|| format!("sluice_{name}"));
+        for (what, v) in [("slot", &slot), ("publication", &publication)] {
+            if v.is_empty()
+                || v.len() > 63
+                || !v
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
+                problems.push(format!(
+                    "[source] {what} {v:?} must be 1-63 lowercase letters, digits and _"
+                ));
+            }
+        }
+        let mut lake = None;
+        match self.sinks.as_slice() {
+            [SinkConfig::Delta {
+                path,
+                max_batch_rows,
+                max_batch_bytes,
+                max_batch_latency,
+            }] => {
+                if *max_batch_rows == 0 {
+                    problems.push("[[sinks]] max_batch_rows must be at least 1".into());
+                }
+                if *max_batch_bytes < 1024 {
+                    problems.push("[[sinks]] max_batch_bytes must be at least 1KiB".into());
+                }
+                if max_batch_latency.is_zero() {
+                    problems.push("[[sinks]] max_batch_latency must be above zero".into());
+                }
+                lake = Some((
+                    path.clone(),
+                    *max_batch_rows,
+                    *max_batch_bytes,
+                    *max_batch_latency,
+                ));
+            }
+            [] => problems.push("no [[sinks]]: add a [[sinks]] block with kind = \"delta\"".into()),
+            _ => problems.push(
+                "several [[sinks]] are not supported yet: keep one kind = \"delta\" sink".into(),
+            ),
+        }
+        match (conninfo, lake) {
+            (Some(conninfo), Some((lake, max_batch_rows, max_batch_bytes, max_batch_latency)))
+                if problems.is_empty() =>
+            {
+                Ok(Settings {
+                    name,
+                    conninfo,
+                    tables: parsed,
+                    slot,
+                    publication,
+                    lake,
+                    max_batch_rows,
+                    max_batch_bytes,
+                    max_batch_latency,
+                    max_inflight_bytes: self.pipeline.max_inflight_bytes,
+                })
+            }
+            _ => Err(problems),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Settings, Vec<String>> {
+        toml::from_str::<Config>(text)
+            .map_err(|e| vec![e.to_string()])?
+            .validate()
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let s = parse(
+            r#"
+            [pipeline]
+            name = "shop"
+            [source]
+            kind = "postgres"
+            url = "postgres://sluice@127.0.0.1:5432/shop"
+            tables = ["public.orders"]
+            [[sinks]]
+            kind = "delta"
+            path = "./lake"
+            max_batch_latency = "250ms"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(s.slot, "sluice_shop");
+        assert_eq!(s.max_batch_rows, 100_000);
+        assert_eq!(s.max_batch_latency, Duration::from_millis(250));
+        assert_eq!(s.max_inflight_bytes, 64 << 20);
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let problems = parse(
+            r#"
+            [pipeline]
+            name = "Bad Name"
+            [source]
+            kind = "postgres"
+            url = "mysql://x"
+            tables = ["a.b.c"]
+            [[sinks]]
+            kind = "delta"
+            path = "./lake"
+            max_batch_rows = 0
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(problems.len(), 5, "{problems:#?}");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected() {
+        let err = toml::from_str::<Config>(
+            "[pipeline]\nname = \"x\"\ncolour = 1\n[source]\nkind = \"postgres\"\nurl = \"\"\ntables = []\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("colour"));
+        assert_eq!(parse_bytes("64MiB"), Some(64 << 20));
+        assert_eq!(parse_bytes("12 parsecs"), None);
+    }
+}

@@ -1,0 +1,9 @@
+//! `sluice`: change-data-capture from PostgreSQL into Delta Lake, exactly once.
+
+mod cli;
+mod config;
+mod pipeline;
+
+fn main() -> std::process::ExitCode {
+    cli::main()
+}
