@@ -63,7 +63,10 @@ enum Command {
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => return fail(&[format!("cannot start the runtime: {e}")]),
     };
@@ -77,10 +80,12 @@ pub fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,deltalake=warn"));
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,sluice=info,replication=info,sinks=info")
+    });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -151,10 +156,13 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
     tokio::spawn(shutdown_on_signal(cancel.clone()));
     match pipeline::run(&settings, until_caught_up, cancel).await {
         Ok(SourceExit::CaughtUp) => {
-            tracing::info!("caught up");
+            tracing::info!(peak_rss_bytes = peak_rss_bytes(), "caught up");
             ExitCode::SUCCESS
         }
-        Ok(SourceExit::Cancelled) => ExitCode::SUCCESS,
+        Ok(SourceExit::Cancelled) => {
+            tracing::info!(peak_rss_bytes = peak_rss_bytes(), "stopped");
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(&error_lines(&e)),
     }
 }
@@ -197,7 +205,8 @@ async fn status(config: PathBuf) -> ExitCode {
             ),
             None => println!("slot {}: not created yet", settings.slot),
         }
-        let sink = DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
+        let sink =
+            DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
         for p in sink.positions() {
             println!(
                 "table {}: delta version {} position {} ({})",
@@ -214,4 +223,16 @@ async fn status(config: PathBuf) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&error_lines(&e)),
     }
+}
+
+/// Peak resident memory of this process (Linux `VmHWM`), for the exit log line and benches.
+fn peak_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmHWM:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
 }

@@ -88,8 +88,11 @@ mod humantime_serde {
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let s = String::deserialize(d)?;
-        humantime::parse_duration(&s)
-            .map_err(|e| serde::de::Error::custom(format!("invalid duration {s:?} ({e}): write e.g. \"500ms\" or \"2s\"")))
+        humantime::parse_duration(&s).map_err(|e| {
+            serde::de::Error::custom(format!(
+                "invalid duration {s:?} ({e}): write e.g. \"500ms\" or \"2s\""
+            ))
+        })
     }
 }
 
@@ -104,7 +107,9 @@ fn de_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     match Raw::deserialize(d)? {
         Raw::N(n) => Ok(n as usize),
         Raw::S(s) => parse_bytes(&s).ok_or_else(|| {
-            serde::de::Error::custom(format!("invalid size {s:?}: write e.g. \"64MiB\" or 1048576"))
+            serde::de::Error::custom(format!(
+                "invalid size {s:?}: write e.g. \"64MiB\" or 1048576"
+            ))
         }),
     }
 }
@@ -161,11 +166,11 @@ impl Config {
     pub fn validate(self) -> Result<Settings, Vec<String>> {
         let mut problems = Vec::new();
         let name = self.pipeline.name.clone();
-        if name.is_empty()
-            || !name
+        let name_ok = !name.is_empty()
+            && name
                 .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        {
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !name_ok {
             problems.push(format!(
                 "[pipeline] name {name:?} must be non-empty lowercase letters, digits and _ (it names the slot and publication)"
             ));
@@ -199,15 +204,19 @@ impl Config {
                 )),
             }
         }
+        // Names derived from an invalid pipeline name are not reported twice.
+        let explicit = (slot.is_some(), publication.is_some());
         let slot = slot.unwrap_or_else(|| format!("sluice_{name}"));
         let publication = publication.unwrap_or_else(|| format!("sluice_{name}"));
-        for (what, v) in [("slot", &slot), ("publication", &publication)] {
-            if v.is_empty()
-                || v.len() > 63
-                || !v
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            {
+        for (what, v, given) in [
+            ("slot", &slot, explicit.0),
+            ("publication", &publication, explicit.1),
+        ] {
+            let valid = !v.is_empty()
+                && v.len() <= 63
+                && v.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+            if (given || name_ok) && !valid {
                 problems.push(format!(
                     "[source] {what} {v:?} must be 1-63 lowercase letters, digits and _"
                 ));
@@ -314,7 +323,7 @@ mod tests {
             "#,
         )
         .unwrap_err();
-        assert_eq!(problems.len(), 5, "{problems:#?}");
+        assert_eq!(problems.len(), 4, "{problems:#?}");
     }
 
     #[test]

@@ -144,7 +144,8 @@ pub fn stamp_position(
     let lsn = schema.index_of(LSN_COLUMN)?;
     let ts = schema.index_of(COMMIT_TS_COLUMN)?;
     columns[lsn] = Arc::new(Int64Array::from_value(commit_lsn.0 as i64, n));
-    columns[ts] = Arc::new(TimestampMicrosecondArray::from_value(commit_ts, n).with_timezone("UTC"));
+    columns[ts] =
+        Arc::new(TimestampMicrosecondArray::from_value(commit_ts, n).with_timezone("UTC"));
     RecordBatch::try_new(schema, columns)
 }
 

@@ -98,9 +98,7 @@ impl Error {
             Error::Connect { .. } | Error::Io(_) => ErrorClass::Transient,
             Error::Server { code, .. } => match code.as_str() {
                 // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
-                "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" => {
-                    ErrorClass::Transient
-                }
+                "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" => ErrorClass::Transient,
                 _ => ErrorClass::Definite,
             },
             Error::Sql { source, .. } => {

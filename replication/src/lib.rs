@@ -7,8 +7,8 @@
 pub mod change;
 mod error;
 mod lsn;
-pub mod queue;
 pub mod postgres;
+pub mod queue;
 
 pub use error::{Error, ErrorClass, Result};
 pub use lsn::Lsn;

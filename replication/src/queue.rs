@@ -31,8 +31,8 @@ pub struct Closed;
 
 /// A queue holding at most `capacity_bytes` bytes of items at a time.
 pub fn channel<T>(capacity_bytes: usize) -> (Sender<T>, Receiver<T>) {
-    let capacity = u32::try_from(capacity_bytes.clamp(1, Semaphore::MAX_PERMITS))
-        .unwrap_or(u32::MAX);
+    let capacity =
+        u32::try_from(capacity_bytes.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
     let (tx, rx) = mpsc::unbounded_channel();
     (
         Sender {
@@ -47,8 +47,14 @@ pub fn channel<T>(capacity_bytes: usize) -> (Sender<T>, Receiver<T>) {
 impl<T> Sender<T> {
     /// Wait for `bytes` of budget. Cancel-safe: dropping the future gives nothing up.
     pub async fn reserve(&self, bytes: usize) -> Result<Permit, Closed> {
-        let n = u32::try_from(bytes).unwrap_or(u32::MAX).clamp(1, self.capacity);
-        self.budget.clone().acquire_many_owned(n).await.map_err(|_| Closed)
+        let n = u32::try_from(bytes)
+            .unwrap_or(u32::MAX)
+            .clamp(1, self.capacity);
+        self.budget
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .map_err(|_| Closed)
     }
 
     /// Queue an item with the budget reserved for it.
@@ -79,6 +85,10 @@ mod tests {
         assert_eq!(item, 1);
         drop(permit);
         let p = tx.reserve(1_000).await.unwrap();
-        assert_eq!(p.num_permits(), 100, "oversized items take the whole budget");
+        assert_eq!(
+            p.num_permits(),
+            100,
+            "oversized items take the whole budget"
+        );
     }
 }

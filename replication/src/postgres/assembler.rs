@@ -128,7 +128,9 @@ impl Assembler {
                 ..
             } => {
                 if self.open.take().is_none() {
-                    return Err(Error::Protocol(format!("commit at {commit_lsn} without begin")));
+                    return Err(Error::Protocol(format!(
+                        "commit at {commit_lsn} without begin"
+                    )));
                 }
                 self.pending_commit = Some((commit_lsn, end_lsn));
                 if self.pending_rows >= self.limits.max_rows
@@ -139,7 +141,9 @@ impl Assembler {
             }
             Message::Relation(relation) => self.relation(&relation, lsn)?,
             Message::Insert { xid, relation, new } => {
-                self.row(xid, relation, lsn, size, |b, pos| b.append(Op::Insert, pos, &new))?
+                self.row(xid, relation, lsn, size, |b, pos| {
+                    b.append(Op::Insert, pos, &new)
+                })?
             }
             Message::Update {
                 xid,
@@ -157,13 +161,19 @@ impl Assembler {
                         Some(OldTuple::Key(t) | OldTuple::Full(t)) => t,
                         None => unreachable!("key_changed implies an old tuple"),
                     };
-                    self.row(xid, relation, lsn, size, |b, pos| b.append(Op::Delete, pos, &old))?;
+                    self.row(xid, relation, lsn, size, |b, pos| {
+                        b.append(Op::Delete, pos, &old)
+                    })?;
                 }
-                self.row(xid, relation, lsn, size, |b, pos| b.append(Op::Update, pos, &new))?
+                self.row(xid, relation, lsn, size, |b, pos| {
+                    b.append(Op::Update, pos, &new)
+                })?
             }
             Message::Delete { xid, relation, old } => {
                 let (OldTuple::Key(old) | OldTuple::Full(old)) = old;
-                self.row(xid, relation, lsn, size, |b, pos| b.append(Op::Delete, pos, &old))?
+                self.row(xid, relation, lsn, size, |b, pos| {
+                    b.append(Op::Delete, pos, &old)
+                })?
             }
             Message::Truncate { xid, relations, .. } => {
                 for relation in relations {
@@ -286,7 +296,13 @@ impl Assembler {
         Ok(())
     }
 
-    fn key_differs(&self, relation: u32, old: &Tuple<'_>, new: &Tuple<'_>, lsn: Lsn) -> Result<bool> {
+    fn key_differs(
+        &self,
+        relation: u32,
+        old: &Tuple<'_>,
+        new: &Tuple<'_>,
+        lsn: Lsn,
+    ) -> Result<bool> {
         let shape = self
             .shapes
             .get(&relation)
@@ -295,7 +311,9 @@ impl Assembler {
             .columns
             .iter()
             .zip(old.values().zip(new.values()))
-            .any(|((_, _, is_key), (o, n))| *is_key && o != n && n != super::pgoutput::Value::Unchanged))
+            .any(|((_, _, is_key), (o, n))| {
+                *is_key && o != n && n != super::pgoutput::Value::Unchanged
+            }))
     }
 
     /// Append one row to the right builder: the streamed transaction's when `xid` is set,
@@ -379,7 +397,11 @@ impl Assembler {
         stream.rows = 0;
         stream.bytes = 0;
         for (subxid, tables) in by_subxid {
-            self.events.push(Event::StreamChunk { xid, subxid, tables });
+            self.events.push(Event::StreamChunk {
+                xid,
+                subxid,
+                tables,
+            });
         }
         Ok(())
     }

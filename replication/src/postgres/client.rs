@@ -119,7 +119,16 @@ impl Client {
             let msg = self.read_message().await?;
             match msg.tag {
                 b'Z' => return Ok(()),
-                b'S' | b'K' | b'N' => {}
+                b'S' => {
+                    let mut parts = msg.body.split(|b| *b == 0);
+                    if let (Some(name), Some(value)) = (parts.next(), parts.next()) {
+                        self.params.insert(
+                            String::from_utf8_lossy(name).into_owned(),
+                            String::from_utf8_lossy(value).into_owned(),
+                        );
+                    }
+                }
+                b'K' | b'N' => {}
                 b'E' => return Err(server_error(&msg.body)),
                 tag => return Err(unexpected(tag, "startup")),
             }
@@ -285,7 +294,8 @@ impl Client {
     async fn read_message(&mut self) -> Result<Message> {
         loop {
             if self.read.len() >= 5 {
-                let len = i32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]]);
+                let len =
+                    i32::from_be_bytes([self.read[1], self.read[2], self.read[3], self.read[4]]);
                 let len = usize::try_from(len)
                     .ok()
                     .filter(|l| (4..=MAX_MESSAGE_LEN).contains(l))

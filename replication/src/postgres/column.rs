@@ -10,12 +10,12 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{
-    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder,
-    Float32Builder, Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListArray,
-    StringBuilder, TimestampMicrosecondBuilder,
-};
 use deltalake::arrow::array::NullBufferBuilder;
+use deltalake::arrow::array::{
+    ArrayRef, BinaryBuilder, BooleanBuilder, Date32Builder, Decimal128Builder, Float32Builder,
+    Float64Builder, Int16Builder, Int32Builder, Int64Builder, ListArray, StringBuilder,
+    TimestampMicrosecondBuilder,
+};
 use deltalake::arrow::buffer::{OffsetBuffer, ScalarBuffer};
 use deltalake::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
 

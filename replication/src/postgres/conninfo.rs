@@ -181,9 +181,7 @@ impl ConnInfo {
             .ssl_mode(match self.ssl_mode {
                 SslMode::Disable => tokio_postgres::config::SslMode::Disable,
                 SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-                SslMode::Require | SslMode::VerifyFull => {
-                    tokio_postgres::config::SslMode::Require
-                }
+                SslMode::Require | SslMode::VerifyFull => tokio_postgres::config::SslMode::Require,
             });
         if let Some(p) = &self.password {
             config.password(p.expose());
@@ -221,9 +219,8 @@ mod tests {
 
     #[test]
     fn parses_full_url_without_leaking_password() {
-        let info =
-            ConnInfo::parse("postgres://sluice:p%40ss@127.0.0.1:54329/shop?sslmode=require")
-                .unwrap();
+        let info = ConnInfo::parse("postgres://sluice:p%40ss@127.0.0.1:54329/shop?sslmode=require")
+            .unwrap();
         assert_eq!(info.host, "127.0.0.1");
         assert_eq!(info.port, 54329);
         assert_eq!(info.user, "sluice");

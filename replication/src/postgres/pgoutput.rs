@@ -190,13 +190,14 @@ impl Decoder {
     pub fn decode<'a>(&mut self, buf: &'a [u8]) -> Result<Message<'a>, DecodeError> {
         let mut r = Reader { buf };
         let tag = r.u8("message type")?;
-        let stream_xid = |r: &mut Reader<'a>, in_stream: bool| -> Result<Option<u32>, DecodeError> {
-            if in_stream {
-                Ok(Some(r.u32("xid")?))
-            } else {
-                Ok(None)
-            }
-        };
+        let stream_xid =
+            |r: &mut Reader<'a>, in_stream: bool| -> Result<Option<u32>, DecodeError> {
+                if in_stream {
+                    Ok(Some(r.u32("xid")?))
+                } else {
+                    Ok(None)
+                }
+            };
         let message = match tag {
             b'B' => Message::Begin {
                 final_lsn: Lsn(r.u64("begin lsn")?),
@@ -474,7 +475,8 @@ impl<'a> Reader<'a> {
             .iter()
             .position(|b| *b == 0)
             .ok_or(DecodeError::Truncated(what))?;
-        let s = std::str::from_utf8(&self.buf[..end]).map_err(|_| DecodeError::InvalidUtf8(what))?;
+        let s =
+            std::str::from_utf8(&self.buf[..end]).map_err(|_| DecodeError::InvalidUtf8(what))?;
         self.buf = &self.buf[end + 1..];
         Ok(s)
     }
@@ -482,8 +484,7 @@ impl<'a> Reader<'a> {
     /// Validate a TupleData block and return it as a [`Tuple`].
     fn tuple(&mut self) -> Result<Tuple<'a>, DecodeError> {
         let columns = self.i16("tuple column count")?;
-        let columns =
-            u16::try_from(columns).map_err(|_| DecodeError::NegativeLength("tuple"))?;
+        let columns = u16::try_from(columns).map_err(|_| DecodeError::NegativeLength("tuple"))?;
         let start = self.buf;
         for _ in 0..columns {
             match self.u8("tuple column kind")? {

@@ -138,7 +138,11 @@ pub async fn run(
 }
 
 impl Source {
-    async fn stream(&mut self, options: &SourceOptions, cancel: &CancellationToken) -> Result<SourceExit> {
+    async fn stream(
+        &mut self,
+        options: &SourceOptions,
+        cancel: &CancellationToken,
+    ) -> Result<SourceExit> {
         let mut decoder = Decoder::new();
         let mut deadline: Option<Instant> = None;
         loop {
@@ -240,7 +244,9 @@ impl Source {
     /// cancelled before the event could be queued.
     async fn deliver(&mut self, event: Event, cancel: &CancellationToken) -> Result<bool> {
         let end = match &event {
-            Event::Committed { end_lsn, .. } | Event::StreamCommit { end_lsn, .. } => Some(*end_lsn),
+            Event::Committed { end_lsn, .. } | Event::StreamCommit { end_lsn, .. } => {
+                Some(*end_lsn)
+            }
             _ => None,
         };
         let bytes = event.memory_size();

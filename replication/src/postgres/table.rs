@@ -194,8 +194,11 @@ impl TableBuilder {
             lsn: Int64Builder::with_capacity(capacity),
             seq: Int64Builder::with_capacity(capacity),
             commit_ts: TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
-            unchanged: ListBuilder::new(StringBuilder::new())
-                .with_field(Arc::new(Field::new("element", DataType::Utf8, true))),
+            unchanged: ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
+                "element",
+                DataType::Utf8,
+                true,
+            ))),
             columns,
             rows: 0,
             shape,

@@ -60,15 +60,15 @@ pub fn server_name(info: &ConnInfo) -> Result<ServerName<'static>> {
 pub fn sql_connector(info: &ConnInfo) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
     let config = match client_config(info)? {
         Some(c) => (*c).clone(),
-        None => ClientConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls {
-            reason: e.to_string(),
-        })?
-        .with_root_certificates(RootCertStore::empty())
-        .with_no_client_auth(),
+        None => {
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .map_err(|e| Error::Tls {
+                    reason: e.to_string(),
+                })?
+                .with_root_certificates(RootCertStore::empty())
+                .with_no_client_auth()
+        }
     };
     Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
 }

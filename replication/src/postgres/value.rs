@@ -18,7 +18,10 @@ pub type ValueResult<T> = Result<T, String>;
 
 fn take<'a>(buf: &mut &'a [u8], n: usize) -> ValueResult<&'a [u8]> {
     if buf.len() < n {
-        return Err(format!("binary value truncated: need {n} bytes, have {}", buf.len()));
+        return Err(format!(
+            "binary value truncated: need {n} bytes, have {}",
+            buf.len()
+        ));
     }
     let (head, tail) = buf.split_at(n);
     *buf = tail;
@@ -195,7 +198,10 @@ pub fn decimal_from_text(text: &str, precision: u8, scale: i8) -> ValueResult<i1
     };
     let (int_part, frac_part) = body.split_once('.').unwrap_or((body, ""));
     if int_part.is_empty() && frac_part.is_empty()
-        || !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit())
+        || !int_part
+            .bytes()
+            .chain(frac_part.bytes())
+            .all(|b| b.is_ascii_digit())
     {
         return Err(format!(
             "{text} cannot be stored in decimal({precision},{scale}); declare the column without precision to keep it as exact text"
@@ -321,7 +327,11 @@ pub fn timestamp_from_text(text: &str) -> ValueResult<i64> {
     };
     let (date, time) = body.split_once(' ').ok_or_else(bad)?;
     let time = time.strip_suffix("+00").unwrap_or(time);
-    let date = if bc { format!("{date} BC") } else { date.to_string() };
+    let date = if bc {
+        format!("{date} BC")
+    } else {
+        date.to_string()
+    };
     let days = i64::from(date_from_text(&date)?);
     Ok(days * MICROS_PER_DAY + time_from_text(time)?)
 }
@@ -329,7 +339,13 @@ pub fn timestamp_from_text(text: &str) -> ValueResult<i64> {
 /// Format microseconds since midnight as PostgreSQL prints `time` (`13:45:00.5`).
 pub fn time_to_text(micros: i64, out: &mut String) {
     let secs = micros / 1_000_000;
-    let _ = write!(out, "{:02}:{:02}:{:02}", secs / 3600, secs / 60 % 60, secs % 60);
+    let _ = write!(
+        out,
+        "{:02}:{:02}:{:02}",
+        secs / 3600,
+        secs / 60 % 60,
+        secs % 60
+    );
     push_fraction(micros % 1_000_000, out);
 }
 
@@ -435,7 +451,11 @@ pub fn array_element<'a>(buf: &mut &'a [u8]) -> ValueResult<Option<&'a [u8]>> {
 
 /// Split a one-dimensional text array (`{a,"b c",NULL}`) into its elements, unescaped.
 pub fn array_elements_from_text(text: &str) -> ValueResult<Vec<Option<String>>> {
-    let bad = || format!("unsupported array text {text:?} (only one-dimensional arrays map to a Delta array)");
+    let bad = || {
+        format!(
+            "unsupported array text {text:?} (only one-dimensional arrays map to a Delta array)"
+        )
+    };
     let inner = text
         .strip_prefix('{')
         .and_then(|t| t.strip_suffix('}'))
@@ -517,12 +537,18 @@ mod tests {
         assert_eq!(n.to_decimal(10, 4).unwrap(), -5);
         assert!(n.to_decimal(10, 3).is_err());
         let big = numeric_bytes(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0], 10, 0, 0);
-        assert_eq!(numeric(&big).unwrap().to_text(), format!("1{}", "0".repeat(40)));
+        assert_eq!(
+            numeric(&big).unwrap().to_text(),
+            format!("1{}", "0".repeat(40))
+        );
         assert!(numeric(&big).unwrap().to_decimal(38, 0).is_err());
         let nan = numeric_bytes(&[], 0, 0xC000, 0);
         assert_eq!(numeric(&nan).unwrap().to_text(), "NaN");
         assert!(numeric(&nan).unwrap().to_decimal(10, 2).is_err());
-        assert_eq!(numeric(&numeric_bytes(&[], 0, 0, 0)).unwrap().to_text(), "0");
+        assert_eq!(
+            numeric(&numeric_bytes(&[], 0, 0, 0)).unwrap().to_text(),
+            "0"
+        );
     }
 
     #[test]
@@ -538,17 +564,26 @@ mod tests {
     fn dates_and_timestamps() {
         assert_eq!(date_from_text("1970-01-01").unwrap(), 0);
         assert_eq!(date_from_text("2000-01-01").unwrap(), PG_EPOCH_OFFSET_DAYS);
-        assert_eq!(date_from_binary(&0i32.to_be_bytes()).unwrap(), PG_EPOCH_OFFSET_DAYS);
+        assert_eq!(
+            date_from_binary(&0i32.to_be_bytes()).unwrap(),
+            PG_EPOCH_OFFSET_DAYS
+        );
         assert!(date_from_binary(&i32::MAX.to_be_bytes()).is_err());
         assert_eq!(
             timestamp_from_text("2000-01-01 00:00:01.5+00").unwrap(),
             PG_EPOCH_OFFSET_MICROS + 1_500_000
         );
-        assert_eq!(date_from_text("0001-01-01 BC").unwrap(), date_from_text("0000-01-01").unwrap());
+        assert_eq!(
+            date_from_text("0001-01-01 BC").unwrap(),
+            date_from_text("0000-01-01").unwrap()
+        );
         let mut s = String::new();
         time_to_text(13 * 3_600_000_000 + 45 * 60_000_000 + 500_000, &mut s);
         assert_eq!(s, "13:45:00.5");
-        assert_eq!(time_from_text("13:45:00.5").unwrap(), 13 * 3_600_000_000 + 45 * 60_000_000 + 500_000);
+        assert_eq!(
+            time_from_text("13:45:00.5").unwrap(),
+            13 * 3_600_000_000 + 45 * 60_000_000 + 500_000
+        );
     }
 
     #[test]
@@ -562,7 +597,10 @@ mod tests {
             s
         };
         assert_eq!(iv(0, 0, 0), "PT0S");
-        assert_eq!(iv(4 * 3_600_000_000 + 5 * 60_000_000 + 6_789_000, 3, 14), "P1Y2M3DT4H5M6.789S");
+        assert_eq!(
+            iv(4 * 3_600_000_000 + 5 * 60_000_000 + 6_789_000, 3, 14),
+            "P1Y2M3DT4H5M6.789S"
+        );
         assert_eq!(iv(-1_500_000, 0, -1), "P-1MT-1.5S");
     }
 

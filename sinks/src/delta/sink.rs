@@ -107,7 +107,11 @@ impl DeltaSink {
                 }
                 Ok(Some(end_lsn))
             }
-            Event::StreamChunk { xid, subxid, tables } => {
+            Event::StreamChunk {
+                xid,
+                subxid,
+                tables,
+            } => {
                 for tb in tables {
                     self.spill.write(xid, subxid, &tb.table, &tb.batch)?;
                 }

@@ -65,12 +65,18 @@ impl Spill {
     }
 
     /// Write one chunk of `xid`'s rows to a new file.
-    pub fn write(&mut self, xid: u32, subxid: u32, table: &Arc<TableName>, batch: &RecordBatch) -> Result<()> {
+    pub fn write(
+        &mut self,
+        xid: u32,
+        subxid: u32,
+        table: &Arc<TableName>,
+        batch: &RecordBatch,
+    ) -> Result<()> {
         let path = self.dir.join(format!("{xid}-{subxid}-{}.arrow", self.next));
         self.next += 1;
         let file = File::create(&path).map_err(io(&path))?;
-        let mut writer = StreamWriter::try_new(BufWriter::new(file), &batch.schema())
-            .map_err(arrow(table))?;
+        let mut writer =
+            StreamWriter::try_new(BufWriter::new(file), &batch.schema()).map_err(arrow(table))?;
         writer.write(batch).map_err(arrow(table))?;
         writer.finish().map_err(arrow(table))?;
         self.files
@@ -112,7 +118,9 @@ impl Spill {
 pub fn read(table: &TableName, path: &Path) -> Result<Vec<RecordBatch>> {
     let file = File::open(path).map_err(io(path))?;
     let reader = StreamReader::try_new(BufReader::new(file), None).map_err(arrow(table))?;
-    let batches = reader.collect::<Result<Vec<_>, _>>().map_err(arrow(table))?;
+    let batches = reader
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(arrow(table))?;
     std::fs::remove_file(path).map_err(io(path))?;
     Ok(batches)
 }

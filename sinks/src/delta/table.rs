@@ -112,7 +112,10 @@ impl ChangelogTable {
                     "batch has no _sluice_lsn column".into(),
                 ),
             })?;
-        let keep: BooleanArray = lsn.iter().map(|v| v.map(|v| v as u64 > position.0)).collect();
+        let keep: BooleanArray = lsn
+            .iter()
+            .map(|v| v.map(|v| v as u64 > position.0))
+            .collect();
         if keep.true_count() == batch.num_rows() {
             return Ok(Some(batch));
         }

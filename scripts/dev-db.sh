@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+# A private PostgreSQL 15 for development, tests and the quickstart.
+#
+#   scripts/dev-db.sh start    install if missing, create and start (idempotent)
+#   scripts/dev-db.sh stop     stop it
+#   scripts/dev-db.sh status   is it running?
+#   scripts/dev-db.sh env      print the variables tests and the quickstart use (eval it)
+#
+# Runs as the `postgres` OS user (never as root) on 127.0.0.1:$SLUICE_DEV_PG_PORT, with
+# wal_level=logical, a SCRAM password user `sluice` (REPLICATION), database `shop`, and a
+# self-signed TLS certificate made here. The superuser `postgres` may log in without a
+# password over loopback, for test set-up only.
+set -euo pipefail
+
+PORT=${SLUICE_DEV_PG_PORT:-54329}
+BASE=${SLUICE_DEV_DIR:-/var/tmp/sluice-dev}
+DATA=$BASE/pg
+LOG=$BASE/pg.log
+PASSWORD=${SLUICE_DEV_PASSWORD:-sluice-dev-password}
+OS_USER=postgres
+
+find_bin() {
+  for d in /usr/lib/postgresql/15/bin /usr/lib/postgresql/*/bin; do
+    [ -x "$d/postgres" ] && { echo "$d"; return 0; }
+  done
+  return 1
+}
+
+install_server() {
+  if ! BIN=$(find_bin); then
+    echo "dev-db: installing postgresql with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq postgresql >/dev/null
+    BIN=$(find_bin)
+  fi
+  id "$OS_USER" >/dev/null 2>&1 || useradd --system --home-dir "$BASE" --shell /bin/bash "$OS_USER"
+}
+
+# Run a command as the database OS user (directly when we already are that user).
+as_db() {
+  if [ "$(id -un)" = "$OS_USER" ]; then "$@"
+  elif [ "$(id -u)" = 0 ]; then runuser -u "$OS_USER" -- "$@"
+  else echo "dev-db: run as root or as $OS_USER" >&2; exit 1
+  fi
+}
+
+running() {
+  [ -f "$DATA/postmaster.pid" ] && as_db "$BIN/pg_ctl" -D "$DATA" status >/dev/null 2>&1
+}
+
+psql_admin() {
+  as_db "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$DATA" -p "$PORT" -U postgres "$@"
+}
+
+start() {
+  install_server
+  mkdir -p "$BASE"
+  chown "$OS_USER" "$BASE"
+  if [ ! -f "$DATA/PG_VERSION" ]; then
+    as_db "$BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
+    as_db openssl req -new -x509 -days 3650 -nodes -subj "/CN=127.0.0.1" \
+      -keyout "$DATA/server.key" -out "$DATA/server.crt" >/dev/null 2>&1
+    chmod 600 "$DATA/server.key"
+    cat >>"$DATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $PORT
+unix_socket_directories = '$DATA'
+wal_level = logical
+max_replication_slots = 40
+max_wal_senders = 40
+max_connections = 200
+ssl = on
+password_encryption = 'scram-sha-256'
+fsync = on
+shared_buffers = 256MB
+max_wal_size = 4GB
+CONF
+    cat >"$DATA/pg_hba.conf" <<HBA
+local all all trust
+host all postgres 127.0.0.1/32 trust
+host all all 127.0.0.1/32 scram-sha-256
+host replication all 127.0.0.1/32 scram-sha-256
+HBA
+  fi
+  if ! running; then
+    as_db "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null
+  fi
+  psql_admin -d postgres <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sluice') THEN
+    CREATE ROLE sluice LOGIN REPLICATION;
+  END IF;
+END \$\$;
+ALTER ROLE sluice PASSWORD '$PASSWORD';
+SELECT 'CREATE DATABASE shop OWNER sluice' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop')\gexec
+SQL
+  echo "dev-db: postgresql running on 127.0.0.1:$PORT (data in $DATA)"
+}
+
+stop() {
+  BIN=$(find_bin) || exit 0
+  if running; then as_db "$BIN/pg_ctl" -D "$DATA" -w stop -m fast >/dev/null; fi
+  echo "dev-db: stopped"
+}
+
+status() {
+  BIN=$(find_bin) || { echo "dev-db: postgresql not installed"; exit 1; }
+  if running; then echo "dev-db: postgresql running on 127.0.0.1:$PORT"; else echo "dev-db: postgresql stopped"; exit 1; fi
+}
+
+env_vars() {
+  cat <<ENV
+export SLUICE_DEV_PG_URL='postgres://sluice@127.0.0.1:$PORT/shop'
+export SLUICE_DEV_PG_ADMIN_URL='postgres://postgres@127.0.0.1:$PORT/shop'
+export SLUICE_SOURCE_PASSWORD='$PASSWORD'
+ENV
+}
+
+case "${1:-}" in
+  start) start ;;
+  stop) stop ;;
+  status) status ;;
+  env) env_vars ;;
+  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+esac

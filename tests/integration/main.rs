@@ -1,0 +1,9 @@
+//! Integration tests against the real PostgreSQL started by `scripts/dev-db.sh start`.
+//! Every test uses its own schema, slot, publication and temp lake; none skips when the
+//! database is missing: it fails and says how to start it.
+
+mod bad_input;
+mod changes;
+mod exactly_once;
+mod large_transaction;
+mod support;

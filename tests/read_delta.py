@@ -1,0 +1,25 @@
+"""Independent reader for the integration tests: prints a Delta table as JSON lines.
+
+Uses the `deltalake` package from PyPI (delta-rs's Python binding, a separate
+implementation path from the Rust writer) and pyarrow. Usage:
+    read_delta.py PATH [VERSION]
+Rows come sorted by (_sluice_lsn, _sluice_seq); values that JSON cannot hold are printed
+with str().
+"""
+import json
+import math
+import sys
+
+from deltalake import DeltaTable
+
+path = sys.argv[1]
+version = int(sys.argv[2]) if len(sys.argv) > 2 else None
+table = DeltaTable(path, version=version)
+rows = table.to_pyarrow_table().to_pylist()
+for row in rows:
+    for key, value in row.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            row[key] = str(value)
+rows.sort(key=lambda r: (r["_sluice_lsn"], r["_sluice_seq"]))
+for row in rows:
+    print(json.dumps(row, default=str, sort_keys=True))
