@@ -16,12 +16,11 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use deltalake::arrow::record_batch::RecordBatch;
-use replication::change::{stamp_position, Event, TableBatch, TableName};
+use replication::change::{Event, TableBatch, TableName};
 use replication::Lsn;
 
-use super::spill::{self, Spill};
-use super::table::ChangelogTable;
+use super::spill::Spill;
+use super::table::{ChangelogTable, Part};
 use crate::{Error, Result};
 
 /// Where one table stands, for `sluice status`.
@@ -95,15 +94,9 @@ impl DeltaSink {
                 commit_lsn,
                 end_lsn,
             } => {
-                for (table, batches) in group(tables) {
+                for (table, parts) in group(tables) {
                     let t = self.table(&table).await?;
-                    let mut fresh = Vec::with_capacity(batches.len());
-                    for b in batches {
-                        fresh.extend(t.unseen(b)?);
-                    }
-                    if !fresh.is_empty() {
-                        t.commit(fresh, &app_id, commit_lsn).await?;
-                    }
+                    t.commit(parts, None, &app_id, commit_lsn).await?;
                 }
                 Ok(Some(end_lsn))
             }
@@ -128,28 +121,20 @@ impl DeltaSink {
                 end_lsn,
                 commit_ts,
             } => {
-                let mut by_table: BTreeMap<Arc<TableName>, Vec<RecordBatch>> = BTreeMap::new();
+                let mut by_table: BTreeMap<Arc<TableName>, Vec<Part>> = BTreeMap::new();
                 for (table, path) in self.spill.take(xid) {
-                    let batches = spill::read(&table, &path)?;
-                    by_table.entry(table).or_default().extend(batches);
+                    by_table.entry(table).or_default().push(Part::Spilled(path));
                 }
                 for tb in tables {
-                    by_table.entry(tb.table).or_default().push(tb.batch);
+                    by_table
+                        .entry(tb.table)
+                        .or_default()
+                        .push(Part::Batch(tb.batch));
                 }
-                for (table, batches) in by_table {
+                for (table, parts) in by_table {
                     let t = self.table(&table).await?;
-                    if t.position().is_some_and(|p| p >= commit_lsn) {
-                        continue;
-                    }
-                    let stamped = batches
-                        .iter()
-                        .map(|b| stamp_position(b, commit_lsn, commit_ts))
-                        .collect::<Result<Vec<_>, _>>()
-                        .map_err(|source| Error::Arrow {
-                            table: table.to_string(),
-                            source,
-                        })?;
-                    t.commit(stamped, &app_id, commit_lsn).await?;
+                    t.commit(parts, Some((commit_lsn, commit_ts)), &app_id, commit_lsn)
+                        .await?;
                 }
                 Ok(Some(end_lsn))
             }
@@ -169,10 +154,10 @@ impl DeltaSink {
 }
 
 /// Batches per table, keeping their order.
-fn group(tables: Vec<TableBatch>) -> BTreeMap<Arc<TableName>, Vec<RecordBatch>> {
-    let mut out: BTreeMap<Arc<TableName>, Vec<RecordBatch>> = BTreeMap::new();
+fn group(tables: Vec<TableBatch>) -> BTreeMap<Arc<TableName>, Vec<Part>> {
+    let mut out: BTreeMap<Arc<TableName>, Vec<Part>> = BTreeMap::new();
     for tb in tables {
-        out.entry(tb.table).or_default().push(tb.batch);
+        out.entry(tb.table).or_default().push(Part::Batch(tb.batch));
     }
     out
 }

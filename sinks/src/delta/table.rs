@@ -17,13 +17,23 @@ use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Transaction};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::DeltaTable;
-use replication::change::{TableName, LSN_COLUMN};
+use replication::change::{stamp_position, TableName, LSN_COLUMN};
+
+use super::spill;
 use replication::Lsn;
 
 use crate::{Error, Result};
 
 /// Parquet files roll over at this size, which bounds the writer's buffers.
-const TARGET_FILE_SIZE: u64 = 128 * 1024 * 1024;
+const TARGET_FILE_SIZE: u64 = 64 * 1024 * 1024;
+
+/// Rows to commit: in memory, or in a spill file written earlier.
+pub enum Part {
+    /// A batch in memory.
+    Batch(RecordBatch),
+    /// An Arrow IPC spill file, read (and deleted) at commit.
+    Spilled(PathBuf),
+}
 
 /// A changelog table and the last source position committed to it.
 pub struct ChangelogTable {
@@ -99,7 +109,7 @@ impl ChangelogTable {
     }
 
     /// Rows of `batch` above the committed position (all of them, except just after a restart).
-    pub fn unseen(&self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
+    fn unseen(&self, batch: RecordBatch) -> Result<Option<RecordBatch>> {
         let Some(position) = self.position else {
             return Ok(Some(batch));
         };
@@ -126,21 +136,19 @@ impl ChangelogTable {
         Ok((kept.num_rows() > 0).then_some(kept))
     }
 
-    /// Append `batches` (all with positions ≤ `commit_lsn`) in one Delta commit carrying the
-    /// `txn` action for `commit_lsn`. Creates the table first if needed; columns the batches
-    /// add are added to the table schema in the same commit.
+    /// Append `parts` (all with positions ≤ `commit_lsn`) in one Delta commit carrying the
+    /// `txn` action for `commit_lsn`, dropping rows already committed. Spill files are read
+    /// one at a time, so memory holds one chunk, not the transaction. `stamp` sets the
+    /// position columns of rows that did not know them yet (streamed transactions). Creates
+    /// the table first if needed; columns the batches add are added in the same commit.
+    /// Returns whether anything was committed.
     pub async fn commit(
         &mut self,
-        batches: Vec<RecordBatch>,
+        parts: Vec<Part>,
+        stamp: Option<(Lsn, i64)>,
         app_id: &str,
         commit_lsn: Lsn,
-    ) -> Result<()> {
-        let Some(first) = batches.first() else {
-            return Ok(());
-        };
-        if self.table.is_none() {
-            self.create(first).await?;
-        }
+    ) -> Result<bool> {
         let properties = CommitProperties::default()
             .with_application_transaction(Transaction::new(app_id, commit_lsn.0 as i64))
             .with_metadata([
@@ -155,23 +163,62 @@ impl ChangelogTable {
             table: name.clone(),
             source,
         };
+        let mut writer: Option<RecordBatchWriter> = None;
+        for part in parts {
+            let batches = match part {
+                Part::Batch(b) => vec![b],
+                Part::Spilled(path) => spill::read(&self.name, &path)?,
+            };
+            for batch in batches {
+                let batch = match stamp {
+                    Some((lsn, ts)) => {
+                        stamp_position(&batch, lsn, ts).map_err(|source| Error::Arrow {
+                            table: name.clone(),
+                            source,
+                        })?
+                    }
+                    None => batch,
+                };
+                let Some(batch) = self.unseen(batch)? else {
+                    continue;
+                };
+                if self.table.is_none() {
+                    self.create(&batch).await?;
+                }
+                let w = match &mut writer {
+                    Some(w) => w,
+                    None => {
+                        let table = self.table.as_ref().ok_or_else(|| self.vanished())?;
+                        writer.insert(
+                            RecordBatchWriter::for_table(table)
+                                .map_err(delta)?
+                                .with_target_file_size(TARGET_FILE_SIZE)
+                                .with_commit_properties(properties.clone()),
+                        )
+                    }
+                };
+                w.write_with_mode(batch, WriteMode::MergeSchema)
+                    .await
+                    .map_err(delta)?;
+            }
+        }
+        let Some(mut writer) = writer else {
+            return Ok(false);
+        };
         let table = self.table.as_mut().ok_or_else(|| Error::InvalidPath {
-            path: self.path.display().to_string(),
+            path: String::new(),
             reason: "table vanished".into(),
         })?;
-        let mut writer = RecordBatchWriter::for_table(table)
-            .map_err(delta)?
-            .with_target_file_size(TARGET_FILE_SIZE)
-            .with_commit_properties(properties);
-        for batch in batches {
-            writer
-                .write_with_mode(batch, WriteMode::MergeSchema)
-                .await
-                .map_err(delta)?;
-        }
         writer.flush_and_commit(table).await.map_err(delta)?;
         self.position = Some(commit_lsn);
-        Ok(())
+        Ok(true)
+    }
+
+    fn vanished(&self) -> Error {
+        Error::InvalidPath {
+            path: self.path.display().to_string(),
+            reason: "table vanished".into(),
+        }
     }
 
     async fn create(&mut self, first: &RecordBatch) -> Result<()> {

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The whole check: start the dev database, then fmt, clippy -D warnings, and every test
+# (unit, integration against real PostgreSQL, and the Python `deltalake` reader).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# One build dir outside the clone, shared with CI (see .cargo/config.toml).
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
+
+scripts/dev-db.sh start
+
+# The independent Delta reader used by the integration tests.
+if ! python3 -c "import deltalake, pyarrow" 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check deltalake pyarrow
+fi
+
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+cargo test --workspace --all-targets
