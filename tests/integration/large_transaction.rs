@@ -25,9 +25,9 @@ async fn two_million_row_transaction_streams_with_bounded_memory() {
         .unwrap());
 
     // An aborted big transaction: streamed to Sluice, then rolled back.
-    db.batch_execute(&format!(
-        "BEGIN; INSERT INTO t_large.big SELECT g, g, 'aborted', now(), 1 FROM generate_series(1, 300000) g; ROLLBACK;"
-    ))
+    db.batch_execute(
+        "BEGIN; INSERT INTO t_large.big SELECT g, g, 'aborted', now(), 1 FROM generate_series(1, 300000) g; ROLLBACK;",
+    )
     .await
     .unwrap();
     db.batch_execute(&format!(

@@ -269,7 +269,7 @@ impl Client {
 
     /// Send one CopyData message and flush it.
     pub async fn send_copy_data(&mut self, payload: &[u8]) -> Result<()> {
-        self.write.extend_from_slice(&[b'd']);
+        self.write.extend_from_slice(b"d");
         self.write
             .extend_from_slice(&((payload.len() + 4) as i32).to_be_bytes());
         self.write.extend_from_slice(payload);

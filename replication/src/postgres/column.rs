@@ -523,7 +523,7 @@ fn append_text(kind: Kind, b: &mut Builder, v: &str, _scratch: &mut String) -> V
 #[cfg(test)]
 mod tests {
     use super::*;
-    use deltalake::arrow::array::{AsArray, Decimal128Array};
+    use deltalake::arrow::array::{Array, AsArray, Decimal128Array};
 
     #[test]
     fn numeric_typmod_picks_decimal_or_text() {
@@ -545,7 +545,7 @@ mod tests {
         let ty = ColumnType::from_oid(oid::NUMERIC, ((12 << 16) | 2) + 4, &HashSet::new()).unwrap();
         let mut b = ColumnBuilder::new(ty, 4);
         let mut bin = Vec::new();
-        for x in [2i16, 1, 0, 2, 1234, 5600] {
+        for x in [2i16, 0, 0, 2, 1234, 5600] {
             bin.extend_from_slice(&x.to_be_bytes());
         }
         b.append(Value::Binary(&bin)).unwrap();
@@ -579,7 +579,7 @@ mod tests {
         let arr = b.finish();
         let list = arr.as_list::<i32>();
         assert_eq!(list.len(), 4);
-        assert_eq!(list.value(0), list.value(2));
+        assert_eq!(&list.value(0), &list.value(2));
         assert_eq!(list.value(1).len(), 0);
         assert!(list.is_null(3));
         assert!(list.value(0).is_null(1));
