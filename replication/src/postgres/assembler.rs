@@ -151,16 +151,16 @@ impl Assembler {
                 old,
                 new,
             } => {
-                let key_changed = match &old {
-                    None => false,
-                    Some(OldTuple::Key(_)) => true,
-                    Some(OldTuple::Full(old)) => self.key_differs(relation, old, &new, lsn)?,
+                // The old key is sent only when the key changed; a full old row (REPLICA
+                // IDENTITY FULL) is compared on the identity columns.
+                let changed_key = match old {
+                    Some(OldTuple::Key(t)) => Some(t),
+                    Some(OldTuple::Full(t)) if self.key_differs(relation, &t, &new, lsn)? => {
+                        Some(t)
+                    }
+                    _ => None,
                 };
-                if key_changed {
-                    let old = match old {
-                        Some(OldTuple::Key(t) | OldTuple::Full(t)) => t,
-                        None => unreachable!("key_changed implies an old tuple"),
-                    };
+                if let Some(old) = changed_key {
                     self.row(xid, relation, lsn, size, |b, pos| {
                         b.append(Op::Delete, pos, &old)
                     })?;
