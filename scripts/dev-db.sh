@@ -8,14 +8,20 @@
 #
 # Runs as the `postgres` OS user (never as root) on 127.0.0.1:$SLUICE_DEV_PG_PORT, with
 # wal_level=logical, a SCRAM password user `sluice` (REPLICATION), database `shop`, and a
-# self-signed TLS certificate made here. The superuser `postgres` may log in without a
-# password over loopback, for test set-up only.
+# TLS certificate for 127.0.0.1 signed by a private CA made here (for sslmode=verify-full use
+# sslrootcert=$BASE/pg/root.crt). The superuser `postgres` may log in without a password over
+# loopback, for test set-up only.
+#
+# A second, deliberately misconfigured cluster runs on $SLUICE_DEV_BAD_PG_PORT (wal_level=replica,
+# its only replication slot taken) so tests can check how Sluice reports server problems.
 set -euo pipefail
 
 PORT=${SLUICE_DEV_PG_PORT:-54329}
+BAD_PORT=${SLUICE_DEV_BAD_PG_PORT:-54330}
 BASE=${SLUICE_DEV_DIR:-/var/tmp/sluice-dev}
 DATA=$BASE/pg
 LOG=$BASE/pg.log
+BAD_DATA=$BASE/pg-bad
 PASSWORD=${SLUICE_DEV_PASSWORD:-sluice-dev-password}
 OS_USER=postgres
 
@@ -59,9 +65,6 @@ start() {
   chown "$OS_USER" "$BASE"
   if [ ! -f "$DATA/PG_VERSION" ]; then
     as_db "$BIN/initdb" -D "$DATA" -U postgres --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C.UTF-8 >/dev/null
-    as_db openssl req -new -x509 -days 3650 -nodes -subj "/CN=127.0.0.1" \
-      -keyout "$DATA/server.key" -out "$DATA/server.crt" >/dev/null 2>&1
-    chmod 600 "$DATA/server.key"
     cat >>"$DATA/postgresql.conf" <<CONF
 listen_addresses = '127.0.0.1'
 port = $PORT
@@ -83,9 +86,20 @@ host all all 127.0.0.1/32 scram-sha-256
 host replication all 127.0.0.1/32 scram-sha-256
 HBA
   fi
+  if [ ! -f "$DATA/root.crt" ]; then
+    # A private CA (root.crt, for sslrootcert) and a server certificate it signs for 127.0.0.1.
+    as_db bash -c "cd '$DATA' &&
+      openssl req -new -x509 -days 3650 -nodes -subj '/CN=sluice dev ca' -keyout root.key -out root.crt &&
+      openssl req -new -nodes -subj '/CN=127.0.0.1' -keyout server.key -out server.csr &&
+      printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n' > server.ext &&
+      openssl x509 -req -days 3650 -in server.csr -CA root.crt -CAkey root.key -CAcreateserial -extfile server.ext -out server.crt &&
+      chmod 600 server.key root.key && rm -f server.csr server.ext" >/dev/null 2>&1
+    if running; then as_db "$BIN/pg_ctl" -D "$DATA" reload >/dev/null; fi
+  fi
   if ! running; then
     as_db "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null
   fi
+  start_bad
   psql_admin -d postgres <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sluice') THEN
@@ -98,9 +112,40 @@ SQL
   echo "dev-db: postgresql running on 127.0.0.1:$PORT (data in $DATA)"
 }
 
+# The misconfigured cluster: wal_level=replica and no free replication slot.
+start_bad() {
+  if [ ! -f "$BAD_DATA/PG_VERSION" ]; then
+    as_db "$BIN/initdb" -D "$BAD_DATA" -U postgres --auth-local=trust --auth-host=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    cat >>"$BAD_DATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $BAD_PORT
+unix_socket_directories = '$BAD_DATA'
+wal_level = replica
+max_replication_slots = 1
+max_wal_senders = 2
+shared_buffers = 16MB
+CONF
+  fi
+  if ! { [ -f "$BAD_DATA/postmaster.pid" ] && as_db "$BIN/pg_ctl" -D "$BAD_DATA" status >/dev/null 2>&1; }; then
+    as_db "$BIN/pg_ctl" -D "$BAD_DATA" -l "$BASE/pg-bad.log" -w -t 60 start >/dev/null
+  fi
+  as_db "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$BAD_DATA" -p "$BAD_PORT" -U postgres -d postgres >/dev/null <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sluice') THEN
+    CREATE ROLE sluice LOGIN REPLICATION;
+  END IF;
+END \$\$;
+SELECT 'CREATE DATABASE shop OWNER sluice' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop')\gexec
+SELECT count(pg_create_physical_replication_slot('occupied')) FROM (SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM pg_replication_slots)) AS free;
+SQL
+  as_db "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$BAD_DATA" -p "$BAD_PORT" -U postgres -d shop \
+    -c "SET client_min_messages = warning; CREATE TABLE IF NOT EXISTS public.keyed (id int PRIMARY KEY)"
+}
+
 stop() {
   BIN=$(find_bin) || exit 0
   if running; then as_db "$BIN/pg_ctl" -D "$DATA" -w stop -m fast >/dev/null; fi
+  if [ -f "$BAD_DATA/postmaster.pid" ]; then as_db "$BIN/pg_ctl" -D "$BAD_DATA" -w stop -m fast >/dev/null || true; fi
   echo "dev-db: stopped"
 }
 
@@ -114,6 +159,8 @@ env_vars() {
 export SLUICE_DEV_PG_URL='postgres://sluice@127.0.0.1:$PORT/shop'
 export SLUICE_DEV_PG_ADMIN_URL='postgres://postgres@127.0.0.1:$PORT/shop'
 export SLUICE_SOURCE_PASSWORD='$PASSWORD'
+export SLUICE_DEV_PG_ROOT_CERT='$DATA/root.crt'
+export SLUICE_DEV_BAD_PG_URL='postgres://sluice@127.0.0.1:$BAD_PORT/shop'
 ENV
 }
 

@@ -6,4 +6,5 @@ mod bad_input;
 mod changes;
 mod exactly_once;
 mod large_transaction;
+mod server_problems;
 mod support;

@@ -45,7 +45,14 @@ fn connect_error(info: &ConnInfo, e: tokio_postgres::Error) -> Error {
             problems: vec![fix],
         };
     }
-    let text = e.to_string();
+    // The driver's top-level message is vague ("error performing TLS handshake"): add causes.
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
     let fix = if text.contains("password missing") {
         format!(
             "the server asks user {} for a password: put it in the url or in SLUICE_SOURCE_PASSWORD",
