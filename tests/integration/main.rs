@@ -7,4 +7,5 @@ mod changes;
 mod exactly_once;
 mod large_transaction;
 mod server_problems;
+mod shutdown;
 mod support;

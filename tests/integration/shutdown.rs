@@ -1,0 +1,63 @@
+//! SIGTERM: the commit in flight finishes, the final status update confirms it, exit code 0.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::support::{admin, ok, run_sluice, sluice, Pipeline};
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sigterm_finishes_the_commit_and_confirms_it() {
+    let db = admin().await;
+    let p = Pipeline::new("t_term", &db).await;
+    db.batch_execute(
+        "CREATE TABLE t_term.items (id int PRIMARY KEY, v text); ALTER TABLE t_term.items OWNER TO sluice;",
+    )
+    .await
+    .unwrap();
+    let config = p.config(&["items"], "");
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+
+    let mut child = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    db.batch_execute("INSERT INTO t_term.items SELECT g, 'v' FROM generate_series(1, 5000) g;")
+        .await
+        .unwrap();
+    // Wait for the change to reach the lake (a condition, polled), then stop politely.
+    let log = p.lake().join("t_term/items/_delta_log");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !log.join("00000000000000000001.json").exists() {
+        assert!(Instant::now() < deadline, "changes never reached the lake");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(term.success());
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "SIGTERM must end with exit code 0, got {status}"
+    );
+
+    // The final status update confirmed what was committed.
+    let confirmed: String = db
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'sluice_t_term'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let confirmed: replication::Lsn = confirmed.parse().unwrap();
+    assert!(
+        confirmed >= commit_lsn,
+        "confirmed {confirmed} < committed {commit_lsn}"
+    );
+    assert_eq!(p.rows("items").len(), 5000);
+}
