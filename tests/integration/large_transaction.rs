@@ -1,5 +1,6 @@
 //! A single transaction far larger than the batch limits streams through with bounded memory,
-//! lands as one Delta commit, and an aborted large transaction leaves nothing visible.
+//! lands as one Delta commit, and an aborted large transaction (or a rolled-back
+//! subtransaction inside the committed one) leaves nothing visible.
 
 use crate::support::{admin, ok, sluice, Pipeline};
 
@@ -30,8 +31,16 @@ async fn two_million_row_transaction_streams_with_bounded_memory() {
     )
     .await
     .unwrap();
+    // The committed one, with a rolled-back subtransaction in the middle of it.
     db.batch_execute(&format!(
-        "INSERT INTO t_large.big SELECT g, g % 1000, 'row ' || g, now(), g / 100.0 FROM generate_series(1, {ROWS}) g;"
+        "BEGIN;
+         INSERT INTO t_large.big SELECT g, g % 1000, 'row ' || g, now(), g / 100.0 FROM generate_series(1, {half}) g;
+         SAVEPOINT s;
+         INSERT INTO t_large.big SELECT g, 0, 'rolled back', now(), 0 FROM generate_series({ROWS} + 1, {ROWS} + 200000) g;
+         ROLLBACK TO SAVEPOINT s;
+         INSERT INTO t_large.big SELECT g, g % 1000, 'row ' || g, now(), g / 100.0 FROM generate_series({half} + 1, {ROWS}) g;
+         COMMIT;",
+        half = ROWS / 2
     ))
     .await
     .unwrap();
