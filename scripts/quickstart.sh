@@ -12,8 +12,7 @@ ADMIN=$SLUICE_DEV_PG_ADMIN_URL
 echo "== building sluice (release)"
 cargo build --release --quiet --bin sluice
 SLUICE=$CARGO_TARGET_DIR/release/sluice
-python3 -c "import deltalake, pyarrow" 2>/dev/null ||
-  python3 -m pip install --quiet --disable-pip-version-check deltalake pyarrow
+source scripts/reader-env.sh
 
 echo "== creating the demo tables"
 psql "$ADMIN" -q -v ON_ERROR_STOP=1 <<'SQL'
@@ -65,7 +64,7 @@ echo "== draining the rest (--until caught-up)"
 "$SLUICE" status --config quickstart.toml
 
 echo "== what landed"
-python3 - <<'PY'
+"$SLUICE_PYTHON" - <<'PY'
 from collections import Counter
 from deltalake import DeltaTable
 for table in ["demo/customers", "demo/orders"]:

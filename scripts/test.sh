@@ -9,10 +9,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
 
 scripts/dev-db.sh start
 
-# The independent Delta reader used by the integration tests.
-if ! python3 -c "import deltalake, pyarrow" 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check deltalake pyarrow
-fi
+# The independent Delta reader used by the integration tests (exports SLUICE_PYTHON).
+source scripts/reader-env.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets -- -D warnings

@@ -105,14 +105,16 @@ pub fn ok(output: Output) -> String {
 }
 
 /// Read a Delta table with the Python `deltalake` package (an independent implementation).
+/// `SLUICE_PYTHON` (set by scripts/test.sh) names a Python that has it.
 pub fn read_delta(path: &Path, version: Option<u64>) -> Vec<Value> {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/read_delta.py");
-    let mut cmd = Command::new("python3");
+    let python = std::env::var("SLUICE_PYTHON").unwrap_or_else(|_| "python3".into());
+    let mut cmd = Command::new(python);
     cmd.arg(script).arg(path);
     if let Some(v) = version {
         cmd.arg(v.to_string());
     }
-    let out = cmd.output().expect("run python3 tests/read_delta.py");
+    let out = cmd.output().expect("run tests/read_delta.py: set SLUICE_PYTHON or source scripts/reader-env.sh");
     assert!(
         out.status.success(),
         "reading {} failed: {}",
