@@ -6,6 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
+export PATH="$HOME/.cargo/bin:$PATH"
 N=${1:-1000000}
 
 scripts/dev-db.sh start >/dev/null

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
+export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/dev-db.sh start
 eval "$(scripts/dev-db.sh env)"

@@ -6,6 +6,7 @@ cd "$(dirname "$0")/.."
 
 # One build dir outside the clone, shared with CI (see .cargo/config.toml).
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
+export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/dev-db.sh start
 
