@@ -12,6 +12,7 @@ N=${1:-1000000}
 scripts/dev-db.sh start >/dev/null
 eval "$(scripts/dev-db.sh env)"
 ADMIN=$SLUICE_DEV_PG_ADMIN_URL
+export PGOPTIONS="-c client_min_messages=warning"
 BIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
 cargo build --release --quiet --bin sluice
 SLUICE=$CARGO_TARGET_DIR/release/sluice

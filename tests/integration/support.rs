@@ -114,7 +114,9 @@ pub fn read_delta(path: &Path, version: Option<u64>) -> Vec<Value> {
     if let Some(v) = version {
         cmd.arg(v.to_string());
     }
-    let out = cmd.output().expect("run tests/read_delta.py: set SLUICE_PYTHON or source scripts/reader-env.sh");
+    let out = cmd
+        .output()
+        .expect("run tests/read_delta.py: set SLUICE_PYTHON or source scripts/reader-env.sh");
     assert!(
         out.status.success(),
         "reading {} failed: {}",

@@ -14,7 +14,9 @@
 //! is taken only at a transaction boundary); rows of a streamed transaction are never mixed
 //! with rows of another transaction.
 
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 use super::pgoutput::{Message, OldTuple, Relation, Tuple};
@@ -22,6 +24,29 @@ use super::table::{Op, RowPosition, TableBuilder, TableShape};
 use super::value::PG_EPOCH_OFFSET_MICROS;
 use crate::change::{Event, TableBatch};
 use crate::{Error, Lsn, Result};
+
+/// Relation OIDs and xids are small integers chosen by the server: a multiplicative hash is
+/// enough, and the per-row map look-ups are on the hot path.
+#[derive(Default)]
+struct OidHasher(u64);
+
+impl Hasher for OidHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.write_u32(u32::from(*b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.0 = (self.0.rotate_left(32) ^ u64::from(n)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type OidMap<K, V> = HashMap<K, V, BuildHasherDefault<OidHasher>>;
 
 /// When a batch closes.
 #[derive(Debug, Clone, Copy)]
@@ -44,7 +69,7 @@ struct OpenTransaction {
 #[derive(Default)]
 struct Stream {
     /// Builders per (subxid, relation oid).
-    builders: HashMap<(u32, u32), TableBuilder>,
+    builders: OidMap<(u32, u32), TableBuilder>,
     rows: usize,
     bytes: usize,
     seq: i64,
@@ -55,9 +80,9 @@ pub struct Assembler {
     limits: BatchLimits,
     binary: bool,
     enums: HashSet<u32>,
-    shapes: HashMap<u32, Arc<TableShape>>,
+    shapes: OidMap<u32, Arc<TableShape>>,
     /// Builders of committed (and the one open) ordinary transactions, per relation oid.
-    builders: HashMap<u32, TableBuilder>,
+    builders: OidMap<u32, TableBuilder>,
     /// Builders replaced by a schema change, waiting to be emitted with the next batch.
     retired: Vec<TableBuilder>,
     pending_rows: usize,
@@ -66,7 +91,7 @@ pub struct Assembler {
     pending_commit: Option<(Lsn, Lsn)>,
     open: Option<OpenTransaction>,
     /// Streamed transactions by top-level xid, and the one whose chunk is being received.
-    streams: HashMap<u32, Stream>,
+    streams: OidMap<u32, Stream>,
     streaming_xid: Option<u32>,
     events: Vec<Event>,
 }
@@ -79,14 +104,14 @@ impl Assembler {
             limits,
             binary,
             enums,
-            shapes: HashMap::new(),
-            builders: HashMap::new(),
+            shapes: OidMap::default(),
+            builders: OidMap::default(),
             retired: Vec::new(),
             pending_rows: 0,
             pending_bytes: 0,
             pending_commit: None,
             open: None,
-            streams: HashMap::new(),
+            streams: OidMap::default(),
             streaming_xid: None,
             events: Vec::new(),
         }
@@ -326,19 +351,22 @@ impl Assembler {
         size: usize,
         append: impl FnOnce(&mut TableBuilder, RowPosition) -> Result<()>,
     ) -> Result<()> {
-        let shape = self
-            .shapes
-            .get(&relation)
-            .ok_or(Error::UnknownRelation { oid: relation, lsn })?
-            .clone();
         let capacity = self.limits.max_rows.min(8192);
+        // The shape is looked up only when a builder is created: not per row.
+        let shapes = &self.shapes;
+        let new_builder = || -> Result<TableBuilder> {
+            let shape = shapes
+                .get(&relation)
+                .ok_or(Error::UnknownRelation { oid: relation, lsn })?;
+            Ok(TableBuilder::new(shape.clone(), capacity))
+        };
         match (xid, self.streaming_xid) {
             (Some(subxid), Some(top)) => {
                 let stream = self.streams.entry(top).or_default();
-                let builder = stream
-                    .builders
-                    .entry((subxid, relation))
-                    .or_insert_with(|| TableBuilder::new(shape, capacity));
+                let builder = match stream.builders.entry((subxid, relation)) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(new_builder()?),
+                };
                 // Position is stamped at commit; the ordinal is known now.
                 let pos = RowPosition {
                     lsn: Lsn::ZERO,
@@ -363,10 +391,10 @@ impl Assembler {
                     commit_ts: open.commit_ts,
                 };
                 open.seq += 1;
-                let builder = self
-                    .builders
-                    .entry(relation)
-                    .or_insert_with(|| TableBuilder::new(shape, capacity));
+                let builder = match self.builders.entry(relation) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => e.insert(new_builder()?),
+                };
                 append(builder, pos)?;
                 self.pending_rows += 1;
                 self.pending_bytes += size;

@@ -13,6 +13,24 @@ pub const PG_EPOCH_OFFSET_MICROS: i64 = 946_684_800_000_000;
 pub const PG_EPOCH_OFFSET_DAYS: i32 = 10_957;
 const MICROS_PER_DAY: i64 = 86_400_000_000;
 
+/// Powers of ten up to the largest decimal precision (10^38).
+const POW10: [i128; 39] = {
+    let mut table = [1i128; 39];
+    let mut i = 1;
+    while i < 39 {
+        table[i] = table[i - 1] * 10;
+        i += 1;
+    }
+    table
+};
+
+/// Whether `value` has at most `precision` digits.
+fn fits(value: i128, precision: u8) -> bool {
+    POW10
+        .get(usize::from(precision))
+        .is_none_or(|limit| value < *limit)
+}
+
 /// Why a value cannot be stored. Turned into an error naming table, column and LSN.
 pub type ValueResult<T> = Result<T, String>;
 
@@ -123,9 +141,8 @@ impl Numeric<'_> {
         // Decimal exponent of the last base-10000 digit, shifted to the target scale.
         let exponent = 4 * (i32::from(*weight) - ndigits + 1) + i32::from(scale);
         if exponent >= 0 {
-            for _ in 0..exponent {
-                acc = acc.checked_mul(10).ok_or_else(overflow)?;
-            }
+            let scale = POW10.get(exponent as usize).ok_or_else(overflow)?;
+            acc = acc.checked_mul(*scale).ok_or_else(overflow)?;
         } else {
             for _ in 0..-exponent {
                 if acc % 10 != 0 {
@@ -134,7 +151,7 @@ impl Numeric<'_> {
                 acc /= 10;
             }
         }
-        if acc >= 10i128.pow(u32::from(precision)) {
+        if !fits(acc, precision) {
             return Err(overflow());
         }
         Ok(if *negative { -acc } else { acc })
@@ -225,7 +242,7 @@ pub fn decimal_from_text(text: &str, precision: u8, scale: i8) -> ValueResult<i1
     if frac_part.bytes().skip(scale_digits).any(|b| b != b'0') {
         return Err(format!("{text} has more than {scale} decimal places"));
     }
-    if acc >= 10i128.pow(u32::from(precision)) {
+    if !fits(acc, precision) {
         return Err(overflow());
     }
     Ok(if negative { -acc } else { acc })
