@@ -79,13 +79,18 @@ fsync = on
 shared_buffers = 256MB
 max_wal_size = 4GB
 CONF
-    cat >"$DATA/pg_hba.conf" <<HBA
+  fi
+  # Rewritten on every start (and reloaded below) so existing clusters get new rules. The
+  # sluice_md5 and sluice_cleartext roles exist for the tests of those auth methods.
+  cat >"$DATA/pg_hba.conf" <<HBA
 local all all trust
 host all postgres 127.0.0.1/32 trust
+host all,replication sluice_md5 127.0.0.1/32 md5
+host all,replication sluice_cleartext 127.0.0.1/32 password
 host all all 127.0.0.1/32 scram-sha-256
 host replication all 127.0.0.1/32 scram-sha-256
 HBA
-  fi
+  chown "$OS_USER" "$DATA/pg_hba.conf"
   if [ ! -f "$DATA/root.crt" ]; then
     # A private CA (root.crt, for sslrootcert) and a server certificate it signs for 127.0.0.1.
     as_db bash -c "cd '$DATA' &&
@@ -98,6 +103,8 @@ HBA
   fi
   if ! running; then
     as_db "$BIN/pg_ctl" -D "$DATA" -l "$LOG" -w -t 60 start >/dev/null
+  else
+    as_db "$BIN/pg_ctl" -D "$DATA" reload >/dev/null
   fi
   start_bad
   psql_admin -d postgres <<SQL

@@ -1,7 +1,7 @@
 //! Every bad input fails before anything is created: a non-zero exit, one line naming the
 //! problem and its fix, and no slot or publication left behind.
 
-use crate::support::{admin, run_sluice, sluice, Pipeline, PORT};
+use crate::support::{admin, run_sluice, set_url, sluice, Pipeline, PORT};
 
 /// Run `check` and `run` against `config`; both must fail with exactly one error line
 /// containing `expect`, and the slot and publication must not exist afterwards.
@@ -37,14 +37,6 @@ async fn fails_cleanly(p: &Pipeline, config: &std::path::Path, expect: &str) {
     assert!(leftovers.is_empty(), "a failed check created something");
 }
 
-fn with_url(p: &Pipeline, config: &std::path::Path, url: &str) {
-    let text = std::fs::read_to_string(config).unwrap();
-    let start = text.find("url = ").unwrap();
-    let end = start + text[start..].find('\n').unwrap();
-    let text = format!("{}url = \"{url}\"{}", &text[..start], &text[end..]);
-    std::fs::write(p.dir.path().join("sluice.toml"), text).unwrap();
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn bad_inputs_fail_with_one_clear_line_and_create_nothing() {
     let db = admin().await;
@@ -66,20 +58,18 @@ async fn bad_inputs_fail_with_one_clear_line_and_create_nothing() {
     fails_cleanly(&p, &config, "REPLICA IDENTITY FULL").await;
 
     let config = p.config(&["keyed"], "");
-    with_url(&p, &config, "postgres://sluice@127.0.0.1:1/shop");
+    set_url(&config, "postgres://sluice@127.0.0.1:1/shop");
     fails_cleanly(&p, &config, "cannot reach postgres at 127.0.0.1:1").await;
 
     let config = p.config(&["keyed"], "");
-    with_url(
-        &p,
+    set_url(
         &config,
         &format!("postgres://sluice:wrong@127.0.0.1:{PORT}/shop"),
     );
     fails_cleanly(&p, &config, "authentication failed for user sluice").await;
 
     let config = p.config(&["keyed"], "");
-    with_url(
-        &p,
+    set_url(
         &config,
         &format!("postgres://sluice_norepl@127.0.0.1:{PORT}/shop"),
     );

@@ -2,6 +2,7 @@
 //! Every test uses its own schema, slot, publication and temp lake; none skips when the
 //! database is missing: it fails and says how to start it.
 
+mod auth;
 mod bad_input;
 mod changes;
 mod exactly_once;

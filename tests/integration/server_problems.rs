@@ -1,7 +1,7 @@
 //! Server-side problems and TLS: a misconfigured server gets every problem reported, one line
 //! each with its fix, before anything is created; verify-full checks the certificate.
 
-use crate::support::{admin, run_sluice, Pipeline};
+use crate::support::{admin, run_sluice, set_url, Pipeline};
 
 /// The deliberately misconfigured cluster from `scripts/dev-db.sh` (wal_level=replica, its
 /// only replication slot taken).
@@ -14,17 +14,6 @@ fn error_lines(out: &std::process::Output) -> Vec<String> {
         .filter(|l| l.starts_with("error: "))
         .map(str::to_string)
         .collect()
-}
-
-fn set_url(config: &std::path::Path, url: &str) {
-    let text = std::fs::read_to_string(config).unwrap();
-    let start = text.find("url = ").unwrap();
-    let end = start + text[start..].find('\n').unwrap();
-    std::fs::write(
-        config,
-        format!("{}url = \"{url}\"{}", &text[..start], &text[end..]),
-    )
-    .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -63,3 +63,48 @@ async fn sigterm_finishes_the_commit_and_confirms_it() {
         "confirmed {confirmed} does not cover the commit at {commit_lsn:X}"
     );
 }
+
+/// Traffic on tables outside the pipeline must not pin WAL: with nothing in flight, the slot
+/// is confirmed up to where the server has decoded.
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_tables_do_not_pin_wal() {
+    let db = admin().await;
+    let p = Pipeline::new("t_idle", &db).await;
+    db.batch_execute(
+        "CREATE TABLE t_idle.items (id int PRIMARY KEY); ALTER TABLE t_idle.items OWNER TO sluice;
+         CREATE TABLE t_idle.other (id int PRIMARY KEY, v text);",
+    )
+    .await
+    .unwrap();
+    let config = p.config(&["items"], "");
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    db.batch_execute(
+        "INSERT INTO t_idle.other SELECT g, repeat('x', 100) FROM generate_series(1, 20000) g;",
+    )
+    .await
+    .unwrap();
+    let written: String = db
+        .query_one("SELECT pg_current_wal_lsn()::text", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let written: replication::Lsn = written.parse().unwrap();
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let confirmed: String = db
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'sluice_t_idle'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    let confirmed: replication::Lsn = confirmed.parse().unwrap();
+    assert!(
+        confirmed >= written,
+        "slot confirmed {confirmed}, WAL written up to {written}"
+    );
+    assert!(
+        !p.lake().join("t_idle/items").exists(),
+        "no change, no table"
+    );
+}

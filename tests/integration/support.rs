@@ -75,6 +75,15 @@ impl Pipeline {
     }
 }
 
+/// Point a config file at another server or role.
+pub fn set_url(config: &Path, url: &str) {
+    let text = std::fs::read_to_string(config).expect("read config");
+    let start = text.find("url = ").expect("config has a url");
+    let end = start + text[start..].find('\n').expect("url line ends");
+    let text = format!("{}url = \"{url}\"{}", &text[..start], &text[end..]);
+    std::fs::write(config, text).expect("write config");
+}
+
 /// The `sluice` command with the dev password in its environment.
 pub fn sluice() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sluice"));
