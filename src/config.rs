@@ -46,7 +46,28 @@ pub enum SourceConfig {
         slot: Option<String>,
         /// Publication; default `sluice_<pipeline name>`.
         publication: Option<String>,
+        /// Copy the tables' existing rows when the slot is created.
+        #[serde(default)]
+        snapshot: SnapshotMode,
+        /// Parallel connections of the initial snapshot; default: the number of cores.
+        snapshot_workers: Option<usize>,
+        /// Table blocks (8 KiB) per snapshot COPY.
+        #[serde(default = "default_chunk_pages")]
+        snapshot_chunk_pages: u64,
     },
+}
+
+/// `[source] snapshot`
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SnapshotMode {
+    /// Copy every table when the slot is created, then stream.
+    #[default]
+    Initial,
+    /// Only stream changes made after the slot exists.
+    Never,
+    /// Copy every table and exit (a temporary slot; nothing streams).
+    InitialOnly,
 }
 
 /// `[[sinks]]`
@@ -69,6 +90,9 @@ pub enum SinkConfig {
     },
 }
 
+fn default_chunk_pages() -> u64 {
+    4096
+}
 fn default_inflight() -> usize {
     64 << 20
 }
@@ -145,6 +169,9 @@ pub struct Settings {
     pub max_batch_bytes: usize,
     pub max_batch_latency: Duration,
     pub max_inflight_bytes: usize,
+    pub snapshot: SnapshotMode,
+    pub snapshot_workers: usize,
+    pub snapshot_chunk_pages: u64,
 }
 
 impl Config {
@@ -183,7 +210,19 @@ impl Config {
             tables,
             slot,
             publication,
+            snapshot,
+            snapshot_workers,
+            snapshot_chunk_pages,
         } = self.source;
+        let snapshot_workers = snapshot_workers.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
+        });
+        if snapshot_workers == 0 || snapshot_workers > 64 {
+            problems.push("[source] snapshot_workers must be between 1 and 64".into());
+        }
+        if snapshot_chunk_pages == 0 {
+            problems.push("[source] snapshot_chunk_pages must be at least 1".into());
+        }
         let conninfo = match ConnInfo::parse(&url) {
             Ok(c) => Some(c),
             Err(e) => {
@@ -266,6 +305,9 @@ impl Config {
                     max_batch_bytes,
                     max_batch_latency,
                     max_inflight_bytes: self.pipeline.max_inflight_bytes,
+                    snapshot,
+                    snapshot_workers,
+                    snapshot_chunk_pages,
                 })
             }
             _ => Err(problems),

@@ -18,6 +18,7 @@
 use std::time::Duration;
 
 use replication::change::Event;
+use replication::postgres::snapshot::{self, ExportedSnapshot, SnapshotOptions};
 use replication::postgres::source::{self, SourceExit, SourceOptions};
 use replication::postgres::{catalog, BatchLimits};
 use replication::{queue, ErrorClass, Lsn};
@@ -25,7 +26,8 @@ use sinks::delta::DeltaSink;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{Settings, SnapshotMode};
+use crate::state::{SnapshotState, State};
 
 /// First and longest wait between retries of a transient failure.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
@@ -39,6 +41,20 @@ pub enum PipelineError {
     /// The sink failed.
     #[error(transparent)]
     Sink(#[from] sinks::Error),
+    /// The pipeline's state file could not be read or written.
+    #[error("pipeline state in {path}: {source}")]
+    State {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// A previous run died during the initial snapshot; its exported snapshot is gone.
+    #[error("the initial snapshot of pipeline {pipeline} was interrupted and cannot be resumed yet: drop the slot (SELECT pg_drop_replication_slot('{slot}')) and delete {lake} to start over, or set [source] snapshot = \"never\"")]
+    SnapshotInterrupted {
+        pipeline: String,
+        slot: String,
+        lake: String,
+    },
 }
 
 impl PipelineError {
@@ -47,6 +63,8 @@ impl PipelineError {
         match self {
             PipelineError::Source(e) => e.class(),
             PipelineError::Sink(e) => e.class(),
+            PipelineError::State { .. } => ErrorClass::Transient,
+            PipelineError::SnapshotInterrupted { .. } => ErrorClass::Definite,
         }
     }
 }
@@ -72,8 +90,44 @@ pub async fn run(
         return Err(replication::Error::Preflight { problems }.into());
     }
     catalog::ensure_publication(&client, &settings.publication, &settings.tables).await?;
-    if catalog::ensure_slot(&client, &settings.slot).await? {
-        tracing::info!(slot = %settings.slot, "created replication slot");
+    let state_error = |source| PipelineError::State {
+        path: settings.lake.display().to_string(),
+        source,
+    };
+    match settings.snapshot {
+        SnapshotMode::Never => {
+            if catalog::ensure_slot(&client, &settings.slot).await? {
+                tracing::info!(slot = %settings.slot, "created replication slot");
+            }
+        }
+        SnapshotMode::InitialOnly => {
+            initial_snapshot(settings, true).await?;
+            return Ok(SourceExit::CaughtUp);
+        }
+        SnapshotMode::Initial => {
+            let state = State::load(&settings.lake, &settings.name).map_err(state_error)?;
+            if !catalog::slot_exists(&client, &settings.slot).await? {
+                let mut state = State {
+                    snapshot: SnapshotState::Pending,
+                    consistent_point: None,
+                };
+                state
+                    .save(&settings.lake, &settings.name)
+                    .map_err(state_error)?;
+                let point = initial_snapshot(settings, false).await?;
+                state.snapshot = SnapshotState::Done;
+                state.consistent_point = Some(point.to_string());
+                state
+                    .save(&settings.lake, &settings.name)
+                    .map_err(state_error)?;
+            } else if state.is_some_and(|s| s.snapshot == SnapshotState::Pending) {
+                return Err(PipelineError::SnapshotInterrupted {
+                    pipeline: settings.name.clone(),
+                    slot: settings.slot.clone(),
+                    lake: settings.lake.display().to_string(),
+                });
+            }
+        }
     }
     let until = if until_caught_up {
         Some(catalog::current_wal_lsn(&client).await?)
@@ -112,25 +166,13 @@ async fn session(
     let wal_sender_timeout = catalog::wal_sender_timeout(&client).await?;
     drop(client);
 
-    let mut sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
+    let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
     for p in sink.positions() {
         if let Some(position) = p.position {
             tracing::info!(table = %p.table, %position, "resuming after durable position");
         }
     }
-    let (tx, mut rx) = queue::channel::<Event>(settings.max_inflight_bytes);
-    let (durable_tx, durable_rx) = watch::channel(Lsn::ZERO);
-    let sink_task = tokio::spawn(async move {
-        while let Some((event, permit)) = rx.recv().await {
-            let rows = event.rows();
-            if let Some(end) = sink.apply(event).await? {
-                tracing::debug!(rows, %end, "durable");
-                durable_tx.send_replace(end);
-            }
-            drop(permit);
-        }
-        Ok::<_, sinks::Error>(())
-    });
+    let (tx, durable_rx, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
     let options = SourceOptions {
         conninfo: settings.conninfo.clone(),
         slot: settings.slot.clone(),
@@ -146,14 +188,95 @@ async fn session(
     };
     let source_result = source::run(options, tx, durable_rx, cancel).await;
     // The source dropped its queue sender: the sink drains what is queued, then ends.
-    let sink_result = match sink_task.await {
+    let sink_result = join_sink(sink_task, settings).await;
+    // A sink failure is the root cause when both fail (the source sees "sink stopped").
+    sink_result?;
+    Ok(source_result?)
+}
+
+type SinkTask = tokio::task::JoinHandle<Result<(), sinks::Error>>;
+
+/// Run the sink on its own task behind a byte-bounded queue; it publishes the durable position.
+fn spawn_sink(
+    mut sink: DeltaSink,
+    budget: usize,
+) -> (queue::Sender<Event>, watch::Receiver<Lsn>, SinkTask) {
+    let (tx, mut rx) = queue::channel::<Event>(budget);
+    let (durable_tx, durable_rx) = watch::channel(Lsn::ZERO);
+    let task = tokio::spawn(async move {
+        while let Some((event, permit)) = rx.recv().await {
+            let rows = event.rows();
+            if let Some(end) = sink.apply(event).await? {
+                tracing::debug!(rows, %end, "durable");
+                durable_tx.send_replace(end);
+            }
+            drop(permit);
+        }
+        Ok::<_, sinks::Error>(())
+    });
+    (tx, durable_rx, task)
+}
+
+async fn join_sink(task: SinkTask, settings: &Settings) -> Result<(), sinks::Error> {
+    match task.await {
         Ok(r) => r,
         Err(join) => Err(sinks::Error::Io {
             path: settings.lake.display().to_string(),
             source: std::io::Error::other(join.to_string()),
         }),
+    }
+}
+
+/// Create the slot with an exported snapshot and copy every table as of its consistent point;
+/// the rows land as op `r`, one Delta commit per table. Returns the consistent point.
+async fn initial_snapshot(settings: &Settings, temporary: bool) -> Result<Lsn, PipelineError> {
+    let started = std::time::Instant::now();
+    let client = catalog::connect(&settings.conninfo).await?;
+    let types = catalog::type_support(&client, &settings.tables).await?;
+    let exported = ExportedSnapshot::create(&settings.conninfo, &settings.slot, temporary).await?;
+    let point = exported.consistent_point;
+    tracing::info!(slot = %settings.slot, consistent_point = %point, tables = settings.tables.len(), "initial snapshot started");
+    let plans = snapshot::plan(&client, &settings.tables, &types).await?;
+    drop(client);
+    let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
+    let (tx, _durable, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
+    let options = SnapshotOptions {
+        conninfo: settings.conninfo.clone(),
+        workers: settings.snapshot_workers,
+        chunk_pages: settings.snapshot_chunk_pages,
+        max_rows: settings.max_batch_rows.min(65_536),
     };
-    // A sink failure is the root cause when both fail (the source sees "sink stopped").
+    let copied = snapshot::copy_tables(&exported, plans, &options, &tx).await;
+    let copied = match copied {
+        Ok(rows) => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            let commit = Event::StreamCommit {
+                xid: snapshot::SNAPSHOT_XID,
+                tables: Vec::new(),
+                // One below the consistent point: see replication::postgres::snapshot.
+                commit_lsn: Lsn(point.0.saturating_sub(1)),
+                end_lsn: point,
+                commit_ts: now,
+            };
+            let permit = tx.reserve(commit.memory_size()).await;
+            if let Ok(permit) = permit {
+                let _ = tx.send(commit, permit);
+            }
+            Ok(rows)
+        }
+        Err(e) => Err(e),
+    };
+    drop(tx);
+    let sink_result = join_sink(sink_task, settings).await;
+    exported.close().await;
     sink_result?;
-    Ok(source_result?)
+    let rows = copied?;
+    tracing::info!(
+        rows,
+        seconds = started.elapsed().as_secs_f64(),
+        "initial snapshot done"
+    );
+    Ok(point)
 }

@@ -56,6 +56,9 @@ pub enum Error {
         #[source]
         source: crate::postgres::pgoutput::DecodeError,
     },
+    /// Binary COPY data of a snapshot could not be decoded.
+    #[error("cannot decode binary copy data: {0}")]
+    CopyDecode(#[from] crate::postgres::pgoutput::DecodeError),
     /// A column value could not be represented in its Arrow type.
     #[error("table {table} column {column} (type {pg_type}) at {lsn}: {reason}")]
     Value {
@@ -117,6 +120,7 @@ impl Error {
             | Error::Preflight { .. } => ErrorClass::Definite,
             Error::Protocol(_)
             | Error::Decode { .. }
+            | Error::CopyDecode(_)
             | Error::UnknownRelation { .. }
             | Error::Arrow(_) => ErrorClass::Bug,
         }

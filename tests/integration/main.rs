@@ -9,4 +9,5 @@ mod exactly_once;
 mod large_transaction;
 mod server_problems;
 mod shutdown;
+mod snapshot;
 mod support;

@@ -209,17 +209,21 @@ pub async fn ensure_publication(client: &Client, name: &str, tables: &[TableName
     Ok(())
 }
 
-/// Create the logical slot with pgoutput if it does not exist. Returns whether it was created.
-pub async fn ensure_slot(client: &Client, slot: &str) -> Result<bool> {
-    let exists = client
+/// Whether the replication slot exists.
+pub async fn slot_exists(client: &Client, slot: &str) -> Result<bool> {
+    Ok(client
         .query_opt(
             "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
             &[&slot],
         )
         .await
         .map_err(sql("reading replication slots"))?
-        .is_some();
-    if exists {
+        .is_some())
+}
+
+/// Create the logical slot with pgoutput if it does not exist. Returns whether it was created.
+pub async fn ensure_slot(client: &Client, slot: &str) -> Result<bool> {
+    if slot_exists(client, slot).await? {
         return Ok(false);
     }
     client

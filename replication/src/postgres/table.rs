@@ -217,20 +217,27 @@ impl TableBuilder {
 
     /// Append one row decoded from `tuple`.
     pub fn append(&mut self, op: Op, pos: RowPosition, tuple: &Tuple<'_>) -> Result<()> {
-        if tuple.len() != self.columns.len() {
+        self.append_values(op, pos, tuple.len(), tuple.values())
+    }
+
+    /// Append one row from `len` values in column order (a pgoutput tuple or a COPY row).
+    pub fn append_values<'a>(
+        &mut self,
+        op: Op,
+        pos: RowPosition,
+        len: usize,
+        values: impl Iterator<Item = Value<'a>>,
+    ) -> Result<()> {
+        if len != self.columns.len() {
             return Err(Error::SchemaChange {
                 table: self.shape.table.to_string(),
                 column: String::new(),
                 lsn: pos.lsn,
-                reason: format!(
-                    "tuple has {} columns, relation has {}",
-                    tuple.len(),
-                    self.columns.len()
-                ),
+                reason: format!("row has {len} columns, relation has {}", self.columns.len()),
             });
         }
         let mut any_unchanged = false;
-        for (i, value) in tuple.values().enumerate() {
+        for (i, value) in values.enumerate() {
             if value == Value::Unchanged {
                 any_unchanged = true;
                 self.unchanged

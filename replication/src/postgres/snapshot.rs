@@ -1,0 +1,371 @@
+//! Initial snapshot: copy the configured tables as they were at the slot's consistent point,
+//! in parallel, so that streaming from that point continues with no gap and no duplicate.
+//!
+//! ```text
+//!  replication conn: CREATE_REPLICATION_SLOT … EXPORT_SNAPSHOT ─▶ (consistent point, snapshot)
+//!        │ (kept open and idle until every worker imported the snapshot)
+//!  worker × N: BEGIN REPEATABLE READ; SET TRANSACTION SNAPSHOT 'id'; check txid_current_snapshot()
+//!        └─▶ for each CTID block range: COPY (SELECT …) TO STDOUT (FORMAT binary)
+//!              └─▶ CopyDecoder ─▶ TableBuilder (op 'r') ─▶ queue as chunks of xid 0
+//! ```
+//!
+//! The snapshot travels to the sinks like a large streamed transaction with the reserved xid 0
+//! (never a real transaction id): chunks as they are read, one commit per table at the end,
+//! at position *consistent point − 1*. A transaction whose commit record starts exactly at the
+//! consistent point is not in the snapshot and is streamed; keeping snapshot rows one below
+//! keeps the two distinct for the sinks' position filter.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use futures::StreamExt;
+use tokio_postgres::Client as SqlClient;
+
+use super::catalog::{self, TypeSupport};
+use super::client::Client;
+use super::column::ColumnType;
+use super::conninfo::ConnInfo;
+use super::copy::CopyDecoder;
+use super::pgoutput::{Relation, RelationColumn};
+use super::table::{Op, RowPosition, TableBuilder, TableShape};
+use crate::change::{quote_ident, Event, TableBatch, TableName};
+use crate::queue;
+use crate::{Error, Lsn, Result};
+
+/// The transaction id the snapshot uses in [`Event::StreamChunk`]/[`Event::StreamCommit`].
+pub const SNAPSHOT_XID: u32 = 0;
+/// `text` type OID: columns without a binary decoder are copied as `col::text`.
+const TEXT_OID: u32 = 25;
+
+/// A slot created with an exported snapshot. The snapshot stays importable while this
+/// connection stays open and idle.
+pub struct ExportedSnapshot {
+    client: Client,
+    /// Where streaming starts; the snapshot shows every transaction committed before it.
+    pub consistent_point: Lsn,
+    /// Snapshot name for `SET TRANSACTION SNAPSHOT`.
+    pub name: String,
+}
+
+impl ExportedSnapshot {
+    /// Create the logical slot `slot` (pgoutput) and export its snapshot. A temporary slot
+    /// disappears with the connection (`snapshot = "initial_only"`).
+    pub async fn create(info: &ConnInfo, slot: &str, temporary: bool) -> Result<Self> {
+        let mut client = Client::connect(info, Some("database")).await?;
+        let rows = client
+            .simple_query(&format!(
+                "CREATE_REPLICATION_SLOT {} {}LOGICAL pgoutput EXPORT_SNAPSHOT",
+                quote_ident(slot),
+                if temporary { "TEMPORARY " } else { "" }
+            ))
+            .await?;
+        let row = rows
+            .first()
+            .ok_or_else(|| Error::Protocol("CREATE_REPLICATION_SLOT returned no row".into()))?;
+        let field = |i: usize| {
+            row.get(i)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| Error::Protocol("CREATE_REPLICATION_SLOT row is incomplete".into()))
+        };
+        let consistent_point = field(1)?.parse().map_err(Error::Protocol)?;
+        Ok(ExportedSnapshot {
+            name: field(2)?,
+            consistent_point,
+            client,
+        })
+    }
+
+    /// Close the exporting connection (after every worker imported the snapshot).
+    pub async fn close(self) {
+        self.client.terminate().await;
+    }
+}
+
+/// How to copy one table.
+#[derive(Debug, Clone)]
+pub struct TablePlan {
+    shape: Arc<TableShape>,
+    select: String,
+    /// Table size in blocks when planned.
+    pages: u64,
+}
+
+/// One CTID block range of one table; `end` `None` means to the end of the table.
+#[derive(Debug, Clone, Copy)]
+struct Chunk {
+    table: usize,
+    start: u64,
+    end: Option<u64>,
+}
+
+/// Read each table's columns and size, and decide how every column is copied.
+pub async fn plan(
+    client: &SqlClient,
+    tables: &[TableName],
+    types: &TypeSupport,
+) -> Result<Vec<TablePlan>> {
+    let mut plans = Vec::with_capacity(tables.len());
+    for table in tables {
+        let rows = client
+            .query(
+                "SELECT a.attname::text, a.atttypid::oid, a.atttypmod,
+                        (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint
+                   FROM pg_attribute a
+                   JOIN pg_class c ON c.oid = a.attrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                  WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped
+                  ORDER BY a.attnum",
+                &[&table.schema, &table.name],
+            )
+            .await
+            .map_err(|source| Error::Sql {
+                context: format!("reading columns of {table}"),
+                source,
+            })?;
+        let mut columns = Vec::with_capacity(rows.len());
+        let mut select = Vec::with_capacity(rows.len());
+        let mut pages = 0;
+        for row in rows {
+            let (name, oid, typmod): (String, u32, i32) = (row.get(0), row.get(1), row.get(2));
+            pages = row.get::<_, i64>(3).max(0) as u64;
+            let decodable = ColumnType::from_oid(oid, typmod, &types.enums).is_some();
+            let (type_oid, expr) = if decodable {
+                (oid, quote_ident(&name))
+            } else {
+                // Same Arrow type (text) as streaming gives such a column in text mode.
+                (TEXT_OID, format!("{}::text", quote_ident(&name)))
+            };
+            select.push(expr);
+            columns.push(RelationColumn {
+                is_key: false,
+                name,
+                type_oid,
+                type_modifier: typmod,
+            });
+        }
+        let relation = Relation {
+            oid: 0,
+            namespace: table.schema.clone(),
+            name: table.name.clone(),
+            replica_identity: b'd',
+            columns,
+        };
+        let shape = TableShape::from_relation(&relation, true, &types.enums, Lsn::ZERO)?;
+        plans.push(TablePlan {
+            shape: Arc::new(shape),
+            select: format!("SELECT {} FROM {}", select.join(", "), table.quoted()),
+            pages,
+        });
+    }
+    Ok(plans)
+}
+
+/// Split every table into block ranges of `chunk_pages`, largest tables first.
+fn chunks(plans: &[TablePlan], chunk_pages: u64) -> VecDeque<Chunk> {
+    let mut order: Vec<usize> = (0..plans.len()).collect();
+    order.sort_by_key(|i| std::cmp::Reverse(plans[*i].pages));
+    let mut out = VecDeque::new();
+    for table in order {
+        let pages = plans[table].pages;
+        let mut start = 0;
+        while start + chunk_pages < pages {
+            out.push_back(Chunk {
+                table,
+                start,
+                end: Some(start + chunk_pages),
+            });
+            start += chunk_pages;
+        }
+        // The last range is open-ended: the table may have grown since it was measured.
+        out.push_back(Chunk {
+            table,
+            start,
+            end: None,
+        });
+    }
+    out
+}
+
+/// Settings of one snapshot run.
+#[derive(Debug, Clone)]
+pub struct SnapshotOptions {
+    /// Server to copy from.
+    pub conninfo: ConnInfo,
+    /// Parallel connections.
+    pub workers: usize,
+    /// Block range per COPY.
+    pub chunk_pages: u64,
+    /// Rows per chunk sent to the sinks.
+    pub max_rows: usize,
+}
+
+/// Copy every planned table at `snapshot` with `options.workers` connections, sending the
+/// rows as chunks of [`SNAPSHOT_XID`]. Returns the number of rows copied. The caller sends the
+/// [`Event::StreamCommit`] that makes them visible.
+pub async fn copy_tables(
+    snapshot: &ExportedSnapshot,
+    plans: Vec<TablePlan>,
+    options: &SnapshotOptions,
+    tx: &queue::Sender<Event>,
+) -> Result<u64> {
+    let work = Arc::new(Mutex::new(chunks(&plans, options.chunk_pages.max(1))));
+    let plans = Arc::new(plans);
+    let seen_snapshots = Arc::new(Mutex::new(HashSet::new()));
+    let mut workers = Vec::new();
+    for _ in 0..options.workers.max(1) {
+        workers.push(worker(
+            options,
+            &snapshot.name,
+            work.clone(),
+            plans.clone(),
+            tx,
+            seen_snapshots.clone(),
+        ));
+    }
+    let results = futures::future::join_all(workers).await;
+    let mut rows = 0;
+    for r in results {
+        rows += r?;
+    }
+    Ok(rows)
+}
+
+async fn worker(
+    options: &SnapshotOptions,
+    snapshot: &str,
+    work: Arc<Mutex<VecDeque<Chunk>>>,
+    plans: Arc<Vec<TablePlan>>,
+    tx: &queue::Sender<Event>,
+    seen_snapshots: Arc<Mutex<HashSet<String>>>,
+) -> Result<u64> {
+    let client = catalog::connect(&options.conninfo).await?;
+    let sql = |context: &'static str| {
+        move |source| Error::Sql {
+            context: context.to_string(),
+            source,
+        }
+    };
+    client
+        .batch_execute(&format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
+            snapshot.replace('\'', "''")
+        ))
+        .await
+        .map_err(sql("importing the exported snapshot"))?;
+    // Every connection must see exactly the same snapshot.
+    let seen: String = client
+        .query_one("SELECT txid_current_snapshot()::text", &[])
+        .await
+        .map_err(sql("reading the imported snapshot"))?
+        .get(0);
+    {
+        let mut all = seen_snapshots
+            .lock()
+            .map_err(|_| Error::Protocol("poisoned".into()))?;
+        all.insert(seen);
+        if all.len() > 1 {
+            return Err(Error::Protocol(format!(
+                "snapshot workers see different snapshots {all:?}: refusing an inconsistent copy"
+            )));
+        }
+    }
+    let mut rows = 0u64;
+    loop {
+        let chunk = work
+            .lock()
+            .map_err(|_| Error::Protocol("poisoned".into()))?
+            .pop_front();
+        let Some(chunk) = chunk else { break };
+        let plan = &plans[chunk.table];
+        rows += copy_chunk(&client, plan, chunk, options.max_rows, tx).await?;
+    }
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(sql("ending the snapshot transaction"))?;
+    Ok(rows)
+}
+
+async fn copy_chunk(
+    client: &SqlClient,
+    plan: &TablePlan,
+    chunk: Chunk,
+    max_rows: usize,
+    tx: &queue::Sender<Event>,
+) -> Result<u64> {
+    let range = match chunk.end {
+        Some(end) => format!(
+            "ctid >= '({},0)'::tid AND ctid < '({end},0)'::tid",
+            chunk.start
+        ),
+        None => format!("ctid >= '({},0)'::tid", chunk.start),
+    };
+    let statement = format!(
+        "COPY ({} WHERE {range}) TO STDOUT (FORMAT binary)",
+        plan.select
+    );
+    let table = plan.shape.table.clone();
+    let stream = client
+        .copy_out(&statement)
+        .await
+        .map_err(|source| Error::Sql {
+            context: format!("copying {table}"),
+            source,
+        })?;
+    futures::pin_mut!(stream);
+    let mut decoder = CopyDecoder::new();
+    let mut builder = TableBuilder::new(plan.shape.clone(), max_rows.min(8192));
+    let pos = RowPosition {
+        lsn: Lsn::ZERO,
+        seq: 0,
+        commit_ts: 0,
+    };
+    let mut rows = 0u64;
+    while let Some(data) = stream.next().await {
+        let data = data.map_err(|source| Error::Sql {
+            context: format!("copying {table}"),
+            source,
+        })?;
+        decoder.push(&data);
+        decoder.rows(|row| {
+            builder.append_values(Op::Read, pos, row.len(), row.values())?;
+            rows += 1;
+            Ok::<_, Error>(())
+        })?;
+        if builder.rows() >= max_rows {
+            send(&mut builder, &table, tx).await?;
+        }
+    }
+    if !decoder.finished() {
+        return Err(Error::Protocol(format!(
+            "copy of {table} ended without its trailer"
+        )));
+    }
+    send(&mut builder, &table, tx).await?;
+    Ok(rows)
+}
+
+async fn send(
+    builder: &mut TableBuilder,
+    table: &Arc<TableName>,
+    tx: &queue::Sender<Event>,
+) -> Result<()> {
+    let Some(batch) = builder.take()? else {
+        return Ok(());
+    };
+    let event = Event::StreamChunk {
+        xid: SNAPSHOT_XID,
+        subxid: SNAPSHOT_XID,
+        tables: vec![TableBatch {
+            table: table.clone(),
+            batch,
+        }],
+    };
+    let permit = tx
+        .reserve(event.memory_size())
+        .await
+        .map_err(|_| Error::Protocol("the sink stopped; see its error".into()))?;
+    tx.send(event, permit)
+        .map_err(|_| Error::Protocol("the sink stopped; see its error".into()))
+}
