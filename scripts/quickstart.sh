@@ -66,11 +66,15 @@ echo "== draining the rest (--until caught-up)"
 
 echo "== what landed"
 "$SLUICE_PYTHON" - <<'PY'
+import os
+import sys
 from collections import Counter
 from deltalake import DeltaTable
 for table in ["demo/customers", "demo/orders"]:
     rows = DeltaTable(f"lake/{table}").to_pyarrow_table(columns=["_sluice_op"]).column(0).to_pylist()
     counts = Counter(rows)
     names = {"c": "inserts", "u": "updates", "d": "deletes", "t": "truncates", "r": "snapshot reads"}
-    print(f"lake/{table}: {len(rows)} changes (" + ", ".join(f"{counts[k]} {names[k]}" for k in "cudt" if counts[k]) + ")")
+    print(f"lake/{table}: {len(rows)} changes (" + ", ".join(f"{counts[k]} {names[k]}" for k in "rcudt" if counts[k]) + ")")
+sys.stdout.flush()
+os._exit(0)  # skip interpreter teardown, which can abort in the deltalake binding
 PY
