@@ -133,3 +133,46 @@ async fn changes_across_three_tables_land_in_order() {
         "{status}"
     );
 }
+
+/// Dropping a column is a change a Delta changelog cannot follow silently: the run stops with
+/// one line naming the table, the column and the position, and confirms nothing past it.
+#[tokio::test(flavor = "multi_thread")]
+async fn incompatible_schema_change_stops_with_table_column_and_lsn() {
+    let db = admin().await;
+    let p = Pipeline::new("t_schema", &db).await;
+    db.batch_execute(
+        "CREATE TABLE t_schema.items (id int PRIMARY KEY, gone text, kept int);
+         ALTER TABLE t_schema.items OWNER TO sluice;",
+    )
+    .await
+    .unwrap();
+    let config = p.config(&["items"], "");
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    // Three transactions (one statement each).
+    for statement in [
+        "INSERT INTO t_schema.items VALUES (1, 'a', 1)",
+        "ALTER TABLE t_schema.items DROP COLUMN gone",
+        "INSERT INTO t_schema.items VALUES (2, 2)",
+    ] {
+        db.batch_execute(statement).await.unwrap();
+    }
+    let out = run_sluice(&["run", "--until", "caught-up"], &config);
+    assert!(
+        !out.status.success(),
+        "a dropped column must stop the pipeline"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("table t_schema.items column gone at ") && errors[0].contains("dropped"),
+        "{}",
+        errors[0]
+    );
+    // The row before the change landed; nothing after it did.
+    let rows = p.rows("items");
+    assert_eq!(ops(&rows), vec![("c".into(), 1)]);
+}

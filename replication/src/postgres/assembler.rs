@@ -244,6 +244,19 @@ impl Assembler {
         Ok(())
     }
 
+    /// Emit the committed transactions before a definite error, when the open transaction (if
+    /// any) has not added rows to the builders yet; its rows would otherwise be mixed in.
+    /// Returns whether anything could be flushed.
+    pub fn flush_before_error(&mut self) -> Result<bool> {
+        if self.open.is_some_and(|t| t.seq > 0) || self.pending_commit.is_none() {
+            return Ok(false);
+        }
+        let open = self.open.take();
+        let flushed = self.flush();
+        self.open = open;
+        flushed.map(|()| true)
+    }
+
     /// Emit the pending committed transactions as one event. Only at a boundary.
     pub fn flush(&mut self) -> Result<()> {
         let Some((commit_lsn, end_lsn)) = self.pending_commit.take() else {

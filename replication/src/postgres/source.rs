@@ -30,7 +30,7 @@ use super::stream::{self, ServerMessage};
 use super::{Assembler, BatchLimits};
 use crate::change::{quote_ident, Event};
 use crate::queue;
-use crate::{Error, Lsn, Result};
+use crate::{Error, ErrorClass, Lsn, Result};
 
 /// Status updates are sent at least this often, and more often if `wal_sender_timeout`
 /// is short (half of it), so the server never times the connection out.
@@ -132,6 +132,18 @@ pub async fn run(
         Ok(exit) => {
             source.finish().await?;
             Ok(exit)
+        }
+        Err(e) if e.class() == ErrorClass::Definite => {
+            // Stop at the change that cannot be applied, with everything before it durable.
+            if source.assembler.flush_before_error()? {
+                for event in source.assembler.take_events() {
+                    if !source.deliver(event, &cancel).await? {
+                        break;
+                    }
+                }
+                source.finish().await?;
+            }
+            Err(e)
         }
         Err(e) => Err(e),
     }
