@@ -20,6 +20,7 @@ use std::time::Duration;
 use replication::change::Event;
 use replication::postgres::snapshot::{self, ExportedSnapshot, SnapshotOptions};
 use replication::postgres::source::{self, SourceExit, SourceOptions};
+use replication::postgres::table::RowPosition;
 use replication::postgres::{catalog, BatchLimits};
 use replication::{queue, ErrorClass, Lsn};
 use sinks::delta::DeltaSink;
@@ -240,25 +241,27 @@ async fn initial_snapshot(settings: &Settings, temporary: bool) -> Result<Lsn, P
     drop(client);
     let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
     let (tx, _durable, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
+    // One below the consistent point: see replication::postgres::snapshot.
+    let commit_lsn = Lsn(point.0.saturating_sub(1));
     let options = SnapshotOptions {
         conninfo: settings.conninfo.clone(),
         workers: settings.snapshot_workers,
         chunk_pages: settings.snapshot_chunk_pages,
         max_rows: settings.max_batch_rows.min(65_536),
+        position: RowPosition {
+            lsn: commit_lsn,
+            seq: 0,
+            commit_ts: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64),
+        },
     };
     let copied = snapshot::copy_tables(&exported, plans, &options, &tx).await;
     let copied = match copied {
         Ok(rows) => {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64);
-            let commit = Event::StreamCommit {
-                xid: snapshot::SNAPSHOT_XID,
-                tables: Vec::new(),
-                // One below the consistent point: see replication::postgres::snapshot.
-                commit_lsn: Lsn(point.0.saturating_sub(1)),
+            let commit = Event::SnapshotCommit {
+                commit_lsn,
                 end_lsn: point,
-                commit_ts: now,
             };
             let permit = tx.reserve(commit.memory_size()).await;
             if let Ok(permit) = permit {

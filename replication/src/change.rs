@@ -103,6 +103,11 @@ pub enum Event {
     },
     /// Streamed (sub)transaction aborted: discard its rows (`subxid == xid`: all of them).
     StreamAbort { xid: u32, subxid: u32 },
+    /// Rows of the initial snapshot, already carrying their position: written as they come,
+    /// visible only after [`Event::SnapshotCommit`].
+    Snapshot { tables: Vec<TableBatch> },
+    /// The initial snapshot is complete: make it visible, one commit per table at `commit_lsn`.
+    SnapshotCommit { commit_lsn: Lsn, end_lsn: Lsn },
 }
 
 impl Event {
@@ -111,8 +116,9 @@ impl Event {
         let tables = match self {
             Event::Committed { tables, .. }
             | Event::StreamChunk { tables, .. }
-            | Event::StreamCommit { tables, .. } => tables.as_slice(),
-            Event::StreamAbort { .. } => &[],
+            | Event::StreamCommit { tables, .. }
+            | Event::Snapshot { tables } => tables.as_slice(),
+            Event::StreamAbort { .. } | Event::SnapshotCommit { .. } => &[],
         };
         64 + tables
             .iter()
@@ -125,8 +131,9 @@ impl Event {
         match self {
             Event::Committed { tables, .. }
             | Event::StreamChunk { tables, .. }
-            | Event::StreamCommit { tables, .. } => tables.iter().map(|t| t.batch.num_rows()).sum(),
-            Event::StreamAbort { .. } => 0,
+            | Event::StreamCommit { tables, .. }
+            | Event::Snapshot { tables } => tables.iter().map(|t| t.batch.num_rows()).sum(),
+            Event::StreamAbort { .. } | Event::SnapshotCommit { .. } => 0,
         }
     }
 }

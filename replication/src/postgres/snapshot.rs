@@ -6,12 +6,12 @@
 //!        │ (kept open and idle until every worker imported the snapshot)
 //!  worker × N: BEGIN REPEATABLE READ; SET TRANSACTION SNAPSHOT 'id'; check txid_current_snapshot()
 //!        └─▶ for each CTID block range: COPY (SELECT …) TO STDOUT (FORMAT binary)
-//!              └─▶ CopyDecoder ─▶ TableBuilder (op 'r') ─▶ queue as chunks of xid 0
+//!              └─▶ CopyDecoder ─▶ TableBuilder (op 'r') ─▶ queue: Event::Snapshot
 //! ```
 //!
-//! The snapshot travels to the sinks like a large streamed transaction with the reserved xid 0
-//! (never a real transaction id): chunks as they are read, one commit per table at the end,
-//! at position *consistent point − 1*. A transaction whose commit record starts exactly at the
+//! Snapshot rows carry position *consistent point − 1* from the start, so the sinks write them
+//! as data files as they arrive and make each table's visible in one commit at
+//! [`Event::SnapshotCommit`]. A transaction whose commit record starts exactly at the
 //! consistent point is not in the snapshot and is streamed; keeping snapshot rows one below
 //! keeps the two distinct for the sinks' position filter.
 
@@ -32,8 +32,6 @@ use crate::change::{quote_ident, Event, TableBatch, TableName};
 use crate::queue;
 use crate::{Error, Lsn, Result};
 
-/// The transaction id the snapshot uses in [`Event::StreamChunk`]/[`Event::StreamCommit`].
-pub const SNAPSHOT_XID: u32 = 0;
 /// `text` type OID: columns without a binary decoder are copied as `col::text`.
 const TEXT_OID: u32 = 25;
 
@@ -198,11 +196,13 @@ pub struct SnapshotOptions {
     pub chunk_pages: u64,
     /// Rows per chunk sent to the sinks.
     pub max_rows: usize,
+    /// Position of every snapshot row (consistent point − 1) and the snapshot's time.
+    pub position: RowPosition,
 }
 
 /// Copy every planned table at `snapshot` with `options.workers` connections, sending the
-/// rows as chunks of [`SNAPSHOT_XID`]. Returns the number of rows copied. The caller sends the
-/// [`Event::StreamCommit`] that makes them visible.
+/// rows as [`Event::Snapshot`]s. Returns the number of rows copied. The caller sends the
+/// [`Event::SnapshotCommit`] that makes them visible.
 pub async fn copy_tables(
     snapshot: &ExportedSnapshot,
     plans: Vec<TablePlan>,
@@ -278,7 +278,7 @@ async fn worker(
             .pop_front();
         let Some(chunk) = chunk else { break };
         let plan = &plans[chunk.table];
-        rows += copy_chunk(&client, plan, chunk, options.max_rows, tx).await?;
+        rows += copy_chunk(&client, plan, chunk, options, tx).await?;
     }
     client
         .batch_execute("COMMIT")
@@ -291,9 +291,10 @@ async fn copy_chunk(
     client: &SqlClient,
     plan: &TablePlan,
     chunk: Chunk,
-    max_rows: usize,
+    options: &SnapshotOptions,
     tx: &queue::Sender<Event>,
 ) -> Result<u64> {
+    let max_rows = options.max_rows;
     let range = match chunk.end {
         Some(end) => format!(
             "ctid >= '({},0)'::tid AND ctid < '({end},0)'::tid",
@@ -316,11 +317,7 @@ async fn copy_chunk(
     futures::pin_mut!(stream);
     let mut decoder = CopyDecoder::new();
     let mut builder = TableBuilder::new(plan.shape.clone(), max_rows.min(8192));
-    let pos = RowPosition {
-        lsn: Lsn::ZERO,
-        seq: 0,
-        commit_ts: 0,
-    };
+    let pos = options.position;
     let mut rows = 0u64;
     while let Some(data) = stream.next().await {
         let data = data.map_err(|source| Error::Sql {
@@ -354,9 +351,7 @@ async fn send(
     let Some(batch) = builder.take()? else {
         return Ok(());
     };
-    let event = Event::StreamChunk {
-        xid: SNAPSHOT_XID,
-        subxid: SNAPSHOT_XID,
+    let event = Event::Snapshot {
         tables: vec![TableBatch {
             table: table.clone(),
             batch,

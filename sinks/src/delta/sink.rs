@@ -5,6 +5,8 @@
 //!  StreamChunk ───────▶ spill file (not visible)
 //!  StreamCommit ──────▶ spill files + rest, stamped with the commit position ─▶ one commit
 //!  StreamAbort ───────▶ delete spill files
+//!  Snapshot ──────────▶ Delta data files (not visible)
+//!  SnapshotCommit ────▶ one commit per table
 //! ```
 //!
 //! A source transaction spanning tables becomes one commit per table (Delta has no
@@ -20,7 +22,7 @@ use replication::change::{Event, TableBatch, TableName};
 use replication::Lsn;
 
 use super::spill::Spill;
-use super::table::{ChangelogTable, Part};
+use super::table::{ChangelogTable, Part, PendingCommit};
 use crate::{Error, Result};
 
 /// Where one table stands, for `sluice status`.
@@ -42,6 +44,8 @@ pub struct DeltaSink {
     app_id: String,
     tables: HashMap<Arc<TableName>, ChangelogTable>,
     spill: Spill,
+    /// Data files of the initial snapshot, per table, until it commits.
+    snapshot: BTreeMap<Arc<TableName>, PendingCommit>,
 }
 
 impl DeltaSink {
@@ -63,6 +67,7 @@ impl DeltaSink {
         }
         Ok(DeltaSink {
             spill: Spill::unopened(),
+            snapshot: BTreeMap::new(),
             root: root.to_path_buf(),
             app_id: app_id.to_string(),
             tables: opened,
@@ -109,6 +114,29 @@ impl DeltaSink {
                     self.spill.write(xid, subxid, &tb.table, &tb.batch)?;
                 }
                 Ok(None)
+            }
+            Event::Snapshot { tables } => {
+                for tb in tables {
+                    let mut pending = self.snapshot.remove(&tb.table).unwrap_or_default();
+                    self.table(&tb.table)
+                        .await?
+                        .write(&mut pending, tb.batch)
+                        .await?;
+                    self.snapshot.insert(tb.table, pending);
+                }
+                Ok(None)
+            }
+            Event::SnapshotCommit {
+                commit_lsn,
+                end_lsn,
+            } => {
+                for (table, pending) in std::mem::take(&mut self.snapshot) {
+                    self.table(&table)
+                        .await?
+                        .finish(pending, &app_id, commit_lsn)
+                        .await?;
+                }
+                Ok(Some(end_lsn))
             }
             Event::StreamAbort { xid, subxid } => {
                 self.spill.abort(xid, subxid);

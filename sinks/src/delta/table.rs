@@ -35,6 +35,12 @@ pub enum Part {
     Spilled(PathBuf),
 }
 
+/// A commit being assembled: its data files are written as rows arrive.
+#[derive(Default)]
+pub struct PendingCommit {
+    writer: Option<RecordBatchWriter>,
+}
+
 /// A changelog table and the last source position committed to it.
 pub struct ChangelogTable {
     name: Arc<TableName>,
@@ -139,8 +145,7 @@ impl ChangelogTable {
     /// Append `parts` (all with positions ≤ `commit_lsn`) in one Delta commit carrying the
     /// `txn` action for `commit_lsn`, dropping rows already committed. Spill files are read
     /// one at a time, so memory holds one chunk, not the transaction. `stamp` sets the
-    /// position columns of rows that did not know them yet (streamed transactions). Creates
-    /// the table first if needed; columns the batches add are added in the same commit.
+    /// position columns of rows that did not know them yet (streamed transactions).
     /// Returns whether anything was committed.
     pub async fn commit(
         &mut self,
@@ -149,21 +154,7 @@ impl ChangelogTable {
         app_id: &str,
         commit_lsn: Lsn,
     ) -> Result<bool> {
-        let properties = CommitProperties::default()
-            .with_application_transaction(Transaction::new(app_id, commit_lsn.0 as i64))
-            .with_metadata([
-                ("sluice.pipeline".to_string(), serde_json::json!(app_id)),
-                (
-                    "sluice.commit_lsn".to_string(),
-                    serde_json::json!(commit_lsn.to_string()),
-                ),
-            ]);
-        let name = self.name.to_string();
-        let delta = |source| Error::Delta {
-            table: name.clone(),
-            source,
-        };
-        let mut writer: Option<RecordBatchWriter> = None;
+        let mut pending = PendingCommit::default();
         for part in parts {
             let batches = match part {
                 Part::Batch(b) => vec![b],
@@ -173,43 +164,83 @@ impl ChangelogTable {
                 let batch = match stamp {
                     Some((lsn, ts)) => {
                         stamp_position(&batch, lsn, ts).map_err(|source| Error::Arrow {
-                            table: name.clone(),
+                            table: self.name.to_string(),
                             source,
                         })?
                     }
                     None => batch,
                 };
-                let Some(batch) = self.unseen(batch)? else {
-                    continue;
-                };
-                if self.table.is_none() {
-                    self.create(&batch).await?;
-                }
-                let w = match &mut writer {
-                    Some(w) => w,
-                    None => {
-                        let table = self.table.as_ref().ok_or_else(|| self.vanished())?;
-                        writer.insert(
-                            RecordBatchWriter::for_table(table)
-                                .map_err(delta)?
-                                .with_target_file_size(TARGET_FILE_SIZE)
-                                .with_commit_properties(properties.clone()),
-                        )
-                    }
-                };
-                w.write_with_mode(batch, WriteMode::MergeSchema)
-                    .await
-                    .map_err(delta)?;
+                self.write(&mut pending, batch).await?;
             }
         }
-        let Some(mut writer) = writer else {
+        self.finish(pending, app_id, commit_lsn).await
+    }
+
+    /// Write `batch`'s unseen rows as data files of `pending` (not visible until
+    /// [`ChangelogTable::finish`]). Creates the table on its first rows; columns the batch adds
+    /// are added to the schema by the commit.
+    pub async fn write(&mut self, pending: &mut PendingCommit, batch: RecordBatch) -> Result<()> {
+        let Some(batch) = self.unseen(batch)? else {
+            return Ok(());
+        };
+        if self.table.is_none() {
+            self.create(&batch).await?;
+        }
+        let name = self.name.to_string();
+        let delta = |source| Error::Delta {
+            table: name.clone(),
+            source,
+        };
+        let writer = match &mut pending.writer {
+            Some(w) => w,
+            None => {
+                let table = self.table.as_ref().ok_or_else(|| self.vanished())?;
+                pending.writer.insert(
+                    RecordBatchWriter::for_table(table)
+                        .map_err(delta)?
+                        .with_target_file_size(TARGET_FILE_SIZE),
+                )
+            }
+        };
+        writer
+            .write_with_mode(batch, WriteMode::MergeSchema)
+            .await
+            .map_err(delta)
+    }
+
+    /// Make `pending`'s files visible in one Delta commit carrying the `txn` action for
+    /// `commit_lsn`. Returns whether there was anything to commit.
+    pub async fn finish(
+        &mut self,
+        pending: PendingCommit,
+        app_id: &str,
+        commit_lsn: Lsn,
+    ) -> Result<bool> {
+        let Some(writer) = pending.writer else {
             return Ok(false);
         };
+        let properties = CommitProperties::default()
+            .with_application_transaction(Transaction::new(app_id, commit_lsn.0 as i64))
+            .with_metadata([
+                ("sluice.pipeline".to_string(), serde_json::json!(app_id)),
+                (
+                    "sluice.commit_lsn".to_string(),
+                    serde_json::json!(commit_lsn.to_string()),
+                ),
+            ]);
+        let mut writer = writer.with_commit_properties(properties);
+        let name = self.name.to_string();
         let table = self.table.as_mut().ok_or_else(|| Error::InvalidPath {
-            path: String::new(),
+            path: name.clone(),
             reason: "table vanished".into(),
         })?;
-        writer.flush_and_commit(table).await.map_err(delta)?;
+        writer
+            .flush_and_commit(table)
+            .await
+            .map_err(|source| Error::Delta {
+                table: name,
+                source,
+            })?;
         self.position = Some(commit_lsn);
         Ok(true)
     }
