@@ -89,7 +89,14 @@ async fn idle_tables_do_not_pin_wal() {
         .unwrap()
         .get(0);
     let written: replication::Lsn = written.parse().unwrap();
-    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let out = sluice()
+        .env("SLUICE_LOG", "replication=trace,sluice=debug")
+        .args(["run", "--until", "caught-up", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let log = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{log}");
     let confirmed: String = db
         .query_one(
             "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'sluice_t_idle'",
@@ -101,7 +108,7 @@ async fn idle_tables_do_not_pin_wal() {
     let confirmed: replication::Lsn = confirmed.parse().unwrap();
     assert!(
         confirmed >= written,
-        "slot confirmed {confirmed}, WAL written up to {written}"
+        "slot confirmed {confirmed}, WAL written up to {written}: {log}"
     );
     assert!(
         !p.lake().join("t_idle/items").exists(),

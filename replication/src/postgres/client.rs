@@ -276,6 +276,24 @@ impl Client {
         self.flush().await
     }
 
+    /// End COPY BOTH: send CopyDone and read (discarding any remaining stream data) until the
+    /// server has finished the command. Everything sent before, such as a final status update,
+    /// has then been processed; closing the socket with unread data could instead reset the
+    /// connection and lose it.
+    pub async fn end_copy(&mut self) -> Result<()> {
+        frontend::copy_done(&mut self.write);
+        self.flush().await?;
+        loop {
+            let msg = self.read_message().await?;
+            match msg.tag {
+                b'Z' => return Ok(()),
+                b'd' | b'c' | b'C' | b'N' | b'S' => {}
+                b'E' => return Err(server_error(&msg.body)),
+                tag => return Err(unexpected(tag, "ending replication")),
+            }
+        }
+    }
+
     /// Politely end the session.
     pub async fn terminate(mut self) {
         frontend::terminate(&mut self.write);

@@ -35,6 +35,8 @@ use crate::{Error, ErrorClass, Lsn, Result};
 /// Status updates are sent at least this often, and more often if `wal_sender_timeout`
 /// is short (half of it), so the server never times the connection out.
 const MAX_STATUS_INTERVAL: Duration = Duration::from_secs(10);
+/// How long to wait for the server to acknowledge the end of replication at shutdown.
+const END_COPY_TIMEOUT: Duration = Duration::from_secs(30);
 /// With `--until caught-up`, how often to ask the server where it stands while idle.
 const CATCH_UP_PROBE: Duration = Duration::from_millis(100);
 
@@ -287,6 +289,12 @@ impl Source {
             }
         }
         self.send_status(false).await?;
+        // Wait until the server has processed the final status update.
+        match tokio::time::timeout(END_COPY_TIMEOUT, self.client.end_copy()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "ending replication"),
+            Err(_) => tracing::warn!("the server did not end replication in time"),
+        }
         tracing::info!(flush = %self.flush_position(), "replication stopped");
         self.client.terminate().await;
         Ok(())
