@@ -205,6 +205,21 @@ async fn status(config: PathBuf) -> ExitCode {
             ),
             None => println!("slot {}: not created yet", settings.slot),
         }
+        match crate::state::State::load(&settings.lake, &settings.name) {
+            Ok(Some(state)) => println!(
+                "initial snapshot: {}{}",
+                match state.snapshot {
+                    crate::state::SnapshotState::Pending => "in progress or interrupted",
+                    crate::state::SnapshotState::Done => "done",
+                },
+                state
+                    .consistent_point
+                    .map(|p| format!(" (consistent point {p})"))
+                    .unwrap_or_default()
+            ),
+            Ok(None) => println!("initial snapshot: none"),
+            Err(e) => println!("initial snapshot: state unreadable ({e})"),
+        }
         let sink =
             DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
         for p in sink.positions() {

@@ -170,3 +170,64 @@ async fn initial_only_copies_and_leaves_no_slot() {
         .unwrap();
     assert!(slots.is_empty(), "initial_only leaves no slot behind");
 }
+
+/// A snapshot killed midway cannot be resumed yet (its exported snapshot died with its
+/// connection): the next run must say so and how to start over, never stream over a gap.
+#[tokio::test(flavor = "multi_thread")]
+async fn interrupted_snapshot_stops_with_how_to_start_over() {
+    let db = admin().await;
+    let p = Pipeline::new("t_snapkill", &db).await;
+    db.batch_execute(
+        "CREATE TABLE t_snapkill.big (id bigint PRIMARY KEY, note text);
+         ALTER TABLE t_snapkill.big OWNER TO sluice;
+         INSERT INTO t_snapkill.big SELECT g, 'row ' || g FROM generate_series(1, 500000) g;",
+    )
+    .await
+    .unwrap();
+    let config = p.config(&["big"], "");
+    let mut child = sluice()
+        .args(["run", "--config"])
+        .arg(&config)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill as soon as the slot exists: the copy of 500k rows is still running.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while db
+        .query(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'sluice_t_snapkill'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the slot never appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(
+        !p.lake().join("t_snapkill/big/_delta_log").exists(),
+        "nothing was committed"
+    );
+
+    let out = run_sluice(&["run"], &config);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let errors: Vec<_> = stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect();
+    assert_eq!(errors.len(), 1, "{stderr}");
+    assert!(
+        errors[0].contains("was interrupted")
+            && errors[0].contains("pg_drop_replication_slot('sluice_t_snapkill')"),
+        "{}",
+        errors[0]
+    );
+}

@@ -16,7 +16,9 @@
 //! keeps the two distinct for the sinks' position filter.
 
 use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use futures::StreamExt;
 use tokio_postgres::Client as SqlClient;
@@ -87,6 +89,40 @@ pub struct TablePlan {
     select: String,
     /// Table size in blocks when planned.
     pages: u64,
+    /// Row count estimate (`reltuples`), for progress.
+    estimate: u64,
+}
+
+/// How often snapshot progress is logged.
+const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Rows copied per table, shared by the workers and the progress reporter.
+struct Progress {
+    rows: Vec<AtomicU64>,
+    started: Instant,
+}
+
+impl Progress {
+    fn log(&self, plans: &[TablePlan]) {
+        let secs = self.started.elapsed().as_secs_f64().max(0.001);
+        for (plan, rows) in plans.iter().zip(&self.rows) {
+            let rows = rows.load(Ordering::Relaxed);
+            let rate = rows as f64 / secs;
+            let eta = if rate > 0.0 && plan.estimate > rows {
+                ((plan.estimate - rows) as f64 / rate).round() as u64
+            } else {
+                0
+            };
+            tracing::info!(
+                table = %plan.shape.table,
+                rows,
+                estimated_rows = plan.estimate,
+                rows_per_s = rate.round() as u64,
+                eta_s = eta,
+                "snapshot progress"
+            );
+        }
+    }
 }
 
 /// One CTID block range of one table; `end` `None` means to the end of the table.
@@ -108,7 +144,8 @@ pub async fn plan(
         let rows = client
             .query(
                 "SELECT a.attname::text, a.atttypid::oid, a.atttypmod,
-                        (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint
+                        (pg_relation_size(c.oid) / current_setting('block_size')::bigint)::bigint,
+                        greatest(c.reltuples, 0)::bigint
                    FROM pg_attribute a
                    JOIN pg_class c ON c.oid = a.attrelid
                    JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -124,9 +161,11 @@ pub async fn plan(
         let mut columns = Vec::with_capacity(rows.len());
         let mut select = Vec::with_capacity(rows.len());
         let mut pages = 0;
+        let mut estimate = 0;
         for row in rows {
             let (name, oid, typmod): (String, u32, i32) = (row.get(0), row.get(1), row.get(2));
             pages = row.get::<_, i64>(3).max(0) as u64;
+            estimate = row.get::<_, i64>(4).max(0) as u64;
             let decodable = ColumnType::from_oid(oid, typmod, &types.enums).is_some();
             let (type_oid, expr) = if decodable {
                 (oid, quote_ident(&name))
@@ -154,6 +193,7 @@ pub async fn plan(
             shape: Arc::new(shape),
             select: format!("SELECT {} FROM {}", select.join(", "), table.quoted()),
             pages,
+            estimate,
         });
     }
     Ok(plans)
@@ -210,6 +250,10 @@ pub async fn copy_tables(
     tx: &queue::Sender<Event>,
 ) -> Result<u64> {
     let work = Arc::new(Mutex::new(chunks(&plans, options.chunk_pages.max(1))));
+    let progress = Arc::new(Progress {
+        rows: plans.iter().map(|_| AtomicU64::new(0)).collect(),
+        started: Instant::now(),
+    });
     let plans = Arc::new(plans);
     let seen_snapshots = Arc::new(Mutex::new(HashSet::new()));
     let mut workers = Vec::new();
@@ -219,15 +263,26 @@ pub async fn copy_tables(
             &snapshot.name,
             work.clone(),
             plans.clone(),
+            progress.clone(),
             tx,
             seen_snapshots.clone(),
         ));
     }
-    let results = futures::future::join_all(workers).await;
+    let all = futures::future::join_all(workers);
+    futures::pin_mut!(all);
+    let mut report = tokio::time::interval(PROGRESS_EVERY);
+    report.tick().await;
+    let results = loop {
+        tokio::select! {
+            results = &mut all => break results,
+            _ = report.tick() => progress.log(&plans),
+        }
+    };
     let mut rows = 0;
     for r in results {
         rows += r?;
     }
+    progress.log(&plans);
     Ok(rows)
 }
 
@@ -236,6 +291,7 @@ async fn worker(
     snapshot: &str,
     work: Arc<Mutex<VecDeque<Chunk>>>,
     plans: Arc<Vec<TablePlan>>,
+    progress: Arc<Progress>,
     tx: &queue::Sender<Event>,
     seen_snapshots: Arc<Mutex<HashSet<String>>>,
 ) -> Result<u64> {
@@ -278,7 +334,9 @@ async fn worker(
             .pop_front();
         let Some(chunk) = chunk else { break };
         let plan = &plans[chunk.table];
-        rows += copy_chunk(&client, plan, chunk, options, tx).await?;
+        let copied = copy_chunk(&client, plan, chunk, options, tx).await?;
+        progress.rows[chunk.table].fetch_add(copied, Ordering::Relaxed);
+        rows += copied;
     }
     client
         .batch_execute("COMMIT")
