@@ -64,6 +64,12 @@ pub fn quote_ident(ident: &str) -> String {
     format!("\"{}\"", ident.replace('"', "\"\""))
 }
 
+/// Quote an SQL string literal (doubling embedded quotes), for the few statements that cannot
+/// take bound parameters (replication commands, `SET TRANSACTION SNAPSHOT`).
+pub fn quote_literal(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "''"))
+}
+
 /// Rows of one table in one event.
 #[derive(Debug, Clone)]
 pub struct TableBatch {

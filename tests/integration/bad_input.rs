@@ -1,7 +1,7 @@
 //! Every bad input fails before anything is created: a non-zero exit, one line naming the
 //! problem and its fix, and no slot or publication left behind.
 
-use crate::support::{admin, run_sluice, set_url, sluice, Pipeline, PORT};
+use crate::support::{admin, error_lines, run_sluice, set_url, sluice, Pipeline, PORT};
 
 /// Run `check` and `run` against `config`; both must fail with exactly one error line
 /// containing `expect`, and the slot and publication must not exist afterwards.
@@ -11,10 +11,7 @@ async fn fails_cleanly(p: &Pipeline, config: &std::path::Path, expect: &str) {
         let out = run_sluice(&[cmd], config);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{cmd} succeeded: {stderr}");
-        let errors: Vec<_> = stderr
-            .lines()
-            .filter(|l| l.starts_with("error: "))
-            .collect();
+        let errors = error_lines(&out);
         assert_eq!(errors.len(), 1, "{cmd}: want one error line, got: {stderr}");
         assert!(
             errors[0].contains(expect),
@@ -91,11 +88,7 @@ async fn bad_inputs_fail_with_one_clear_line_and_create_nothing() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    let errors = String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .count();
-    assert_eq!(errors, 3);
+    assert_eq!(error_lines(&out).len(), 3);
 
     // And the good config passes.
     let config = p.config(&["keyed"], "");

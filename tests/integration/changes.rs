@@ -1,7 +1,7 @@
 //! Inserts, updates (key changes, unchanged TOAST), deletes, truncate and ADD COLUMN across
 //! three tables land in Delta exactly as the source made them, in order.
 
-use crate::support::{admin, ok, ops, run_sluice, Pipeline};
+use crate::support::{admin, error_lines, ok, ops, run_sluice, Pipeline};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn changes_across_three_tables_land_in_order() {
@@ -161,12 +161,8 @@ async fn incompatible_schema_change_stops_with_table_column_and_lsn() {
         !out.status.success(),
         "a dropped column must stop the pipeline"
     );
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<_> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].contains("table t_schema.items column gone at ") && errors[0].contains("dropped"),
         "{}",

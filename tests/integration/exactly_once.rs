@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use crate::support::{admin, ok, read_delta, run_sluice, sluice, Pipeline};
+use crate::support::{admin, confirmed_flush, ok, read_delta, run_sluice, sluice, Pipeline};
 
 const TABLES: [&str; 3] = ["alpha", "beta", "gamma"];
 const TARGET_ROWS: usize = 200_000;
@@ -101,15 +101,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
         child.wait().unwrap();
         kills += 1;
         let versions = delta_versions(&p);
-        let confirmed: Option<String> = db
-            .query_one(
-                "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'sluice_t_kill'",
-                &[],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        let confirmed: replication::Lsn = confirmed.unwrap().parse().unwrap();
+        let confirmed = confirmed_flush(&db, "sluice_t_kill").await;
         checkpoints.push((confirmed, versions));
     }
     let changed = work.await.unwrap();

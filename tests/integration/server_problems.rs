@@ -1,20 +1,12 @@
 //! Server-side problems and TLS: a misconfigured server gets every problem reported, one line
 //! each with its fix, before anything is created; verify-full checks the certificate.
 
-use crate::support::{admin, run_sluice, set_url, Pipeline};
+use crate::support::{admin, error_lines, run_sluice, set_url, Pipeline};
 
 /// The deliberately misconfigured cluster from `scripts/dev-db.sh` (wal_level=replica, its
 /// only replication slot taken).
 const BAD_PORT: u16 = 54330;
 const ROOT_CERT: &str = "/var/tmp/sluice-dev/pg/root.crt";
-
-fn error_lines(out: &std::process::Output) -> Vec<String> {
-    String::from_utf8_lossy(&out.stderr)
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .map(str::to_string)
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn misconfigured_server_reports_each_problem_and_creates_nothing() {

@@ -3,7 +3,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::support::{admin, ok, run_sluice, sluice, Pipeline};
+use crate::support::{admin, confirmed_flush, ok, run_sluice, sluice, terminate, Pipeline};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_the_commit_and_confirms_it() {
@@ -17,7 +17,7 @@ async fn sigterm_finishes_the_commit_and_confirms_it() {
     let config = p.config(&["items"], "");
     ok(run_sluice(&["run", "--until", "caught-up"], &config));
 
-    let mut child = sluice()
+    let child = sluice()
         .args(["run", "--config"])
         .arg(&config)
         .stdout(Stdio::null())
@@ -34,27 +34,10 @@ async fn sigterm_finishes_the_commit_and_confirms_it() {
         assert!(Instant::now() < deadline, "changes never reached the lake");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let term = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(term.success());
-    let status = child.wait().unwrap();
-    assert!(
-        status.success(),
-        "SIGTERM must end with exit code 0, got {status}"
-    );
+    terminate(child);
 
     // The final status update confirmed what was committed.
-    let confirmed: String = db
-        .query_one(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'sluice_t_term'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let confirmed: replication::Lsn = confirmed.parse().unwrap();
+    let confirmed = confirmed_flush(&db, "sluice_t_term").await;
     let rows = p.rows("items");
     assert_eq!(rows.len(), 5000);
     let commit_lsn = rows[0]["_sluice_lsn"].as_i64().unwrap() as u64;
@@ -97,15 +80,7 @@ async fn idle_tables_do_not_pin_wal() {
         .unwrap();
     let log = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{log}");
-    let confirmed: String = db
-        .query_one(
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'sluice_t_idle'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .get(0);
-    let confirmed: replication::Lsn = confirmed.parse().unwrap();
+    let confirmed = confirmed_flush(&db, "sluice_t_idle").await;
     assert!(
         confirmed >= written,
         "slot confirmed {confirmed}, WAL written up to {written}: {log}"

@@ -7,7 +7,9 @@ use std::process::Stdio;
 
 use rand::{Rng, SeedableRng};
 
-use crate::support::{admin, ok, run_sluice, sluice, Pipeline};
+use crate::support::{
+    admin, error_lines, ok, run_sluice, sluice, terminate, wait_for_slot, Pipeline,
+};
 
 const ROWS: i64 = 1_000_000;
 
@@ -51,7 +53,7 @@ async fn snapshot_then_stream_equals_the_source_under_concurrent_writes() {
         &["big", "empty"],
         "snapshot_workers = 4\nsnapshot_chunk_pages = 256",
     );
-    let mut child = sluice()
+    let child = sluice()
         .args(["run", "--config"])
         .arg(&config)
         .stdout(Stdio::null())
@@ -59,29 +61,10 @@ async fn snapshot_then_stream_equals_the_source_under_concurrent_writes() {
         .spawn()
         .unwrap();
     // Start writing once the slot (and its snapshot) exists, so the writes race the copy.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while db
-        .query(
-            "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'sluice_t_snap'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .is_empty()
-    {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the slot never appeared"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-    }
+    wait_for_slot(&db, "sluice_t_snap").await;
     concurrent_workload().await;
     // Stop politely, then drain whatever the workload left.
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(child.wait().unwrap().success());
+    terminate(child);
     ok(run_sluice(&["run", "--until", "caught-up"], &config));
 
     let rows = p.rows("big");
@@ -192,38 +175,29 @@ async fn interrupted_snapshot_stops_with_how_to_start_over() {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    // Kill as soon as the slot exists: the copy of 500k rows is still running.
+    // Kill while the copy is running: the first rows have reached the table (created empty,
+    // its data files not yet committed). Killed earlier, during slot creation, the slot would
+    // vanish with its connection and the next run would simply start over.
+    let created = p
+        .lake()
+        .join("t_snapkill/big/_delta_log/00000000000000000000.json");
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while db
-        .query(
-            "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'sluice_t_snapkill'",
-            &[],
-        )
-        .await
-        .unwrap()
-        .is_empty()
-    {
+    while !created.exists() {
         assert!(
             std::time::Instant::now() < deadline,
-            "the slot never appeared"
+            "the copy never started"
         );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(
-        !p.lake().join("t_snapkill/big/_delta_log").exists(),
-        "nothing was committed"
-    );
+    assert!(p.rows("big").is_empty(), "no snapshot row is visible");
 
-    let out = run_sluice(&["run"], &config);
+    // --until caught-up: should the guard ever fail, the run ends instead of streaming forever.
+    let out = run_sluice(&["run", "--until", "caught-up"], &config);
     assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let errors: Vec<_> = stderr
-        .lines()
-        .filter(|l| l.starts_with("error: "))
-        .collect();
-    assert_eq!(errors.len(), 1, "{stderr}");
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(
         errors[0].contains("was interrupted")
             && errors[0].contains("pg_drop_replication_slot('sluice_t_snapkill')"),

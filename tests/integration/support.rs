@@ -149,3 +149,59 @@ pub fn ops(rows: &[Value]) -> Vec<(String, i64)> {
         })
         .collect()
 }
+
+/// The `error: ` lines of a command's stderr.
+pub fn error_lines(output: &Output) -> Vec<String> {
+    String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Wait (polling the catalog) until the replication slot exists.
+pub async fn wait_for_slot(db: &Client, slot: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while db
+        .query(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .expect("read slots")
+        .is_empty()
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slot {slot} never appeared"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// The slot's confirmed flush position.
+pub async fn confirmed_flush(db: &Client, slot: &str) -> replication::Lsn {
+    let text: String = db
+        .query_one(
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = $1",
+            &[&slot],
+        )
+        .await
+        .expect("read slot")
+        .get(0);
+    text.parse().expect("lsn")
+}
+
+/// Stop a running `sluice run` with SIGTERM; it must exit 0.
+pub fn terminate(mut child: std::process::Child) {
+    let sent = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(sent.success());
+    let status = child.wait().expect("wait for sluice");
+    assert!(
+        status.success(),
+        "SIGTERM must end with exit code 0, got {status}"
+    );
+}

@@ -30,7 +30,7 @@ use super::conninfo::ConnInfo;
 use super::copy::CopyDecoder;
 use super::pgoutput::{Relation, RelationColumn};
 use super::table::{Op, RowPosition, TableBuilder, TableShape};
-use crate::change::{quote_ident, Event, TableBatch, TableName};
+use crate::change::{quote_ident, quote_literal, Event, TableBatch, TableName};
 use crate::queue;
 use crate::{Error, Lsn, Result};
 
@@ -304,8 +304,8 @@ async fn worker(
     };
     client
         .batch_execute(&format!(
-            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT '{}'",
-            snapshot.replace('\'', "''")
+            "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY; SET TRANSACTION SNAPSHOT {}",
+            quote_literal(snapshot)
         ))
         .await
         .map_err(sql("importing the exported snapshot"))?;

@@ -28,7 +28,7 @@ use super::conninfo::ConnInfo;
 use super::pgoutput::Decoder;
 use super::stream::{self, ServerMessage};
 use super::{Assembler, BatchLimits};
-use crate::change::{quote_ident, Event};
+use crate::change::{quote_ident, quote_literal, Event};
 use crate::queue;
 use crate::{Error, ErrorClass, Lsn, Result};
 
@@ -310,9 +310,4 @@ async fn sleep_until(deadline: Option<Instant>) {
 
 fn sink_gone() -> Error {
     Error::Protocol("the sink stopped; see its error".into())
-}
-
-/// Quote a string literal for a replication command.
-fn quote_literal(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
 }
