@@ -2,12 +2,12 @@
 //! Delta tables exactly once, and the slot was never confirmed past what was durable.
 
 use std::collections::{BTreeMap, HashMap};
-use std::process::{Child, Stdio};
+use std::process::Child;
 use std::time::Duration;
 
 use rand::{Rng, SeedableRng};
 
-use crate::support::{admin, confirmed_flush, ok, read_delta, run_sluice, sluice, Pipeline};
+use crate::support::{admin, confirmed_flush, ok, read_delta, run_sluice, spawn_run, Pipeline};
 
 const TABLES: [&str; 3] = ["alpha", "beta", "gamma"];
 const TARGET_ROWS: usize = 200_000;
@@ -88,13 +88,7 @@ async fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let mut checkpoints = Vec::new();
     let mut kills = 0;
     while kills < KILLS || !work.is_finished() {
-        let mut child: Child = sluice()
-            .args(["run", "--config"])
-            .arg(&config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut child: Child = spawn_run(&config);
         // A random moment: the point of the test is that the moment is not chosen.
         tokio::time::sleep(Duration::from_millis(rng.gen_range(200..2500))).await;
         child.kill().unwrap();

@@ -1,9 +1,8 @@
 //! SIGTERM: the commit in flight finishes, the final status update confirms it, exit code 0.
 
-use std::process::Stdio;
-use std::time::{Duration, Instant};
-
-use crate::support::{admin, confirmed_flush, ok, run_sluice, sluice, terminate, Pipeline};
+use crate::support::{
+    admin, confirmed_flush, ok, run_sluice, sluice, spawn_run, terminate, wait_for_file, Pipeline,
+};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn sigterm_finishes_the_commit_and_confirms_it() {
@@ -17,23 +16,15 @@ async fn sigterm_finishes_the_commit_and_confirms_it() {
     let config = p.config(&["items"], "");
     ok(run_sluice(&["run", "--until", "caught-up"], &config));
 
-    let child = sluice()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&config);
     db.batch_execute("INSERT INTO t_term.items SELECT g, 'v' FROM generate_series(1, 5000) g;")
         .await
         .unwrap();
     // Wait for the change to reach the lake (a condition, polled), then stop politely.
-    let log = p.lake().join("t_term/items/_delta_log");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !log.join("00000000000000000001.json").exists() {
-        assert!(Instant::now() < deadline, "changes never reached the lake");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let first_data = p
+        .lake()
+        .join("t_term/items/_delta_log/00000000000000000001.json");
+    wait_for_file(&first_data, "changes never reached the lake").await;
     terminate(child);
 
     // The final status update confirmed what was committed.

@@ -3,12 +3,12 @@
 //! with no gap and no duplicate, even with writes going on during the copy.
 
 use std::collections::BTreeMap;
-use std::process::Stdio;
 
 use rand::{Rng, SeedableRng};
 
 use crate::support::{
-    admin, error_lines, ok, run_sluice, sluice, terminate, wait_for_slot, Pipeline,
+    admin, error_lines, ok, run_sluice, spawn_run, terminate, wait_for_file, wait_for_slot,
+    Pipeline,
 };
 
 const ROWS: i64 = 1_000_000;
@@ -53,13 +53,7 @@ async fn snapshot_then_stream_equals_the_source_under_concurrent_writes() {
         &["big", "empty"],
         "snapshot_workers = 4\nsnapshot_chunk_pages = 256",
     );
-    let child = sluice()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = spawn_run(&config);
     // Start writing once the slot (and its snapshot) exists, so the writes race the copy.
     wait_for_slot(&db, "sluice_t_snap").await;
     concurrent_workload().await;
@@ -168,27 +162,14 @@ async fn interrupted_snapshot_stops_with_how_to_start_over() {
     .await
     .unwrap();
     let config = p.config(&["big"], "");
-    let mut child = sluice()
-        .args(["run", "--config"])
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_run(&config);
     // Kill while the copy is running: the first rows have reached the table (created empty,
     // its data files not yet committed). Killed earlier, during slot creation, the slot would
     // vanish with its connection and the next run would simply start over.
     let created = p
         .lake()
         .join("t_snapkill/big/_delta_log/00000000000000000000.json");
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !created.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the copy never started"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
-    }
+    wait_for_file(&created, "the copy never started").await;
     child.kill().unwrap();
     child.wait().unwrap();
     assert!(p.rows("big").is_empty(), "no snapshot row is visible");

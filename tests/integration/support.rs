@@ -205,3 +205,27 @@ pub fn terminate(mut child: std::process::Child) {
         "SIGTERM must end with exit code 0, got {status}"
     );
 }
+
+/// Start `sluice run --config CONFIG` in the background, its output discarded.
+pub fn spawn_run(config: &Path) -> std::process::Child {
+    sluice()
+        .args(["run", "--config"])
+        .arg(config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn sluice run")
+}
+
+/// Wait (polling) until `path` exists; `what` names the condition in the failure.
+pub async fn wait_for_file(path: &Path, what: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !path.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: {} never appeared",
+            path.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
