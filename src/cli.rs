@@ -126,7 +126,6 @@ async fn check(config: PathBuf) -> ExitCode {
             &client,
             &catalog::Requirements {
                 slot: &settings.slot,
-                publication: &settings.publication,
                 tables: &settings.tables,
             },
         )

@@ -82,7 +82,6 @@ pub async fn run(
         &client,
         &catalog::Requirements {
             slot: &settings.slot,
-            publication: &settings.publication,
             tables: &settings.tables,
         },
     )

@@ -89,6 +89,9 @@ pub enum Error {
     /// A preflight check found problems; each line names the fix.
     #[error("{}", problems.join("\n"))]
     Preflight { problems: Vec<String> },
+    /// The sink ended (with its own error) while the source still had events for it.
+    #[error("the sink stopped; see its error")]
+    SinkStopped,
     /// Arrow refused to build a batch (a bug: builders and schema disagree).
     #[error("arrow: {0}")]
     Arrow(#[from] deltalake::arrow::error::ArrowError),
@@ -121,6 +124,8 @@ impl Error {
             Error::Protocol(_)
             | Error::Decode { .. }
             | Error::CopyDecode(_)
+            // The pipeline reports the sink's own error first; reaching this one is a bug.
+            | Error::SinkStopped
             | Error::UnknownRelation { .. }
             | Error::Arrow(_) => ErrorClass::Bug,
         }

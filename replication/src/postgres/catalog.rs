@@ -83,8 +83,6 @@ fn sql(context: &str) -> impl FnOnce(tokio_postgres::Error) -> Error + '_ {
 pub struct Requirements<'a> {
     /// Replication slot name.
     pub slot: &'a str,
-    /// Publication name.
-    pub publication: &'a str,
     /// Source tables.
     pub tables: &'a [TableName],
 }

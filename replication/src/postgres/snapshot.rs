@@ -418,7 +418,6 @@ async fn send(
     let permit = tx
         .reserve(event.memory_size())
         .await
-        .map_err(|_| Error::Protocol("the sink stopped; see its error".into()))?;
-    tx.send(event, permit)
-        .map_err(|_| Error::Protocol("the sink stopped; see its error".into()))
+        .map_err(|_| Error::SinkStopped)?;
+    tx.send(event, permit).map_err(|_| Error::SinkStopped)
 }

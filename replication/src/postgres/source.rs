@@ -267,12 +267,14 @@ impl Source {
         let permit = loop {
             tokio::select! {
                 biased;
-                permit = self.tx.reserve(bytes) => break permit.map_err(|_| sink_gone())?,
+                permit = self.tx.reserve(bytes) => break permit.map_err(|_| Error::SinkStopped)?,
                 _ = cancel.cancelled() => return Ok(false),
                 _ = self.status.tick() => self.send_status(false).await?,
             }
         };
-        self.tx.send(event, permit).map_err(|_| sink_gone())?;
+        self.tx
+            .send(event, permit)
+            .map_err(|_| Error::SinkStopped)?;
         if let Some(end) = end {
             self.forwarded_end = end;
         }
@@ -306,8 +308,4 @@ async fn sleep_until(deadline: Option<Instant>) {
         Some(d) => tokio::time::sleep_until(d).await,
         None => std::future::pending().await,
     }
-}
-
-fn sink_gone() -> Error {
-    Error::Protocol("the sink stopped; see its error".into())
 }
