@@ -1,4 +1,4 @@
-//! Command line: `sluice check | run | status --config FILE`.
+//! Command line: `sluice check | run | status | snapshot --config FILE`.
 //!
 //! Errors print as `error: <problem>: <fix>`, one line each, and exit non-zero; nothing is
 //! created when a check fails. Secrets and row values never reach the output.
@@ -7,12 +7,16 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use replication::postgres::catalog;
+use replication::change::TableName;
+use replication::postgres::window::{Marker, MarkerBody, SnapshotRequest};
+use replication::postgres::{catalog, incremental};
+use replication::Lsn;
 use replication::postgres::source::SourceExit;
 use sinks::delta::DeltaSink;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Settings};
+use crate::state::SnapshotState;
 use crate::pipeline;
 
 /// Change-data-capture from PostgreSQL into Delta Lake, exactly once.
@@ -57,6 +61,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Re-snapshot one table (or the rows matching --where) while streaming continues. The
+    /// request travels through the WAL: the running pipeline (or the next run) takes it up.
+    Snapshot {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// `schema.table`, one of the pipeline's tables.
+        #[arg(long)]
+        table: String,
+        /// Only the rows matching this SQL predicate, e.g. "updated_at > '2026-01-01'".
+        #[arg(long = "where")]
+        filter: Option<String>,
+    },
 }
 
 /// Parse arguments, run the command, map the outcome to an exit code.
@@ -75,6 +91,11 @@ pub fn main() -> ExitCode {
             Command::Check { config } => check(config).await,
             Command::Run { config, until } => run(config, until.is_some()).await,
             Command::Status { config } => status(config).await,
+            Command::Snapshot {
+                config,
+                table,
+                filter,
+            } => snapshot(config, table, filter).await,
         }
     })
 }
@@ -147,13 +168,29 @@ async fn check(config: PathBuf) -> ExitCode {
 }
 
 async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
-    let settings = match settings(config) {
+    let mut settings = match settings(config.clone()) {
         Ok(s) => s,
         Err(code) => return code,
     };
-    let cancel = CancellationToken::new();
-    tokio::spawn(shutdown_on_signal(cancel.clone()));
-    match pipeline::run(&settings, until_caught_up, cancel).await {
+    let shutdown = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    let result = loop {
+        // SIGHUP re-reads the configuration and restarts the pipeline with it (a table added
+        // is snapshotted while the others keep streaming from where they were).
+        let session = shutdown.child_token();
+        let reload = tokio::spawn(reload_on_hangup(config.clone(), session.clone()));
+        let result = pipeline::run(&settings, until_caught_up, session).await;
+        reload.abort();
+        let reloaded = reload.await.ok().flatten();
+        match (reloaded, &result) {
+            (Some(new), Ok(SourceExit::Cancelled)) if !shutdown.is_cancelled() => {
+                tracing::info!("configuration reloaded");
+                settings = new;
+            }
+            _ => break result,
+        }
+    };
+    match result {
         Ok(SourceExit::CaughtUp) => {
             tracing::info!(peak_rss_bytes = peak_rss_bytes(), "caught up");
             ExitCode::SUCCESS
@@ -163,6 +200,36 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&error_lines(&e)),
+    }
+}
+
+/// On SIGHUP, load and validate the configuration again; if it is good, stop the running
+/// pipeline (cleanly) and return it. A bad one is reported and the pipeline keeps running.
+async fn reload_on_hangup(path: PathBuf, session: CancellationToken) -> Option<Settings> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = signal(SignalKind::hangup()).ok()?;
+        loop {
+            hangup.recv().await?;
+            match Config::load(&path).and_then(Config::validate) {
+                Ok(settings) => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    session.cancel();
+                    return Some(settings);
+                }
+                Err(problems) => {
+                    for problem in problems {
+                        tracing::error!(%problem, "SIGHUP: configuration not reloaded");
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, session);
+        std::future::pending().await
     }
 }
 
@@ -204,15 +271,18 @@ async fn status(config: PathBuf) -> ExitCode {
             ),
             None => println!("slot {}: not created yet", settings.slot),
         }
-        match crate::state::State::load(&settings.lake, &settings.name) {
+        let state = crate::state::State::load(&settings.lake, &settings.name);
+        match &state {
             Ok(Some(state)) => println!(
                 "initial snapshot: {}{}",
                 match state.snapshot {
-                    crate::state::SnapshotState::Pending => "in progress or interrupted",
-                    crate::state::SnapshotState::Done => "done",
+                    SnapshotState::Pending => "in progress or interrupted",
+                    SnapshotState::Done => "done",
+                    SnapshotState::Skipped => "none (snapshot = never)",
                 },
                 state
                     .consistent_point
+                    .as_ref()
                     .map(|p| format!(" (consistent point {p})"))
                     .unwrap_or_default()
             ),
@@ -221,6 +291,31 @@ async fn status(config: PathBuf) -> ExitCode {
         }
         let sink =
             DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
+        if let Ok(Some(state)) = &state {
+            for job in &state.incremental {
+                let committed = sink
+                    .positions()
+                    .into_iter()
+                    .find(|p| p.table.to_string() == job.table)
+                    .and_then(|p| p.snapshot_chunk);
+                let done = job
+                    .chunks
+                    .iter()
+                    .filter(|c| Some(c.chunk) <= committed)
+                    .count();
+                println!(
+                    "incremental snapshot of {} ({}{}): {}",
+                    job.table,
+                    job.reason,
+                    if job.filter.is_some() { ", filtered" } else { "" },
+                    if done == 0 {
+                        "queued".to_string()
+                    } else {
+                        format!("in progress, chunk {} committed", committed.unwrap_or(0))
+                    }
+                );
+            }
+        }
         for p in sink.positions() {
             println!(
                 "table {}: delta version {} position {} ({})",
@@ -235,6 +330,60 @@ async fn status(config: PathBuf) -> ExitCode {
     .await;
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&error_lines(&e)),
+    }
+}
+
+async fn snapshot(config: PathBuf, table: String, filter: Option<String>) -> ExitCode {
+    let settings = match settings(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let Some(name) = TableName::parse(&table).filter(|t| settings.tables.contains(t)) else {
+        return fail(&[format!(
+            "table {table} is not one of the pipeline's [source] tables: add it there and restart (or send SIGHUP); a table added is snapshotted then"
+        )]);
+    };
+    let result: Result<Lsn, pipeline::PipelineError> = async {
+        let client = catalog::connect(&settings.conninfo).await?;
+        if !catalog::slot_exists(&client, &settings.slot).await? {
+            return Err(replication::Error::Preflight {
+                problems: vec![format!(
+                    "pipeline {} has not started yet (slot {} does not exist): its first run snapshots every table",
+                    settings.name, settings.slot
+                )],
+            }
+            .into());
+        }
+        crate::snapshots::check_keys(&client, std::slice::from_ref(&name)).await?;
+        if let Some(filter) = &filter {
+            incremental::check_filter(&client, &name, filter)
+                .await
+                .map_err(|e| replication::Error::Preflight {
+                    problems: vec![format!(
+                        "--where is not a valid predicate on {name}: {}: fix the predicate",
+                        e.to_string().trim_start_matches(&format!("checking the predicate on {name}: "))
+                    )],
+                })?;
+        }
+        let marker = Marker {
+            pipeline: settings.name.clone(),
+            body: MarkerBody::Request(SnapshotRequest {
+                table: name.to_string(),
+                filter: filter.clone(),
+            }),
+        };
+        Ok(incremental::emit(&client, &marker).await?)
+    }
+    .await;
+    match result {
+        Ok(lsn) => {
+            println!(
+                "ok: snapshot of {name}{} requested at {lsn}; the running pipeline takes it up (or its next run); see sluice status",
+                if filter.is_some() { " (rows matching --where)" } else { "" }
+            );
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(&error_lines(&e)),
     }
 }

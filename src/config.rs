@@ -54,6 +54,9 @@ pub enum SourceConfig {
         /// Table blocks (8 KiB) per snapshot COPY.
         #[serde(default = "default_chunk_pages")]
         snapshot_chunk_pages: u64,
+        /// Rows per chunk of an incremental snapshot (held in memory while its window is open).
+        #[serde(default = "default_chunk_rows")]
+        snapshot_chunk_rows: usize,
     },
 }
 
@@ -88,6 +91,10 @@ pub enum SinkConfig {
         #[serde(default = "default_latency", with = "humantime_serde")]
         max_batch_latency: Duration,
     },
+}
+
+fn default_chunk_rows() -> usize {
+    20_000
 }
 
 fn default_chunk_pages() -> u64 {
@@ -172,6 +179,7 @@ pub struct Settings {
     pub snapshot: SnapshotMode,
     pub snapshot_workers: usize,
     pub snapshot_chunk_pages: u64,
+    pub snapshot_chunk_rows: usize,
 }
 
 impl Config {
@@ -213,6 +221,7 @@ impl Config {
             snapshot,
             snapshot_workers,
             snapshot_chunk_pages,
+            snapshot_chunk_rows,
         } = self.source;
         let snapshot_workers = snapshot_workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
@@ -222,6 +231,9 @@ impl Config {
         }
         if snapshot_chunk_pages == 0 {
             problems.push("[source] snapshot_chunk_pages must be at least 1".into());
+        }
+        if !(1..=10_000_000).contains(&snapshot_chunk_rows) {
+            problems.push("[source] snapshot_chunk_rows must be between 1 and 10000000".into());
         }
         let conninfo = match ConnInfo::parse(&url) {
             Ok(c) => Some(c),
@@ -308,6 +320,7 @@ impl Config {
                     snapshot,
                     snapshot_workers,
                     snapshot_chunk_pages,
+                    snapshot_chunk_rows,
                 })
             }
             _ => Err(problems),

@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod pipeline;
+mod snapshots;
 mod state;
 
 fn main() -> std::process::ExitCode {

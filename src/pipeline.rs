@@ -15,9 +15,11 @@
 //! session (or a restarted process) re-reads from the slot's confirmed position and skips what
 //! is already durable.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
-use replication::change::Event;
+use replication::change::{Event, TableName};
 use replication::postgres::snapshot::{self, ExportedSnapshot, SnapshotOptions};
 use replication::postgres::source::{self, SourceExit, SourceOptions};
 use replication::postgres::table::RowPosition;
@@ -28,7 +30,8 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, SnapshotMode};
-use crate::state::{SnapshotState, State};
+use crate::snapshots::{self, fresh_state, Store};
+use crate::state::{Incremental, SnapshotState, State};
 
 /// First and longest wait between retries of a transient failure.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
@@ -49,10 +52,11 @@ pub enum PipelineError {
         #[source]
         source: std::io::Error,
     },
-    /// A previous run died during the initial snapshot; its exported snapshot is gone.
-    #[error("the initial snapshot of pipeline {pipeline} was interrupted and cannot be resumed yet: drop the slot (SELECT pg_drop_replication_slot('{slot}')) and delete {lake} to start over, or set [source] snapshot = \"never\"")]
+    /// A previous run died during the initial snapshot of a table that an incremental
+    /// snapshot cannot finish.
+    #[error("the initial snapshot of table {table} was interrupted and it has no primary key, which finishing it incrementally needs: add a primary key and run again, or drop the slot (SELECT pg_drop_replication_slot('{slot}')) and delete {lake} to start over")]
     SnapshotInterrupted {
-        pipeline: String,
+        table: String,
         slot: String,
         lake: String,
     },
@@ -89,46 +93,67 @@ pub async fn run(
     if !problems.is_empty() {
         return Err(replication::Error::Preflight { problems }.into());
     }
-    catalog::ensure_publication(&client, &settings.publication, &settings.tables).await?;
-    let state_error = |source| PipelineError::State {
-        path: settings.lake.display().to_string(),
-        source,
-    };
-    match settings.snapshot {
-        SnapshotMode::Never => {
-            if catalog::ensure_slot(&client, &settings.slot).await? {
-                tracing::info!(slot = %settings.slot, "created replication slot");
-            }
-        }
+    let store = match settings.snapshot {
         SnapshotMode::InitialOnly => {
+            catalog::ensure_publication(&client, &settings.publication, &settings.tables).await?;
             initial_snapshot(settings, true).await?;
             return Ok(SourceExit::CaughtUp);
         }
-        SnapshotMode::Initial => {
-            let state = State::load(&settings.lake, &settings.name).map_err(state_error)?;
-            if !catalog::slot_exists(&client, &settings.slot).await? {
-                let mut state = State {
-                    snapshot: SnapshotState::Pending,
-                    consistent_point: None,
-                };
-                state
-                    .save(&settings.lake, &settings.name)
-                    .map_err(state_error)?;
-                let point = initial_snapshot(settings, false).await?;
-                state.snapshot = SnapshotState::Done;
-                state.consistent_point = Some(point.to_string());
-                state
-                    .save(&settings.lake, &settings.name)
-                    .map_err(state_error)?;
-            } else if state.is_some_and(|s| s.snapshot == SnapshotState::Pending) {
-                return Err(PipelineError::SnapshotInterrupted {
-                    pipeline: settings.name.clone(),
-                    slot: settings.slot.clone(),
-                    lake: settings.lake.display().to_string(),
-                });
+        SnapshotMode::Never => {
+            catalog::ensure_publication(&client, &settings.publication, &settings.tables).await?;
+            if catalog::ensure_slot(&client, &settings.slot).await? {
+                tracing::info!(slot = %settings.slot, "created replication slot");
             }
+            Store::load(settings, fresh_state(settings, SnapshotState::Skipped))?
         }
-    }
+        SnapshotMode::Initial if !catalog::slot_exists(&client, &settings.slot).await? => {
+            catalog::ensure_publication(&client, &settings.publication, &settings.tables).await?;
+            let store = Store::empty(settings, fresh_state(settings, SnapshotState::Pending));
+            store.update(|_| ())?;
+            let point = initial_snapshot(settings, false).await?;
+            store.update(|s| {
+                s.snapshot = SnapshotState::Done;
+                s.consistent_point = Some(point.to_string());
+            })?;
+            store
+        }
+        SnapshotMode::Initial => {
+            let store = Store::load(settings, fresh_state(settings, SnapshotState::Done))?;
+            let todo = catch_up_snapshots(settings, &store.get()).await?;
+            snapshots::check_keys(&client, &todo.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>())
+                .await
+                .map_err(|e| match (e, todo.iter().any(|(_, r)| *r == "resume")) {
+                    (PipelineError::Source(replication::Error::NoPrimaryKey { table }), true) => {
+                        PipelineError::SnapshotInterrupted {
+                            table,
+                            slot: settings.slot.clone(),
+                            lake: settings.lake.display().to_string(),
+                        }
+                    }
+                    (e, _) => e,
+                })?;
+            catalog::ensure_publication(&client, &settings.publication, &settings.tables).await?;
+            let configured: Vec<String> = settings.tables.iter().map(ToString::to_string).collect();
+            store.update(|s| {
+                s.snapshot = SnapshotState::Done;
+                s.tables = Some(configured.clone());
+                s.incremental.retain(|j| configured.contains(&j.table));
+                for (table, reason) in &todo {
+                    s.incremental.push(Incremental {
+                        table: table.to_string(),
+                        filter: None,
+                        reason: (*reason).to_string(),
+                        chunks: Vec::new(),
+                    });
+                }
+            })?;
+            for (table, reason) in &todo {
+                tracing::info!(%table, reason, "incremental snapshot queued");
+            }
+            store
+        }
+    };
+    let store = Arc::new(store);
     let until = if until_caught_up {
         Some(catalog::current_wal_lsn(&client).await?)
     } else {
@@ -137,7 +162,7 @@ pub async fn run(
     drop(client);
     let mut backoff = BACKOFF.0;
     loop {
-        match session(settings, until, cancel.clone()).await {
+        match session(settings, until, store.clone(), cancel.clone()).await {
             Ok(exit) => return Ok(exit),
             Err(e) if e.class() == ErrorClass::Transient && !cancel.is_cancelled() => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "transient failure, retrying");
@@ -152,10 +177,42 @@ pub async fn run(
     }
 }
 
-/// One connection's worth of streaming.
+/// Tables that need an incremental snapshot before streaming alone is enough: those an
+/// interrupted initial load did not commit (`resume`), and those new to the configuration
+/// (`added`). Nothing is changed here.
+async fn catch_up_snapshots(
+    settings: &Settings,
+    state: &State,
+) -> Result<Vec<(TableName, &'static str)>, PipelineError> {
+    let mut todo = Vec::new();
+    let queued = |t: &TableName| state.incremental.iter().any(|j| j.table == t.to_string());
+    if state.snapshot == SnapshotState::Pending {
+        // The initial load commits each table once, at consistent point - 1: a table without
+        // a position was not finished.
+        let sink =
+            DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
+        for p in sink.positions() {
+            if p.position.is_none() && !queued(&p.table) {
+                todo.push(((*p.table).clone(), "resume"));
+            }
+        }
+    }
+    if let Some(known) = &state.tables {
+        for t in &settings.tables {
+            let new = !known.contains(&t.to_string());
+            if new && !queued(t) && !todo.iter().any(|(q, _)| q == t) {
+                todo.push((t.clone(), "added"));
+            }
+        }
+    }
+    Ok(todo)
+}
+
+/// One connection's worth of streaming, with the incremental snapshots beside it.
 async fn session(
     settings: &Settings,
     until: Option<Lsn>,
+    store: Arc<Store>,
     cancel: CancellationToken,
 ) -> Result<SourceExit, PipelineError> {
     let client = catalog::connect(&settings.conninfo).await?;
@@ -167,12 +224,15 @@ async fn session(
     drop(client);
 
     let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
+    let mut committed = HashMap::new();
     for p in sink.positions() {
         if let Some(position) = p.position {
             tracing::info!(table = %p.table, %position, "resuming after durable position");
         }
+        committed.insert((*p.table).clone(), p.snapshot_chunk);
     }
     let (tx, durable_rx, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
+    let (snapshots, link) = snapshots::session(settings, store, committed, durable_rx.clone());
     let options = SourceOptions {
         conninfo: settings.conninfo.clone(),
         slot: settings.slot.clone(),
@@ -185,12 +245,28 @@ async fn session(
         types,
         wal_sender_timeout,
         until,
+        pipeline: settings.name.clone(),
     };
-    let source_result = source::run(options, tx, durable_rx, cancel).await;
+    // The driver failing stops the source; the source ending stops the driver.
+    let stop = cancel.child_token();
+    let driver = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let result = snapshots.run(stop.clone()).await;
+            if result.is_err() {
+                stop.cancel();
+            }
+            result
+        })
+    };
+    let source_result = source::run(options, tx, durable_rx, Some(link), stop.clone()).await;
+    stop.cancel();
+    let driver_result = driver.await.unwrap_or(Ok(()));
     // The source dropped its queue sender: the sink drains what is queued, then ends.
     let sink_result = join_sink(sink_task, settings).await;
     // A sink failure is the root cause when both fail (the source sees "sink stopped").
     sink_result?;
+    driver_result?;
     Ok(source_result?)
 }
 

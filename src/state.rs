@@ -1,9 +1,14 @@
-//! The pipeline's small durable state beside the lake: whether the initial snapshot finished.
+//! The pipeline's small durable state beside the lake: whether the initial snapshot finished,
+//! which tables the pipeline covers, and the incremental snapshots still to do.
 //!
 //! Everything else Sluice needs to resume lives in the Delta tables themselves (the `txn`
-//! versions). The one fact they cannot hold is "the snapshot of every table completed" (an empty
-//! table produces no commit), so it is kept in `<lake>/_sluice_state/<pipeline>.json`, written
-//! atomically (temporary file, fsync, rename).
+//! versions: the source position, and the number of the last incremental-snapshot chunk
+//! committed with its rows). What they cannot hold is kept in
+//! `<lake>/_sluice_state/<pipeline>.json`, written atomically (temporary file, fsync, rename):
+//! "the initial snapshot of every table completed" (an empty table produces no commit), the
+//! queue of incremental snapshots, and each one's last two chunk bounds. A chunk's bound is
+//! stored before the chunk can commit, so the chunk number the table holds always has its
+//! bound here: the snapshot resumes right after it.
 
 use std::path::{Path, PathBuf};
 
@@ -17,6 +22,8 @@ pub enum SnapshotState {
     Pending,
     /// Every table was copied; streaming continues from the consistent point.
     Done,
+    /// No initial snapshot (`snapshot = "never"`).
+    Skipped,
 }
 
 /// The state file's content.
@@ -26,6 +33,66 @@ pub struct State {
     pub snapshot: SnapshotState,
     /// The slot's consistent point, once known.
     pub consistent_point: Option<String>,
+    /// Tables the pipeline covers (`None` in files written before this was kept: the
+    /// configured tables are taken as covered).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tables: Option<Vec<String>>,
+    /// Incremental snapshots to do, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub incremental: Vec<Incremental>,
+    /// Commit position of the last `sluice snapshot` request taken (requests seen again when
+    /// the stream is replayed after a crash are not taken twice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests_seen: Option<String>,
+}
+
+/// One table's incremental snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Incremental {
+    /// `schema.table`.
+    pub table: String,
+    /// Only the rows matching this SQL predicate.
+    #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+    /// Why: `added` (a table new to the configuration), `resume` (an interrupted initial
+    /// load), `requested` (`sluice snapshot`).
+    pub reason: String,
+    /// The last chunks handed out, oldest first (at most two).
+    #[serde(default)]
+    pub chunks: Vec<ChunkBound>,
+}
+
+/// A chunk's number and its last key.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkBound {
+    /// Chunk number (committed to the Delta table with the chunk's rows).
+    pub chunk: u64,
+    /// Last key, as text per key column; `None`: the last chunk.
+    pub upper: Option<Vec<String>>,
+}
+
+impl Incremental {
+    /// Where to resume given the last chunk number the table committed: `Some(after)` to
+    /// continue after key `after` (`None`: from the start), `None` when already complete.
+    pub fn resume_after(&self, committed: Option<u64>) -> Option<Option<Vec<String>>> {
+        match self
+            .chunks
+            .iter()
+            .find(|c| Some(c.chunk) == committed)
+        {
+            Some(ChunkBound { upper: None, .. }) => None,
+            Some(ChunkBound { upper, .. }) => Some(upper.clone()),
+            None => Some(None),
+        }
+    }
+
+    /// Record chunk `chunk` ending at `upper`, keeping only the previous one beside it.
+    pub fn hand_out(&mut self, chunk: u64, upper: Option<Vec<String>>) {
+        self.chunks.retain(|c| c.chunk < chunk);
+        self.chunks.push(ChunkBound { chunk, upper });
+        let excess = self.chunks.len().saturating_sub(2);
+        self.chunks.drain(..excess);
+    }
 }
 
 fn path(lake: &Path, pipeline: &str) -> PathBuf {
@@ -56,5 +123,34 @@ impl State {
         file.sync_all()?;
         std::fs::rename(&tmp, &target)?;
         std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn resumes_after_the_last_committed_chunk() {
+        let mut s = Incremental {
+            table: "public.t".into(),
+            filter: None,
+            reason: "added".into(),
+            chunks: vec![],
+        };
+        assert_eq!(s.resume_after(None), Some(None));
+        assert_eq!(s.resume_after(Some(7)), Some(None), "an earlier snapshot's chunk");
+        s.hand_out(8, Some(vec!["10".into()]));
+        // Chunk 8 handed out but not committed: start over.
+        assert_eq!(s.resume_after(Some(7)), Some(None));
+        assert_eq!(s.resume_after(Some(8)), Some(Some(vec!["10".into()])));
+        s.hand_out(9, Some(vec!["20".into()]));
+        s.hand_out(10, None);
+        assert_eq!(s.chunks.len(), 2);
+        assert_eq!(s.resume_after(Some(9)), Some(Some(vec!["20".into()])));
+        assert_eq!(s.resume_after(Some(10)), None, "complete");
+        // A retried chunk number replaces the one handed out before.
+        s.hand_out(10, Some(vec!["25".into()]));
+        assert_eq!(s.chunks.last().unwrap().upper, Some(vec!["25".into()]));
     }
 }

@@ -25,6 +25,10 @@ pub const COMMIT_TS_COLUMN: &str = "_sluice_commit_ts";
 /// CDC column: names of columns whose value was not sent (unchanged TOAST), else null.
 pub const UNCHANGED_COLUMN: &str = "_sluice_unchanged";
 
+/// Prefix of the logical decoding messages (`pg_logical_emit_message`) Sluice writes into the
+/// WAL: incremental-snapshot watermarks and snapshot requests.
+pub const MARKER_PREFIX: &str = "sluice";
+
 /// A schema-qualified source table name.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TableName {
@@ -114,6 +118,24 @@ pub enum Event {
     Snapshot { tables: Vec<TableBatch> },
     /// The initial snapshot is complete: make it visible, one commit per table at `commit_lsn`.
     SnapshotCommit { commit_lsn: Lsn, end_lsn: Lsn },
+    /// A transaction carrying a Sluice message (`pg_logical_emit_message` with prefix
+    /// [`MARKER_PREFIX`]): an incremental-snapshot watermark or a snapshot request. The source
+    /// consumes it; to a sink it is an empty transaction.
+    Marker {
+        content: String,
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+        commit_ts: i64,
+    },
+    /// One chunk of an incremental snapshot, emitted at its high watermark: rows (op `r`) of
+    /// one table carrying the watermark transaction's position, committed together with the
+    /// chunk's number so that the chunk's progress is durable with its rows.
+    SnapshotChunk {
+        table: TableBatch,
+        chunk: u64,
+        commit_lsn: Lsn,
+        end_lsn: Lsn,
+    },
 }
 
 impl Event {
@@ -124,7 +146,10 @@ impl Event {
             | Event::StreamChunk { tables, .. }
             | Event::StreamCommit { tables, .. }
             | Event::Snapshot { tables } => tables.as_slice(),
-            Event::StreamAbort { .. } | Event::SnapshotCommit { .. } => &[],
+            Event::SnapshotChunk { table, .. } => std::slice::from_ref(table),
+            Event::StreamAbort { .. } | Event::SnapshotCommit { .. } | Event::Marker { .. } => {
+                &[]
+            }
         };
         64 + tables
             .iter()
@@ -139,7 +164,8 @@ impl Event {
             | Event::StreamChunk { tables, .. }
             | Event::StreamCommit { tables, .. }
             | Event::Snapshot { tables } => tables.iter().map(|t| t.batch.num_rows()).sum(),
-            Event::StreamAbort { .. } | Event::SnapshotCommit { .. } => 0,
+            Event::SnapshotChunk { table, .. } => table.batch.num_rows(),
+            Event::StreamAbort { .. } | Event::SnapshotCommit { .. } | Event::Marker { .. } => 0,
         }
     }
 }

@@ -89,6 +89,9 @@ pub enum Error {
     /// A preflight check found problems; each line names the fix.
     #[error("{}", problems.join("\n"))]
     Preflight { problems: Vec<String> },
+    /// An incremental snapshot needs a primary key to read the table in order.
+    #[error("table {table} has no primary key, which an incremental snapshot needs to read it in key order (REPLICA IDENTITY FULL does not give one): add a primary key, or load the table with snapshot = \"initial\" in a new pipeline")]
+    NoPrimaryKey { table: String },
     /// The sink ended (with its own error) while the source still had events for it.
     #[error("the sink stopped; see its error")]
     SinkStopped,
@@ -120,6 +123,7 @@ impl Error {
             | Error::UnsupportedAuth { .. }
             | Error::Value { .. }
             | Error::SchemaChange { .. }
+            | Error::NoPrimaryKey { .. }
             | Error::Preflight { .. } => ErrorClass::Definite,
             Error::Protocol(_)
             | Error::Decode { .. }

@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::pgoutput::{Message, OldTuple, Relation, Tuple};
 use super::table::{Op, RowPosition, TableBuilder, TableShape};
 use super::value::PG_EPOCH_OFFSET_MICROS;
-use crate::change::{Event, TableBatch};
+use crate::change::{Event, TableBatch, MARKER_PREFIX};
 use crate::{Error, Lsn, Result};
 
 /// Relation OIDs and xids are small integers chosen by the server: a multiplicative hash is
@@ -93,6 +93,8 @@ pub struct Assembler {
     /// Streamed transactions by top-level xid, and the one whose chunk is being received.
     streams: OidMap<u32, Stream>,
     streaming_xid: Option<u32>,
+    /// Content of a Sluice marker message in the open transaction.
+    marker: Option<String>,
     events: Vec<Event>,
 }
 
@@ -113,6 +115,7 @@ impl Assembler {
             open: None,
             streams: OidMap::default(),
             streaming_xid: None,
+            marker: None,
             events: Vec::new(),
         }
     }
@@ -152,13 +155,22 @@ impl Assembler {
                 end_lsn,
                 ..
             } => {
-                if self.open.take().is_none() {
+                let Some(open) = self.open.take() else {
                     return Err(Error::Protocol(format!(
                         "commit at {commit_lsn} without begin"
                     )));
-                }
+                };
                 self.pending_commit = Some((commit_lsn, end_lsn));
-                if self.pending_rows >= self.limits.max_rows
+                if let Some(content) = self.marker.take() {
+                    // A marker orders rows: everything before it is emitted first.
+                    self.flush()?;
+                    self.events.push(Event::Marker {
+                        content,
+                        commit_lsn,
+                        end_lsn,
+                        commit_ts: open.commit_ts,
+                    });
+                } else if self.pending_rows >= self.limits.max_rows
                     || self.pending_bytes >= self.limits.max_bytes
                 {
                     self.flush()?;
@@ -238,6 +250,14 @@ impl Assembler {
                     stream.builders.retain(|(s, _), _| *s != subxid);
                 }
                 self.events.push(Event::StreamAbort { xid, subxid });
+            }
+            Message::Message {
+                transactional: true,
+                prefix,
+                content,
+                ..
+            } if prefix == MARKER_PREFIX && self.open.is_some() => {
+                self.marker = Some(String::from_utf8_lossy(content).into_owned());
             }
             Message::Origin { .. } | Message::Type { .. } | Message::Message { .. } => {}
         }

@@ -16,6 +16,7 @@ pub mod client;
 pub mod column;
 pub mod conninfo;
 pub mod copy;
+pub mod incremental;
 pub mod pgoutput;
 pub mod snapshot;
 pub mod source;
@@ -23,5 +24,6 @@ pub mod stream;
 pub mod table;
 pub mod tls;
 pub mod value;
+pub mod window;
 
 pub use assembler::{Assembler, BatchLimits};

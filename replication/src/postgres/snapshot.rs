@@ -85,12 +85,13 @@ impl ExportedSnapshot {
 /// How to copy one table.
 #[derive(Debug, Clone)]
 pub struct TablePlan {
-    shape: Arc<TableShape>,
-    select: String,
+    pub(crate) shape: Arc<TableShape>,
+    /// `SELECT <columns> FROM <table>`.
+    pub(crate) select: String,
     /// Table size in blocks when planned.
     pages: u64,
     /// Row count estimate (`reltuples`), for progress.
-    estimate: u64,
+    pub(crate) estimate: u64,
 }
 
 /// How often snapshot progress is logged.

@@ -26,9 +26,11 @@ use super::catalog::TypeSupport;
 use super::client::Client;
 use super::conninfo::ConnInfo;
 use super::pgoutput::Decoder;
+use super::pgoutput::Message;
 use super::stream::{self, ServerMessage};
+use super::window::{RequestSender, SnapshotRequest, Step, ToSource, Windows};
 use super::{Assembler, BatchLimits};
-use crate::change::{quote_ident, quote_literal, Event};
+use crate::change::{quote_ident, quote_literal, Event, TableName};
 use crate::queue;
 use crate::{Error, ErrorClass, Lsn, Result};
 
@@ -59,6 +61,19 @@ pub struct SourceOptions {
     pub wal_sender_timeout: Duration,
     /// Stop once everything committed before this position is durable.
     pub until: Option<Lsn>,
+    /// Pipeline name: the watermarks and requests addressed to it are the ones acted on.
+    pub pipeline: String,
+}
+
+/// The source's end of the incremental-snapshot machinery.
+#[derive(Debug)]
+pub struct SnapshotLink {
+    /// Chunks to track and their rows.
+    pub chunks: tokio::sync::mpsc::UnboundedReceiver<ToSource>,
+    /// Where snapshot requests found in the stream go to be persisted.
+    pub requests: RequestSender,
+    /// Whether no incremental snapshot is pending (`--until caught-up` waits for it).
+    pub idle: watch::Receiver<bool>,
 }
 
 /// How the source ended without error.
@@ -82,6 +97,9 @@ struct Source {
     idle_end: Lsn,
     /// End of the last committed transaction forwarded to the sinks.
     forwarded_end: Lsn,
+    windows: Windows,
+    requests: Option<RequestSender>,
+    snapshots_idle: Option<watch::Receiver<bool>>,
 }
 
 /// Stream changes until cancelled, caught up, or an error.
@@ -89,6 +107,7 @@ pub async fn run(
     options: SourceOptions,
     tx: queue::Sender<Event>,
     durable: watch::Receiver<Lsn>,
+    link: Option<SnapshotLink>,
     cancel: CancellationToken,
 ) -> Result<SourceExit> {
     let mut client = Client::connect(&options.conninfo, Some("database")).await?;
@@ -96,7 +115,7 @@ pub async fn run(
     let publications = quote_literal(&quote_ident(&options.publication));
     let plugin_options = if version >= 14 {
         format!(
-            "proto_version '2', publication_names {publications}, streaming 'on', binary '{}'",
+            "proto_version '2', publication_names {publications}, streaming 'on', messages 'on', binary '{}'",
             options.types.binary
         )
     } else {
@@ -119,6 +138,10 @@ pub async fn run(
     } else {
         status_every
     };
+    let (chunks, requests, snapshots_idle) = match link {
+        Some(l) => (Some(l.chunks), Some(l.requests), Some(l.idle)),
+        None => (None, None, None),
+    };
     let mut source = Source {
         client,
         tx,
@@ -128,6 +151,9 @@ pub async fn run(
         received: Lsn::ZERO,
         idle_end: Lsn::ZERO,
         forwarded_end: Lsn::ZERO,
+        windows: Windows::new(options.pipeline.clone(), chunks),
+        requests,
+        snapshots_idle,
     };
     let outcome = source.stream(&options, &cancel).await;
     match outcome {
@@ -138,11 +164,7 @@ pub async fn run(
         Err(e) if e.class() == ErrorClass::Definite => {
             // Stop at the change that cannot be applied, with everything before it durable.
             if source.assembler.flush_before_error()? {
-                for event in source.assembler.take_events() {
-                    if !source.deliver(event, &cancel).await? {
-                        break;
-                    }
-                }
+                source.forward(&cancel).await?;
                 source.finish().await?;
             }
             Err(e)
@@ -163,10 +185,8 @@ impl Source {
             if self.assembler.at_boundary() && deadline.is_some_and(|d| d <= Instant::now()) {
                 self.assembler.flush()?;
             }
-            for event in self.assembler.take_events() {
-                if !self.deliver(event, cancel).await? {
-                    return Ok(SourceExit::Cancelled);
-                }
+            if !self.forward(cancel).await? {
+                return Ok(SourceExit::Cancelled);
             }
             deadline = match (self.assembler.has_pending(), deadline) {
                 (false, _) => None,
@@ -174,7 +194,7 @@ impl Source {
                 (true, Some(d)) => Some(d),
             };
             if let Some(target) = options.until {
-                if self.idle() && self.flush_position() >= target {
+                if self.idle() && self.snapshots_idle() && self.flush_position() >= target {
                     return Ok(SourceExit::CaughtUp);
                 }
             }
@@ -185,11 +205,7 @@ impl Source {
                 _ = cancel.cancelled() => {
                     if self.assembler.at_boundary() {
                         self.assembler.flush()?;
-                        for event in self.assembler.take_events() {
-                            if !self.deliver(event, cancel).await? {
-                                break;
-                            }
-                        }
+                        self.forward(cancel).await?;
                     }
                     return Ok(SourceExit::Cancelled);
                 }
@@ -201,6 +217,7 @@ impl Source {
                     self.assembler.flush()?;
                 }
                 _ = self.durable.changed(), if until_mode => {}
+                _ = snapshots_changed(&mut self.snapshots_idle), if until_mode => {}
                 payload = self.client.recv_copy_data() => {
                     let Some(payload) = payload? else {
                         return Err(Error::Protocol("server ended the replication stream".into()));
@@ -211,6 +228,12 @@ impl Source {
                             let message = decoder
                                 .decode(&data)
                                 .map_err(|source| Error::Decode { lsn: wal_start, source })?;
+                            if let Message::Relation(r) = &message {
+                                self.windows.schema_changed(&TableName {
+                                    schema: r.namespace.clone(),
+                                    name: r.name.clone(),
+                                });
+                            }
                             self.assembler.apply(message, wal_start, data.len())?;
                         }
                         ServerMessage::Keepalive { wal_end, reply_requested } => {
@@ -233,6 +256,47 @@ impl Source {
         self.assembler.at_boundary()
             && !self.assembler.has_pending()
             && *self.durable.borrow() >= self.forwarded_end
+    }
+
+    /// No incremental snapshot is pending or in flight.
+    fn snapshots_idle(&self) -> bool {
+        !self.windows.busy() && self.snapshots_idle.as_ref().is_none_or(|idle| *idle.borrow())
+    }
+
+    /// Pass the assembled events through the snapshot windows to the sinks. Returns false
+    /// when cancelled before all were queued.
+    async fn forward(&mut self, cancel: &CancellationToken) -> Result<bool> {
+        for event in self.assembler.take_events() {
+            let event = match self.windows.observe(event)? {
+                Step::Deliver(event) => event,
+                Step::Request(request, event) => {
+                    if let Event::Marker { commit_lsn, .. } = &event {
+                        self.persist(request, *commit_lsn).await?;
+                    }
+                    event
+                }
+            };
+            if !self.deliver(event, cancel).await? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    /// Hand a snapshot request over and wait until it is stored, before the slot can move
+    /// past the message that carried it.
+    async fn persist(&mut self, request: SnapshotRequest, lsn: Lsn) -> Result<()> {
+        let Some(requests) = &self.requests else {
+            tracing::warn!(table = %request.table, "snapshot request ignored: this run does not take snapshots");
+            return Ok(());
+        };
+        let (ack, stored) = tokio::sync::oneshot::channel();
+        requests
+            .send((request, lsn, ack))
+            .map_err(|_| Error::Protocol("the snapshot driver stopped".into()))?;
+        stored
+            .await
+            .map_err(|_| Error::Protocol("the snapshot request was not stored".into()))
     }
 
     /// What the slot may be confirmed to now.
@@ -258,9 +322,10 @@ impl Source {
     /// cancelled before the event could be queued.
     async fn deliver(&mut self, event: Event, cancel: &CancellationToken) -> Result<bool> {
         let end = match &event {
-            Event::Committed { end_lsn, .. } | Event::StreamCommit { end_lsn, .. } => {
-                Some(*end_lsn)
-            }
+            Event::Committed { end_lsn, .. }
+            | Event::StreamCommit { end_lsn, .. }
+            | Event::SnapshotChunk { end_lsn, .. }
+            | Event::Marker { end_lsn, .. } => Some(*end_lsn),
             _ => None,
         };
         let bytes = event.memory_size();
@@ -300,6 +365,17 @@ impl Source {
         tracing::info!(flush = %self.flush_position(), "replication stopped");
         self.client.terminate().await;
         Ok(())
+    }
+}
+
+async fn snapshots_changed(idle: &mut Option<watch::Receiver<bool>>) {
+    match idle {
+        Some(rx) => {
+            if rx.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+        None => std::future::pending().await,
     }
 }
 

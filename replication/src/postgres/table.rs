@@ -210,6 +210,11 @@ impl TableBuilder {
         &self.shape
     }
 
+    /// The batches' schema (CDC columns, then the table's).
+    pub fn schema(&self) -> deltalake::arrow::datatypes::SchemaRef {
+        self.schema.clone()
+    }
+
     /// Rows accumulated.
     pub fn rows(&self) -> usize {
         self.rows

@@ -7,6 +7,8 @@
 //!  StreamAbort ───────▶ delete spill files
 //!  Snapshot ──────────▶ Delta data files (not visible)
 //!  SnapshotCommit ────▶ one commit per table
+//!  SnapshotChunk ─────▶ one commit: rows + txn(position) + txn(chunk number)
+//!  Marker ────────────▶ nothing (an empty transaction), its end is durable
 //! ```
 //!
 //! A source transaction spanning tables becomes one commit per table (Delta has no
@@ -36,6 +38,8 @@ pub struct TablePosition {
     pub delta_version: Option<u64>,
     /// Last source commit position in it.
     pub position: Option<Lsn>,
+    /// Last incremental-snapshot chunk committed to it.
+    pub snapshot_chunk: Option<u64>,
 }
 
 /// A set of changelog tables under one directory.
@@ -84,6 +88,7 @@ impl DeltaSink {
                 path: t.path().to_path_buf(),
                 delta_version: t.version(),
                 position: t.position(),
+                snapshot_chunk: t.snapshot_chunk(),
             })
             .collect();
         out.sort_by(|a, b| a.table.cmp(&b.table));
@@ -138,6 +143,20 @@ impl DeltaSink {
                 }
                 Ok(Some(end_lsn))
             }
+            Event::SnapshotChunk {
+                table,
+                chunk,
+                commit_lsn,
+                end_lsn,
+            } => {
+                self.table(&table.table)
+                    .await?
+                    .commit_chunk(table.batch, &app_id, commit_lsn, chunk)
+                    .await?;
+                Ok(Some(end_lsn))
+            }
+            // A watermark the source did not turn into a chunk: an empty transaction.
+            Event::Marker { end_lsn, .. } => Ok(Some(end_lsn)),
             Event::StreamAbort { xid, subxid } => {
                 self.spill.abort(xid, subxid);
                 Ok(None)

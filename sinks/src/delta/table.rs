@@ -48,6 +48,14 @@ pub struct ChangelogTable {
     table: Option<DeltaTable>,
     /// Highest source commit position in the table (`txn` version), if any.
     position: Option<Lsn>,
+    /// Last incremental-snapshot chunk committed (`txn` version of [`chunk_app_id`]).
+    snapshot_chunk: Option<u64>,
+}
+
+/// The `txn` application id under which a pipeline's incremental-snapshot chunk numbers are
+/// committed, beside its source position.
+pub fn chunk_app_id(app_id: &str) -> String {
+    format!("{app_id}/snapshot-chunk")
 }
 
 impl ChangelogTable {
@@ -59,18 +67,24 @@ impl ChangelogTable {
             path,
             table: None,
             position: None,
+            snapshot_chunk: None,
         };
         if this.path.join("_delta_log").is_dir() {
             let table = deltalake::open_table(this.url()?)
                 .await
                 .map_err(|e| this.delta(e))?;
-            let version = table
-                .snapshot()
-                .map_err(|e| this.delta(e))?
-                .transaction_version(table.log_store().as_ref(), app_id)
+            let snapshot = table.snapshot().map_err(|e| this.delta(e))?;
+            let log = table.log_store();
+            let version = snapshot
+                .transaction_version(log.as_ref(), app_id)
+                .await
+                .map_err(|e| this.delta(e))?;
+            let chunk = snapshot
+                .transaction_version(log.as_ref(), &chunk_app_id(app_id))
                 .await
                 .map_err(|e| this.delta(e))?;
             this.position = version.map(|v| Lsn(v as u64));
+            this.snapshot_chunk = chunk.map(|v| v as u64);
             this.table = Some(table);
         }
         Ok(this)
@@ -89,6 +103,11 @@ impl ChangelogTable {
     /// Last source position committed, if any.
     pub fn position(&self) -> Option<Lsn> {
         self.position
+    }
+
+    /// Last incremental-snapshot chunk committed, if any.
+    pub fn snapshot_chunk(&self) -> Option<u64> {
+        self.snapshot_chunk
     }
 
     /// The Delta table version, if the table exists.
@@ -176,6 +195,39 @@ impl ChangelogTable {
         self.finish(pending, app_id, commit_lsn).await
     }
 
+    /// Commit one incremental-snapshot chunk: its rows (possibly none) and, in the same
+    /// commit, the chunk's number beside the source position, so that the chunk's progress is
+    /// durable exactly when its rows are.
+    pub async fn commit_chunk(
+        &mut self,
+        batch: RecordBatch,
+        app_id: &str,
+        commit_lsn: Lsn,
+        chunk: u64,
+    ) -> Result<()> {
+        if self.table.is_none() {
+            self.create(&batch).await?;
+        }
+        let mut pending = PendingCommit::default();
+        self.write(&mut pending, batch).await?;
+        if pending.writer.is_none() {
+            pending.writer = Some(self.writer()?);
+        }
+        self.commit_with(pending, app_id, commit_lsn, Some(chunk))
+            .await
+            .map(|_| ())
+    }
+
+    fn writer(&self) -> Result<RecordBatchWriter> {
+        let table = self.table.as_ref().ok_or_else(|| self.vanished())?;
+        RecordBatchWriter::for_table(table)
+            .map(|w| w.with_target_file_size(TARGET_FILE_SIZE))
+            .map_err(|source| Error::Delta {
+                table: self.name.to_string(),
+                source,
+            })
+    }
+
     /// Write `batch`'s unseen rows as data files of `pending` (not visible until
     /// [`ChangelogTable::finish`]). Creates the table on its first rows; columns the batch adds
     /// are added to the schema by the commit.
@@ -186,26 +238,17 @@ impl ChangelogTable {
         if self.table.is_none() {
             self.create(&batch).await?;
         }
-        let name = self.name.to_string();
-        let delta = |source| Error::Delta {
-            table: name.clone(),
-            source,
-        };
         let writer = match &mut pending.writer {
             Some(w) => w,
-            None => {
-                let table = self.table.as_ref().ok_or_else(|| self.vanished())?;
-                pending.writer.insert(
-                    RecordBatchWriter::for_table(table)
-                        .map_err(delta)?
-                        .with_target_file_size(TARGET_FILE_SIZE),
-                )
-            }
+            None => pending.writer.insert(self.writer()?),
         };
         writer
             .write_with_mode(batch, WriteMode::MergeSchema)
             .await
-            .map_err(delta)
+            .map_err(|source| Error::Delta {
+                table: self.name.to_string(),
+                source,
+            })
     }
 
     /// Make `pending`'s files visible in one Delta commit carrying the `txn` action for
@@ -216,12 +259,26 @@ impl ChangelogTable {
         app_id: &str,
         commit_lsn: Lsn,
     ) -> Result<bool> {
+        self.commit_with(pending, app_id, commit_lsn, None).await
+    }
+
+    async fn commit_with(
+        &mut self,
+        pending: PendingCommit,
+        app_id: &str,
+        commit_lsn: Lsn,
+        chunk: Option<u64>,
+    ) -> Result<bool> {
         let Some(writer) = pending.writer else {
             return Ok(false);
         };
-        let properties = CommitProperties::default()
-            .with_application_transaction(Transaction::new(app_id, commit_lsn.0 as i64))
-            .with_metadata([
+        let mut properties = CommitProperties::default()
+            .with_application_transaction(Transaction::new(app_id, commit_lsn.0 as i64));
+        if let Some(chunk) = chunk {
+            properties = properties
+                .with_application_transaction(Transaction::new(chunk_app_id(app_id), chunk as i64));
+        }
+        let properties = properties.with_metadata([
                 ("sluice.pipeline".to_string(), serde_json::json!(app_id)),
                 (
                     "sluice.commit_lsn".to_string(),
@@ -242,6 +299,9 @@ impl ChangelogTable {
                 source,
             })?;
         self.position = Some(commit_lsn);
+        if chunk.is_some() {
+            self.snapshot_chunk = chunk;
+        }
         Ok(true)
     }
 

@@ -1,0 +1,587 @@
+//! The stream side of incremental snapshots (DBLog watermarks): the source's view of each
+//! chunk's window, and the messages Sluice writes into the WAL.
+//!
+//! ```text
+//!  driver:  register(id) ─ emit LOW(id) ─ SELECT chunk ─ send rows(id) ─ emit HIGH(id)
+//!  stream:  … changes … LOW(id) … changes to keys k₁ k₂ … HIGH(id) … changes …
+//!                        └──── window: keys changed here ─┘
+//!  at HIGH: chunk rows minus {k₁, k₂ …} ─▶ Event::SnapshotChunk at HIGH's commit position
+//! ```
+//!
+//! Why it is exact: the chunk was read after LOW committed and before HIGH was written. For a
+//! key no transaction changed inside the window, the row read is the row as of HIGH; emitted at
+//! HIGH, it sits in commit order. For a key that was changed inside the window, the streamed
+//! change is at least as new as what the read saw, so the chunk's row is dropped. A window
+//! the key comparison cannot reason about is thrown away and the chunk read again: a
+//! streamed (large) transaction on the table committing inside the window (its rows went to
+//! the sinks as they arrived, not kept for comparison), a truncate, a row without its key
+//! (REPLICA IDENTITY other than the primary key), or a schema change of the table.
+//!
+//! Watermarks the source does not know (a previous run's, after a crash) are ignored: that
+//! chunk is read again with new watermarks, and its old rows were never committed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::record_batch::RecordBatch;
+use deltalake::arrow::row::{RowConverter, SortField};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::change::{stamp_position, Event, TableBatch, TableName, OP_COLUMN};
+use crate::{Error, Lsn, Result};
+
+/// A message Sluice writes into the WAL with `pg_logical_emit_message`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Marker {
+    /// The pipeline it is meant for (every slot of the database sees every message).
+    pub pipeline: String,
+    /// What it says.
+    #[serde(flatten)]
+    pub body: MarkerBody,
+}
+
+/// What a marker says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MarkerBody {
+    /// A chunk's window opens (the read starts after this commits).
+    Low { id: u64 },
+    /// A chunk's window closes (the read finished before this was written).
+    High { id: u64 },
+    /// `sluice snapshot`: re-snapshot a table (or the rows matching a predicate).
+    Request(SnapshotRequest),
+}
+
+/// A request to snapshot one table incrementally.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SnapshotRequest {
+    /// `schema.table`.
+    pub table: String,
+    /// Only rows matching this SQL predicate.
+    #[serde(rename = "where", default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
+}
+
+impl Marker {
+    /// The JSON written into the WAL.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Parse a marker's content; `None` if it is not one of ours.
+    pub fn decode(content: &str) -> Option<Marker> {
+        serde_json::from_str(content).ok()
+    }
+}
+
+/// A chunk whose window the source should track, registered before its low watermark.
+#[derive(Debug, Clone)]
+pub struct ChunkWindow {
+    /// Watermark id (unique within the process).
+    pub id: u64,
+    /// The table read.
+    pub table: Arc<TableName>,
+    /// Primary key column names.
+    pub key: Vec<String>,
+    /// Chunk number, committed with the rows as the durable progress.
+    pub chunk: u64,
+}
+
+/// What became of a chunk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    /// Handed to the sinks at the high watermark; durable once the durable position reaches
+    /// `end_lsn`.
+    Emitted { end_lsn: Lsn, rows: usize },
+    /// The window cannot be resolved by key; read the chunk again.
+    Retry { reason: &'static str },
+}
+
+/// Driver → source.
+#[derive(Debug)]
+pub enum ToSource {
+    /// Track this chunk's window (sent before its low watermark is written).
+    Register(ChunkWindow, oneshot::Sender<ChunkOutcome>),
+    /// The chunk's rows (sent before its high watermark is written).
+    Rows { id: u64, batches: Vec<RecordBatch> },
+}
+
+/// A snapshot request found in the stream with the commit position of the message, handed to
+/// whoever persists it; the source waits for the acknowledgement before moving past it, so the
+/// request is never confirmed away unstored.
+pub type RequestSender = mpsc::UnboundedSender<(SnapshotRequest, Lsn, oneshot::Sender<()>)>;
+
+struct Window {
+    spec: ChunkWindow,
+    reply: oneshot::Sender<ChunkOutcome>,
+    /// The low watermark was seen.
+    open: bool,
+    /// Keys changed inside the window, in Arrow row format.
+    changed: HashSet<Box<[u8]>>,
+    converter: Option<RowConverter>,
+    retry: Option<&'static str>,
+    rows: Option<Vec<RecordBatch>>,
+}
+
+/// What the source does with an event after the windows saw it.
+pub enum Step {
+    /// Deliver it.
+    Deliver(Event),
+    /// Persist the request (and wait for that), then deliver the event.
+    Request(SnapshotRequest, Event),
+}
+
+/// Tracks the windows of in-flight chunks for one source session.
+pub struct Windows {
+    pipeline: String,
+    rx: Option<mpsc::UnboundedReceiver<ToSource>>,
+    windows: HashMap<u64, Window>,
+    /// Tables touched by each streamed transaction in progress.
+    streams: HashMap<u32, HashSet<Arc<TableName>>>,
+}
+
+impl Windows {
+    /// Windows for `pipeline`, registered through `rx` (none: snapshots are not driven).
+    pub fn new(pipeline: String, rx: Option<mpsc::UnboundedReceiver<ToSource>>) -> Self {
+        Windows {
+            pipeline,
+            rx,
+            windows: HashMap::new(),
+            streams: HashMap::new(),
+        }
+    }
+
+    /// Whether a chunk is registered and not yet resolved.
+    pub fn busy(&self) -> bool {
+        !self.windows.is_empty()
+    }
+
+    fn drain(&mut self) {
+        let Some(rx) = &mut self.rx else { return };
+        while let Ok(message) = rx.try_recv() {
+            match message {
+                ToSource::Register(spec, reply) => {
+                    self.windows.insert(
+                        spec.id,
+                        Window {
+                            spec,
+                            reply,
+                            open: false,
+                            changed: HashSet::new(),
+                            converter: None,
+                            retry: None,
+                            rows: None,
+                        },
+                    );
+                }
+                ToSource::Rows { id, batches } => {
+                    if let Some(w) = self.windows.get_mut(&id) {
+                        w.rows = Some(batches);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Look at an event on its way to the sinks.
+    pub fn observe(&mut self, event: Event) -> Result<Step> {
+        match &event {
+            Event::Committed { tables, .. } => {
+                for w in self.windows.values_mut().filter(|w| w.open) {
+                    let table = w.spec.table.clone();
+                    for tb in tables.iter().filter(|tb| tb.table == table) {
+                        w.record(tb)?;
+                    }
+                }
+            }
+            Event::StreamChunk { xid, tables, .. } => {
+                let touched = self.streams.entry(*xid).or_default();
+                touched.extend(tables.iter().map(|t| t.table.clone()));
+            }
+            Event::StreamAbort { xid, subxid } if xid == subxid => {
+                self.streams.remove(xid);
+            }
+            Event::StreamCommit { xid, tables, .. } => {
+                let mut touched = self.streams.remove(xid).unwrap_or_default();
+                touched.extend(tables.iter().map(|t| t.table.clone()));
+                for w in self.windows.values_mut().filter(|w| w.open) {
+                    if touched.contains(&w.spec.table) {
+                        w.retry
+                            .get_or_insert("a streamed transaction changed the table");
+                    }
+                }
+            }
+            Event::Marker { content, .. } => {
+                if let Some(marker) = Marker::decode(content) {
+                    if marker.pipeline == self.pipeline {
+                        return self.marker(marker.body, event);
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(Step::Deliver(event))
+    }
+
+    /// A table's shape changed in the stream: chunks of it read before cannot be trusted.
+    pub fn schema_changed(&mut self, table: &TableName) {
+        for w in self.windows.values_mut().filter(|w| w.open) {
+            if *w.spec.table == *table {
+                w.retry.get_or_insert("the table's schema changed");
+            }
+        }
+    }
+
+    fn marker(&mut self, body: MarkerBody, event: Event) -> Result<Step> {
+        self.drain();
+        match body {
+            MarkerBody::Low { id } => {
+                if let Some(w) = self.windows.get_mut(&id) {
+                    w.open = true;
+                }
+                Ok(Step::Deliver(event))
+            }
+            MarkerBody::High { id } => {
+                let Some(mut w) = self.windows.remove(&id) else {
+                    return Ok(Step::Deliver(event));
+                };
+                let Event::Marker {
+                    commit_lsn,
+                    end_lsn,
+                    commit_ts,
+                    ..
+                } = event
+                else {
+                    return Ok(Step::Deliver(event));
+                };
+                match w.resolve(commit_lsn, commit_ts)? {
+                    Some(batch) => {
+                        let rows = batch.num_rows();
+                        let _ = w.reply.send(ChunkOutcome::Emitted { end_lsn, rows });
+                        Ok(Step::Deliver(Event::SnapshotChunk {
+                            table: TableBatch {
+                                table: w.spec.table.clone(),
+                                batch,
+                            },
+                            chunk: w.spec.chunk,
+                            commit_lsn,
+                            end_lsn,
+                        }))
+                    }
+                    None => {
+                        let reason = w.retry.unwrap_or("the chunk's rows never arrived");
+                        let _ = w.reply.send(ChunkOutcome::Retry { reason });
+                        Ok(Step::Deliver(event))
+                    }
+                }
+            }
+            MarkerBody::Request(request) => Ok(Step::Request(request, event)),
+        }
+    }
+}
+
+impl Window {
+    fn key_columns(&self, batch: &RecordBatch) -> Result<Option<Vec<ArrayRef>>> {
+        let mut out = Vec::with_capacity(self.spec.key.len());
+        for name in &self.spec.key {
+            match batch.column_by_name(name) {
+                Some(c) => out.push(c.clone()),
+                None => return Ok(None),
+            }
+        }
+        Ok(Some(out))
+    }
+
+    fn converter(&mut self, columns: &[ArrayRef]) -> Result<&mut RowConverter> {
+        if self.converter.is_none() {
+            let fields = columns
+                .iter()
+                .map(|c| SortField::new(c.data_type().clone()))
+                .collect();
+            self.converter = Some(RowConverter::new(fields).map_err(arrow_error)?);
+        }
+        self.converter
+            .as_mut()
+            .ok_or_else(|| Error::Protocol("row converter".into()))
+    }
+
+    /// Remember the keys a committed batch of the window's table changed.
+    fn record(&mut self, tb: &TableBatch) -> Result<()> {
+        if self.retry.is_some() {
+            return Ok(());
+        }
+        let batch = &tb.batch;
+        let truncated = batch
+            .column_by_name(OP_COLUMN)
+            .and_then(|c| c.as_any().downcast_ref::<StringArray>())
+            .is_some_and(|ops| ops.iter().any(|op| op == Some("t")));
+        if truncated {
+            self.retry = Some("the table was truncated");
+            return Ok(());
+        }
+        let Some(columns) = self.key_columns(batch)? else {
+            self.retry = Some("the table's key columns changed");
+            return Ok(());
+        };
+        if columns.iter().any(|c| c.null_count() > 0) {
+            self.retry = Some("a change without its primary key (replica identity)");
+            return Ok(());
+        }
+        let rows = match self.converter(&columns)?.convert_columns(&columns) {
+            Ok(rows) => rows,
+            Err(_) => {
+                self.retry = Some("the key's type changed");
+                return Ok(());
+            }
+        };
+        for row in rows.iter() {
+            self.changed.insert(row.as_ref().into());
+        }
+        Ok(())
+    }
+
+    /// The chunk's rows whose key no change in the window touched, stamped with the high
+    /// watermark's position, as one batch; `None` when the chunk must be read again.
+    fn resolve(&mut self, commit_lsn: Lsn, commit_ts: i64) -> Result<Option<RecordBatch>> {
+        if self.retry.is_some() || !self.open {
+            self.retry.get_or_insert("the low watermark was not seen");
+            return Ok(None);
+        }
+        let Some(batches) = self.rows.take() else {
+            return Ok(None);
+        };
+        let Some(first) = batches.first() else {
+            return Ok(None);
+        };
+        let schema = first.schema();
+        let mut kept = Vec::with_capacity(batches.len());
+        for batch in &batches {
+            let batch = if self.changed.is_empty() {
+                batch.clone()
+            } else {
+                let columns = self
+                    .key_columns(batch)?
+                    .ok_or_else(|| Error::Protocol("chunk batch without its key".into()))?;
+                let rows = self
+                    .converter(&columns)?
+                    .convert_columns(&columns)
+                    .map_err(arrow_error)?;
+                let keep: BooleanArray = rows
+                    .iter()
+                    .map(|r| Some(!self.changed.contains(r.as_ref())))
+                    .collect();
+                filter_record_batch(batch, &keep).map_err(arrow_error)?
+            };
+            kept.push(stamp_position(&batch, commit_lsn, commit_ts).map_err(arrow_error)?);
+        }
+        let batch = deltalake::arrow::compute::concat_batches(&schema, &kept)
+            .map_err(arrow_error)?;
+        Ok(Some(batch))
+    }
+}
+
+fn arrow_error(e: deltalake::arrow::error::ArrowError) -> Error {
+    Error::Protocol(format!("incremental snapshot: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deltalake::arrow::array::Int64Array;
+    use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+
+    fn table() -> Arc<TableName> {
+        Arc::new(TableName::parse("public.t").unwrap())
+    }
+
+    fn batch(ops: &[&str], ids: &[i64]) -> RecordBatch {
+        let n = ids.len();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new(OP_COLUMN, DataType::Utf8, false),
+            Field::new(crate::change::LSN_COLUMN, DataType::Int64, false),
+            Field::new(
+                crate::change::COMMIT_TS_COLUMN,
+                DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+                false,
+            ),
+            Field::new("id", DataType::Int64, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(ops.to_vec())),
+                Arc::new(Int64Array::from(vec![0; n])),
+                Arc::new(
+                    deltalake::arrow::array::TimestampMicrosecondArray::from(vec![0; n])
+                        .with_timezone("UTC"),
+                ),
+                Arc::new(Int64Array::from(ids.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn marker(body: MarkerBody, lsn: u64) -> Event {
+        Event::Marker {
+            content: Marker {
+                pipeline: "p".into(),
+                body,
+            }
+            .encode(),
+            commit_lsn: Lsn(lsn),
+            end_lsn: Lsn(lsn + 8),
+            commit_ts: 7,
+        }
+    }
+
+    fn committed(ops: &[&str], ids: &[i64]) -> Event {
+        Event::Committed {
+            tables: vec![TableBatch {
+                table: table(),
+                batch: batch(ops, ids),
+            }],
+            commit_lsn: Lsn(1),
+            end_lsn: Lsn(2),
+        }
+    }
+
+    fn setup() -> (
+        Windows,
+        mpsc::UnboundedSender<ToSource>,
+        oneshot::Receiver<ChunkOutcome>,
+    ) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (reply, outcome) = oneshot::channel();
+        tx.send(ToSource::Register(
+            ChunkWindow {
+                id: 9,
+                table: table(),
+                key: vec!["id".into()],
+                chunk: 3,
+            },
+            reply,
+        ))
+        .unwrap();
+        (Windows::new("p".into(), Some(rx)), tx, outcome)
+    }
+
+    fn deliver(step: Step) -> Event {
+        match step {
+            Step::Deliver(e) => e,
+            Step::Request(..) => panic!("unexpected request"),
+        }
+    }
+
+    #[test]
+    fn keys_changed_inside_the_window_are_dropped_from_the_chunk() {
+        let (mut w, tx, mut outcome) = setup();
+        // Before the low watermark: not in the window.
+        deliver(w.observe(committed(&["u"], &[1])).unwrap());
+        deliver(w.observe(marker(MarkerBody::Low { id: 9 }, 100)).unwrap());
+        deliver(w.observe(committed(&["u", "d"], &[2, 3])).unwrap());
+        tx.send(ToSource::Rows {
+            id: 9,
+            batches: vec![batch(&["r"; 4], &[1, 2, 3, 4])],
+        })
+        .unwrap();
+        let event = deliver(w.observe(marker(MarkerBody::High { id: 9 }, 200)).unwrap());
+        let Event::SnapshotChunk {
+            table,
+            chunk,
+            commit_lsn,
+            ..
+        } = event
+        else {
+            panic!("expected a chunk")
+        };
+        assert_eq!((chunk, commit_lsn), (3, Lsn(200)));
+        let ids = table.batch.column_by_name("id").unwrap();
+        let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert_eq!(ids.values().to_vec(), vec![1, 4]);
+        let lsn = table.batch.column_by_name(crate::change::LSN_COLUMN).unwrap();
+        let lsn = lsn.as_any().downcast_ref::<Int64Array>().unwrap();
+        assert!(lsn.iter().all(|v| v == Some(200)));
+        assert_eq!(
+            outcome.try_recv().unwrap(),
+            ChunkOutcome::Emitted {
+                end_lsn: Lsn(208),
+                rows: 2
+            }
+        );
+        assert!(!w.busy());
+    }
+
+    #[test]
+    fn a_truncate_or_streamed_commit_in_the_window_means_read_again() {
+        for disturbance in [
+            committed(&["t"], &[0]),
+            Event::StreamCommit {
+                xid: 5,
+                tables: vec![],
+                commit_lsn: Lsn(1),
+                end_lsn: Lsn(2),
+                commit_ts: 0,
+            },
+        ] {
+            let (mut w, tx, mut outcome) = setup();
+            deliver(
+                w.observe(Event::StreamChunk {
+                    xid: 5,
+                    subxid: 5,
+                    tables: vec![TableBatch {
+                        table: table(),
+                        batch: batch(&["c"], &[1]),
+                    }],
+                })
+                .unwrap(),
+            );
+            deliver(w.observe(marker(MarkerBody::Low { id: 9 }, 100)).unwrap());
+            deliver(w.observe(disturbance).unwrap());
+            tx.send(ToSource::Rows {
+                id: 9,
+                batches: vec![batch(&["r"], &[1])],
+            })
+            .unwrap();
+            let event = deliver(w.observe(marker(MarkerBody::High { id: 9 }, 200)).unwrap());
+            assert!(matches!(event, Event::Marker { .. }));
+            assert!(matches!(
+                outcome.try_recv().unwrap(),
+                ChunkOutcome::Retry { .. }
+            ));
+        }
+    }
+
+    #[test]
+    fn other_pipelines_and_unknown_watermarks_pass_through() {
+        let (mut w, _tx, _outcome) = setup();
+        let other = Event::Marker {
+            content: Marker {
+                pipeline: "q".into(),
+                body: MarkerBody::High { id: 9 },
+            }
+            .encode(),
+            commit_lsn: Lsn(1),
+            end_lsn: Lsn(2),
+            commit_ts: 0,
+        };
+        assert!(matches!(
+            deliver(w.observe(other).unwrap()),
+            Event::Marker { .. }
+        ));
+        assert!(matches!(
+            deliver(w.observe(marker(MarkerBody::High { id: 77 }, 5)).unwrap()),
+            Event::Marker { .. }
+        ));
+        let request = marker(
+            MarkerBody::Request(SnapshotRequest {
+                table: "public.t".into(),
+                filter: Some("id > 5".into()),
+            }),
+            9,
+        );
+        assert!(matches!(w.observe(request).unwrap(), Step::Request(r, _) if r.filter.as_deref() == Some("id > 5")));
+    }
+}

@@ -1,0 +1,452 @@
+//! Incremental snapshots, driven beside the stream (DBLog watermarks; the source's side is
+//! `replication::postgres::window`, the SQL side `replication::postgres::incremental`).
+//!
+//! ```text
+//!  state file: queue of snapshots ──▶ driver (one chunk at a time)
+//!     ▲                                 │ register ─▶ LOW ─▶ read chunk ─▶ store bound ─▶ rows ─▶ HIGH
+//!     │ requests (sluice snapshot,      ▼
+//!     │ found in the stream)        source: window ─▶ Event::SnapshotChunk ─▶ sink commit
+//!     └── persister ◀── source                     (rows + chunk number, one Delta commit)
+//! ```
+//!
+//! Used for tables added to the configuration of a running pipeline, for `sluice snapshot`,
+//! and to finish an initial load that was interrupted (its exported snapshot died with its
+//! connection). One chunk is in flight at a time: its bound is stored before it can commit,
+//! and the next chunk starts once it is durable, so after a crash the chunk number the Delta
+//! table holds names exactly the last chunk whose rows are in it.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use replication::change::TableName;
+use replication::postgres::incremental;
+use replication::postgres::window::{
+    ChunkOutcome, ChunkWindow, Marker, MarkerBody, RequestSender, SnapshotRequest, ToSource,
+};
+use replication::postgres::{catalog, source::SnapshotLink};
+use replication::{ErrorClass, Lsn};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::pipeline::PipelineError;
+use crate::state::{Incremental, SnapshotState, State};
+
+/// How often incremental snapshot progress is logged.
+const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// Watermark ids: unique within the process (a previous process's watermarks are ignored
+/// because no window of this one is registered under them).
+static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+
+/// The state file, shared by the driver and the request persister.
+pub struct Store {
+    lake: PathBuf,
+    pipeline: String,
+    state: Mutex<State>,
+}
+
+impl Store {
+    /// Load the pipeline's state, or start from `default`.
+    pub fn load(settings: &Settings, default: State) -> Result<Store, PipelineError> {
+        let state = State::load(&settings.lake, &settings.name)
+            .map_err(|e| state_error(settings, e))?
+            .unwrap_or(default);
+        Ok(Store {
+            lake: settings.lake.clone(),
+            pipeline: settings.name.clone(),
+            state: Mutex::new(state),
+        })
+    }
+
+    /// A store holding `state` (written on the first update).
+    pub fn empty(settings: &Settings, state: State) -> Store {
+        Store {
+            lake: settings.lake.clone(),
+            pipeline: settings.name.clone(),
+            state: Mutex::new(state),
+        }
+    }
+
+    /// A copy of the current state.
+    pub fn get(&self) -> State {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Change the state and write it atomically; on error the change is undone.
+    pub fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> Result<R, PipelineError> {
+        let mut state = self.lock();
+        let before = state.clone();
+        let out = change(&mut state);
+        if let Err(source) = state.save(&self.lake, &self.pipeline) {
+            *state = before;
+            return Err(PipelineError::State {
+                path: self.lake.display().to_string(),
+                source,
+            });
+        }
+        Ok(out)
+    }
+}
+
+fn state_error(settings: &Settings, source: std::io::Error) -> PipelineError {
+    PipelineError::State {
+        path: settings.lake.display().to_string(),
+        source,
+    }
+}
+
+/// The state a pipeline starts from when it has none.
+pub fn fresh_state(settings: &Settings, snapshot: SnapshotState) -> State {
+    State {
+        snapshot,
+        consistent_point: None,
+        tables: Some(settings.tables.iter().map(ToString::to_string).collect()),
+        incremental: Vec::new(),
+        requests_seen: None,
+    }
+}
+
+/// The driver's handles for one session, and the source's ends.
+pub struct Session {
+    driver: Driver,
+    requests: mpsc::UnboundedReceiver<(SnapshotRequest, Lsn, oneshot::Sender<()>)>,
+}
+
+/// Wire a session: the driver, and the link the source takes. `committed` holds each table's
+/// last committed chunk number (read from the Delta tables).
+pub fn session(
+    settings: &Settings,
+    store: Arc<Store>,
+    committed: HashMap<TableName, Option<u64>>,
+    durable: watch::Receiver<Lsn>,
+) -> (Session, SnapshotLink) {
+    let (to_source, chunks) = mpsc::unbounded_channel();
+    let (requests_tx, requests): (RequestSender, _) = mpsc::unbounded_channel();
+    let pending = !store.get().incremental.is_empty();
+    let (idle_tx, idle) = watch::channel(!pending);
+    let driver = Driver {
+        settings: settings.clone(),
+        store,
+        committed,
+        to_source,
+        durable,
+        idle: idle_tx,
+        wake: Arc::new(Notify::new()),
+    };
+    (
+        Session { driver, requests },
+        SnapshotLink {
+            chunks,
+            requests: requests_tx,
+            idle,
+        },
+    )
+}
+
+impl Session {
+    /// Run the driver and the request persister until cancelled or the source goes away.
+    /// A definite failure of a `sluice snapshot` request drops that request (logged); any
+    /// other failure ends the session with it.
+    pub async fn run(self, cancel: CancellationToken) -> Result<(), PipelineError> {
+        let Session {
+            mut driver,
+            requests,
+        } = self;
+        let persister = persist_requests(
+            requests,
+            driver.store.clone(),
+            driver.settings.tables.clone(),
+            driver.wake.clone(),
+        );
+        tokio::select! {
+            r = driver.run(&cancel) => r,
+            () = persister => Ok(()),
+            () = cancel.cancelled() => Ok(()),
+        }
+    }
+}
+
+/// Store every request the source finds, then acknowledge it.
+async fn persist_requests(
+    mut requests: mpsc::UnboundedReceiver<(SnapshotRequest, Lsn, oneshot::Sender<()>)>,
+    store: Arc<Store>,
+    tables: Vec<TableName>,
+    wake: Arc<Notify>,
+) {
+    while let Some((request, lsn, ack)) = requests.recv().await {
+        let table = TableName::parse(&request.table).filter(|t| tables.contains(t));
+        let seen = store
+            .get()
+            .requests_seen
+            .and_then(|s| s.parse::<Lsn>().ok());
+        match table {
+            _ if seen.is_some_and(|seen| lsn <= seen) => {}
+            None => {
+                tracing::warn!(table = %request.table, "snapshot request ignored: the table is not in this pipeline");
+            }
+            Some(table) => {
+                let stored = store.update(|s| {
+                    s.requests_seen = Some(lsn.to_string());
+                    s.incremental.push(Incremental {
+                        table: table.to_string(),
+                        filter: request.filter.clone(),
+                        reason: "requested".into(),
+                        chunks: Vec::new(),
+                    });
+                });
+                if let Err(e) = stored {
+                    // Not acknowledged: the source stops and the request is read again.
+                    tracing::error!(error = %e, "storing a snapshot request");
+                    return;
+                }
+                tracing::info!(%table, filtered = request.filter.is_some(), "incremental snapshot requested");
+                wake.notify_one();
+            }
+        }
+        let _ = ack.send(());
+    }
+}
+
+struct Driver {
+    settings: Settings,
+    store: Arc<Store>,
+    committed: HashMap<TableName, Option<u64>>,
+    to_source: mpsc::UnboundedSender<ToSource>,
+    durable: watch::Receiver<Lsn>,
+    idle: watch::Sender<bool>,
+    wake: Arc<Notify>,
+}
+
+/// How a snapshot run ended without error.
+enum Ended {
+    Complete,
+    /// Cancelled, or the source went away: the session is ending.
+    Stopped,
+}
+
+impl Driver {
+    async fn run(&mut self, cancel: &CancellationToken) -> Result<(), PipelineError> {
+        loop {
+            let next = self.store.get().incremental.first().cloned();
+            let Some(job) = next else {
+                self.idle.send_replace(true);
+                tokio::select! {
+                    () = self.wake.notified() => continue,
+                    () = cancel.cancelled() => return Ok(()),
+                }
+            };
+            self.idle.send_replace(false);
+            match self.snapshot(&job, cancel).await {
+                Ok(Ended::Complete) => self.store.update(|s| remove(s, &job))?,
+                Ok(Ended::Stopped) => return Ok(()),
+                Err(e) if e.class() == ErrorClass::Definite && job.reason == "requested" => {
+                    tracing::error!(table = %job.table, error = %e, "incremental snapshot request dropped");
+                    self.store.update(|s| remove(s, &job))?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Snapshot one table chunk by chunk, resuming after its last committed chunk.
+    async fn snapshot(
+        &mut self,
+        job: &Incremental,
+        cancel: &CancellationToken,
+    ) -> Result<Ended, PipelineError> {
+        let table = TableName::parse(&job.table).ok_or_else(|| {
+            PipelineError::Source(replication::Error::Protocol(format!(
+                "bad table name {} in the state file",
+                job.table
+            )))
+        })?;
+        let committed = self.committed.get(&table).copied().flatten();
+        let Some(mut after) = job.resume_after(committed) else {
+            return Ok(Ended::Complete);
+        };
+        let mut number = committed.unwrap_or(0) + 1;
+        let client = catalog::connect(&self.settings.conninfo).await?;
+        let types = catalog::type_support(&client, std::slice::from_ref(&table)).await?;
+        let mut plan = incremental::plan(&client, &table, &types).await?;
+        tracing::info!(%table, reason = %job.reason, resumed = after.is_some(), filtered = job.filter.is_some(), "incremental snapshot started");
+        let mut progress = Progress::new(&table, plan.estimate());
+        loop {
+            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let (reply, outcome) = oneshot::channel();
+            let window = ChunkWindow {
+                id,
+                table: plan.table().clone(),
+                key: plan.key_names(),
+                chunk: number,
+            };
+            if self
+                .to_source
+                .send(ToSource::Register(window, reply))
+                .is_err()
+            {
+                return Ok(Ended::Stopped);
+            }
+            self.mark(&client, MarkerBody::Low { id }).await?;
+            let read = incremental::read_chunk(
+                &client,
+                &plan,
+                after.as_deref(),
+                job.filter.as_deref(),
+                self.settings.snapshot_chunk_rows,
+                self.settings.max_batch_rows.min(65_536),
+            )
+            .await?;
+            self.store.update(|s| {
+                if let Some(j) = s.incremental.iter_mut().find(|j| same(j, job)) {
+                    j.hand_out(number, read.upper.clone());
+                }
+            })?;
+            let rows = ToSource::Rows {
+                id,
+                batches: read.batches,
+            };
+            if self.to_source.send(rows).is_err() {
+                return Ok(Ended::Stopped);
+            }
+            self.mark(&client, MarkerBody::High { id }).await?;
+            let outcome = tokio::select! {
+                o = outcome => o,
+                () = cancel.cancelled() => return Ok(Ended::Stopped),
+            };
+            match outcome {
+                Err(_) => return Ok(Ended::Stopped),
+                Ok(ChunkOutcome::Retry { reason }) => {
+                    tracing::debug!(%table, chunk = number, reason, "chunk read again");
+                    // The table's shape may be what changed.
+                    plan = incremental::plan(&client, &table, &types).await?;
+                }
+                Ok(ChunkOutcome::Emitted { end_lsn, rows }) => {
+                    if !self.wait_durable(end_lsn, cancel).await {
+                        return Ok(Ended::Stopped);
+                    }
+                    self.committed.insert(table.clone(), Some(number));
+                    progress.add(rows as u64, number);
+                    number += 1;
+                    match read.upper {
+                        Some(upper) => after = Some(upper),
+                        None => break,
+                    }
+                }
+            }
+        }
+        progress.done();
+        Ok(Ended::Complete)
+    }
+
+    async fn mark(
+        &self,
+        client: &tokio_postgres::Client,
+        body: MarkerBody,
+    ) -> Result<Lsn, PipelineError> {
+        let marker = Marker {
+            pipeline: self.settings.name.clone(),
+            body,
+        };
+        Ok(incremental::emit(client, &marker).await?)
+    }
+
+    /// Wait until `end` is durable in every table; false when the session is ending.
+    async fn wait_durable(&mut self, end: Lsn, cancel: &CancellationToken) -> bool {
+        while *self.durable.borrow_and_update() < end {
+            tokio::select! {
+                changed = self.durable.changed() => if changed.is_err() { return false },
+                () = cancel.cancelled() => return false,
+            }
+        }
+        true
+    }
+}
+
+/// The same job (its chunk bounds move on as it runs).
+fn same(a: &Incremental, b: &Incremental) -> bool {
+    a.table == b.table && a.filter == b.filter && a.reason == b.reason
+}
+
+fn remove(state: &mut State, job: &Incremental) {
+    if let Some(i) = state.incremental.iter().position(|j| same(j, job)) {
+        state.incremental.remove(i);
+    }
+}
+
+/// Rows and chunks of one table's incremental snapshot, logged every few seconds.
+struct Progress {
+    table: TableName,
+    estimate: u64,
+    rows: u64,
+    started: Instant,
+    logged: Instant,
+}
+
+impl Progress {
+    fn new(table: &TableName, estimate: u64) -> Self {
+        let now = Instant::now();
+        Progress {
+            table: table.clone(),
+            estimate,
+            rows: 0,
+            started: now,
+            logged: now,
+        }
+    }
+
+    fn add(&mut self, rows: u64, chunk: u64) {
+        self.rows += rows;
+        if self.logged.elapsed() >= PROGRESS_EVERY {
+            self.logged = Instant::now();
+            let rate = self.rows as f64 / self.started.elapsed().as_secs_f64().max(0.001);
+            let eta = if rate > 0.0 && self.estimate > self.rows {
+                ((self.estimate - self.rows) as f64 / rate).round() as u64
+            } else {
+                0
+            };
+            tracing::info!(
+                table = %self.table,
+                rows = self.rows,
+                chunk,
+                estimated_rows = self.estimate,
+                rows_per_s = rate.round() as u64,
+                eta_s = eta,
+                "incremental snapshot progress"
+            );
+        }
+    }
+
+    fn done(&self) {
+        tracing::info!(
+            table = %self.table,
+            rows = self.rows,
+            seconds = self.started.elapsed().as_secs_f64(),
+            "incremental snapshot done"
+        );
+    }
+}
+
+/// Refuse tables an incremental snapshot cannot read (no primary key), before anything is
+/// created.
+pub async fn check_keys(
+    client: &tokio_postgres::Client,
+    tables: &[TableName],
+) -> Result<(), PipelineError> {
+    for table in tables {
+        if incremental::primary_key(client, table).await?.is_empty() {
+            return Err(replication::Error::NoPrimaryKey {
+                table: table.to_string(),
+            }
+            .into());
+        }
+    }
+    Ok(())
+}
