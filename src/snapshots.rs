@@ -38,9 +38,20 @@ use crate::state::{Incremental, SnapshotState, State};
 /// How often incremental snapshot progress is logged.
 const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
-/// Watermark ids: unique within the process (a previous process's watermarks are ignored
-/// because no window of this one is registered under them).
-static NEXT_ID: AtomicU64 = AtomicU64::new(1);
+/// Watermark ids count up from a random start per process: watermarks of an earlier process
+/// that the stream replays after a crash must never match a window of this one.
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+static ID_BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+
+fn next_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let base = *ID_BASE.get_or_init(|| {
+        std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish()
+    });
+    base.wrapping_add(NEXT_ID.fetch_add(1, Ordering::Relaxed))
+}
 
 /// The state file, shared by the driver and the request persister.
 pub struct Store {
@@ -279,7 +290,7 @@ impl Driver {
         tracing::info!(%table, reason = %job.reason, resumed = after.is_some(), filtered = job.filter.is_some(), "incremental snapshot started");
         let mut progress = Progress::new(&table, plan.estimate());
         loop {
-            let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+            let id = next_id();
             let (reply, outcome) = oneshot::channel();
             let window = ChunkWindow {
                 id,
@@ -332,6 +343,7 @@ impl Driver {
                     if !self.wait_durable(end_lsn, cancel).await {
                         return Ok(Ended::Stopped);
                     }
+                    tracing::debug!(%table, chunk = number, read = read.rows, rows, "chunk durable");
                     self.committed.insert(table.clone(), Some(number));
                     progress.add(rows as u64, number);
                     number += 1;

@@ -160,9 +160,12 @@ impl Assembler {
                         "commit at {commit_lsn} without begin"
                     )));
                 };
-                self.pending_commit = Some((commit_lsn, end_lsn));
                 if let Some(content) = self.marker.take() {
-                    // A marker orders rows: everything before it is emitted first.
+                    // A marker orders rows: everything before it is emitted first, at its own
+                    // position (a chunk emitted at the marker's position must sort after it).
+                    if open.seq > 0 {
+                        self.pending_commit = Some((commit_lsn, end_lsn));
+                    }
                     self.flush()?;
                     self.events.push(Event::Marker {
                         content,
@@ -170,7 +173,10 @@ impl Assembler {
                         end_lsn,
                         commit_ts: open.commit_ts,
                     });
-                } else if self.pending_rows >= self.limits.max_rows
+                    return Ok(());
+                }
+                self.pending_commit = Some((commit_lsn, end_lsn));
+                if self.pending_rows >= self.limits.max_rows
                     || self.pending_bytes >= self.limits.max_bytes
                 {
                     self.flush()?;

@@ -206,16 +206,17 @@ pub async fn read_chunk(
     futures::pin_mut!(stream);
     let mut decoder = CopyDecoder::new();
     let mut builder = TableBuilder::new(plan.plan.shape.clone(), max_rows.min(size).max(1));
-    let position = RowPosition {
-        lsn: Lsn::ZERO,
-        seq: 0,
-        commit_ts: 0,
-    };
     let mut batches = Vec::new();
     let mut rows = 0;
     while let Some(data) = stream.next().await {
         decoder.push(&data.map_err(sql)?);
         decoder.rows(|row| {
+            // The position is stamped at the high watermark; the ordinal is the key order.
+            let position = RowPosition {
+                lsn: Lsn::ZERO,
+                seq: rows as i64,
+                commit_ts: 0,
+            };
             builder.append_values(Op::Read, position, row.len(), row.values())?;
             rows += 1;
             Ok::<_, Error>(())
