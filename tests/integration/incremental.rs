@@ -149,6 +149,29 @@ async fn snapshot_where_rereads_only_the_matching_rows() {
         assert_eq!(errors.len(), 1, "{errors:?}");
         assert!(errors[0].contains(expect), "{}", errors[0]);
     }
+
+    // A table without a primary key added to the configuration cannot be snapshotted
+    // incrementally: refused before anything changes.
+    db.batch_execute(
+        "CREATE TABLE t_resnap.nokey2 (id bigint, v int, note text);
+         ALTER TABLE t_resnap.nokey2 OWNER TO sluice;
+         ALTER TABLE t_resnap.nokey2 REPLICA IDENTITY FULL;",
+    )
+    .await
+    .unwrap();
+    let before = state_file(&p);
+    let added = p.config(&["t", "nokey", "nokey2"], "");
+    let out = run_sluice(&["run", "--until", "caught-up"], &added);
+    assert!(!out.status.success());
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("table t_resnap.nokey2 has no primary key"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(state_file(&p), before, "the state is untouched");
+    assert!(!p.lake().join("t_resnap/nokey2").exists());
 }
 
 /// Whether the pipeline's snapshots are all done (initial load and incremental ones).
@@ -205,6 +228,56 @@ async fn interrupted_initial_load_finishes_incrementally_through_sigkills() {
         let source = source(&db, &format!("t_resume.{table}")).await;
         let missing: Vec<_> = source.keys().filter(|k| !replayed.contains_key(k)).take(10).collect();
         assert_eq!(replayed.len(), source.len(), "{table}: row counts differ; missing {missing:?}");
+        assert!(replayed == source, "{table}: changelog differs from the source");
+    }
+}
+
+/// A table added to the configuration of a running pipeline (SIGHUP) is snapshotted while
+/// the pipeline keeps streaming, with writes going on in both tables.
+#[tokio::test(flavor = "multi_thread")]
+async fn table_added_to_a_running_pipeline_is_snapshotted_and_streamed() {
+    const ROWS: i64 = 50_000;
+    let db = admin().await;
+    let p = Pipeline::new("t_added", &db).await;
+    db.batch_execute(&format!(
+        "CREATE TABLE t_added.first (id bigint PRIMARY KEY, v int, note text);
+         CREATE TABLE t_added.later (id bigint PRIMARY KEY, v int, note text);
+         ALTER TABLE t_added.first OWNER TO sluice;
+         ALTER TABLE t_added.later OWNER TO sluice;
+         INSERT INTO t_added.first SELECT g, 0, 'row ' || g FROM generate_series(1, 1000) g;
+         INSERT INTO t_added.later SELECT g, 0, 'row ' || g FROM generate_series(1, {ROWS}) g;"
+    ))
+    .await
+    .unwrap();
+    let config = p.config(&["first"], "snapshot_chunk_rows = 1000");
+    let child = spawn_run(&config);
+    wait_for_slot(&db, "sluice_t_added").await;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let writers = [
+        tokio::spawn(workload("t_added.first".into(), 1000, 1, stop.clone())),
+        tokio::spawn(workload("t_added.later".into(), ROWS, 2, stop.clone())),
+    ];
+    p.config(&["first", "later"], "snapshot_chunk_rows = 1000");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &child.id().to_string()])
+        .status()
+        .expect("kill -HUP");
+    assert!(hup.success());
+    // The running process takes the new table up: its snapshot rows appear.
+    let later = p.lake().join("t_added/later/_delta_log/00000000000000000000.json");
+    wait_for_file(&later, "the added table was never snapshotted").await;
+    stop.cancel();
+    for w in writers {
+        w.await.unwrap();
+    }
+    terminate(child);
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    assert!(snapshots_done(&p));
+    for table in ["first", "later"] {
+        let rows = p.rows(table);
+        let replayed = replay(&rows);
+        let source = source(&db, &format!("t_added.{table}")).await;
+        assert_eq!(replayed.len(), source.len(), "{table}: row counts differ");
         assert!(replayed == source, "{table}: changelog differs from the source");
     }
 }
