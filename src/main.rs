@@ -3,6 +3,7 @@
 mod cli;
 mod config;
 mod pipeline;
+mod progress;
 mod snapshots;
 mod state;
 

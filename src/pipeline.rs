@@ -30,6 +30,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, SnapshotMode};
+use crate::progress::Progress;
 use crate::snapshots::{self, fresh_state, Store};
 use crate::state::{Incremental, SnapshotState, State};
 
@@ -331,7 +332,23 @@ async fn initial_snapshot(settings: &Settings, temporary: bool) -> Result<Lsn, P
                 .map_or(0, |d| d.as_micros() as i64),
         },
     };
-    let copied = snapshot::copy_tables(&exported, plans, &options, &tx).await;
+    let progress = Progress::new("snapshot");
+    let tables: Vec<String> = plans.iter().map(|p| p.table().to_string()).collect();
+    let counters = plans
+        .iter()
+        .zip(&tables)
+        .map(|(plan, table)| progress.add(table, plan.estimate()))
+        .collect();
+    let stop_reporting = CancellationToken::new();
+    let reporter = tokio::spawn(progress.clone().report(stop_reporting.clone()));
+    let copied = snapshot::copy_tables(&exported, plans, &options, &tx, counters).await;
+    stop_reporting.cancel();
+    let _ = reporter.await;
+    if copied.is_ok() {
+        for table in &tables {
+            progress.finish(table);
+        }
+    }
     let copied = match copied {
         Ok(rows) => {
             let commit = Event::SnapshotCommit {

@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use replication::change::TableName;
 use replication::postgres::incremental;
@@ -33,10 +33,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::pipeline::PipelineError;
+use crate::progress::Progress;
 use crate::state::{Incremental, SnapshotState, State};
-
-/// How often incremental snapshot progress is logged.
-const PROGRESS_EVERY: Duration = Duration::from_secs(5);
 
 /// Watermark ids count up from a random start per process: watermarks of an earlier process
 /// that the stream replays after a crash must never match a window of this one.
@@ -149,8 +147,9 @@ pub fn session(
         committed,
         to_source,
         durable,
-        idle: idle_tx,
+        idle: Arc::new(idle_tx),
         wake: Arc::new(Notify::new()),
+        progress: Progress::new("incremental snapshot"),
     };
     (
         Session { driver, requests },
@@ -176,11 +175,13 @@ impl Session {
             driver.store.clone(),
             driver.settings.tables.clone(),
             driver.wake.clone(),
+            driver.idle.clone(),
         );
+        let reporter = driver.progress.clone().report(cancel.clone());
         tokio::select! {
             r = driver.run(&cancel) => r,
             () = persister => Ok(()),
-            () = cancel.cancelled() => Ok(()),
+            () = reporter => Ok(()),
         }
     }
 }
@@ -191,6 +192,7 @@ async fn persist_requests(
     store: Arc<Store>,
     tables: Vec<TableName>,
     wake: Arc<Notify>,
+    idle: Arc<watch::Sender<bool>>,
 ) {
     while let Some((request, lsn, ack)) = requests.recv().await {
         let table = TableName::parse(&request.table).filter(|t| tables.contains(t));
@@ -219,6 +221,8 @@ async fn persist_requests(
                     return;
                 }
                 tracing::info!(%table, filtered = request.filter.is_some(), "incremental snapshot requested");
+                // Busy before the source moves on, so `--until caught-up` waits for it.
+                idle.send_replace(false);
                 wake.notify_one();
             }
         }
@@ -232,8 +236,9 @@ struct Driver {
     committed: HashMap<TableName, Option<u64>>,
     to_source: mpsc::UnboundedSender<ToSource>,
     durable: watch::Receiver<Lsn>,
-    idle: watch::Sender<bool>,
+    idle: Arc<watch::Sender<bool>>,
     wake: Arc<Notify>,
+    progress: Arc<Progress>,
 }
 
 /// How a snapshot run ended without error.
@@ -288,7 +293,9 @@ impl Driver {
         let types = catalog::type_support(&client, std::slice::from_ref(&table)).await?;
         let mut plan = incremental::plan(&client, &table, &types).await?;
         tracing::info!(%table, reason = %job.reason, resumed = after.is_some(), filtered = job.filter.is_some(), "incremental snapshot started");
-        let mut progress = Progress::new(&table, plan.estimate());
+        let started = Instant::now();
+        let counted = self.progress.add(&job.table, plan.estimate());
+        let mut total = 0u64;
         loop {
             let id = next_id();
             let (reply, outcome) = oneshot::channel();
@@ -345,7 +352,8 @@ impl Driver {
                     }
                     tracing::debug!(%table, chunk = number, read = read.rows, rows, "chunk durable");
                     self.committed.insert(table.clone(), Some(number));
-                    progress.add(rows as u64, number);
+                    counted.fetch_add(rows as u64, Ordering::Relaxed);
+                    total += rows as u64;
                     number += 1;
                     match read.upper {
                         Some(upper) => after = Some(upper),
@@ -354,7 +362,13 @@ impl Driver {
                 }
             }
         }
-        progress.done();
+        self.progress.finish(&job.table);
+        tracing::info!(
+            %table,
+            rows = total,
+            seconds = started.elapsed().as_secs_f64(),
+            "incremental snapshot done"
+        );
         Ok(Ended::Complete)
     }
 
@@ -390,59 +404,6 @@ fn same(a: &Incremental, b: &Incremental) -> bool {
 fn remove(state: &mut State, job: &Incremental) {
     if let Some(i) = state.incremental.iter().position(|j| same(j, job)) {
         state.incremental.remove(i);
-    }
-}
-
-/// Rows and chunks of one table's incremental snapshot, logged every few seconds.
-struct Progress {
-    table: TableName,
-    estimate: u64,
-    rows: u64,
-    started: Instant,
-    logged: Instant,
-}
-
-impl Progress {
-    fn new(table: &TableName, estimate: u64) -> Self {
-        let now = Instant::now();
-        Progress {
-            table: table.clone(),
-            estimate,
-            rows: 0,
-            started: now,
-            logged: now,
-        }
-    }
-
-    fn add(&mut self, rows: u64, chunk: u64) {
-        self.rows += rows;
-        if self.logged.elapsed() >= PROGRESS_EVERY {
-            self.logged = Instant::now();
-            let rate = self.rows as f64 / self.started.elapsed().as_secs_f64().max(0.001);
-            let eta = if rate > 0.0 && self.estimate > self.rows {
-                ((self.estimate - self.rows) as f64 / rate).round() as u64
-            } else {
-                0
-            };
-            tracing::info!(
-                table = %self.table,
-                rows = self.rows,
-                chunk,
-                estimated_rows = self.estimate,
-                rows_per_s = rate.round() as u64,
-                eta_s = eta,
-                "incremental snapshot progress"
-            );
-        }
-    }
-
-    fn done(&self) {
-        tracing::info!(
-            table = %self.table,
-            rows = self.rows,
-            seconds = self.started.elapsed().as_secs_f64(),
-            "incremental snapshot done"
-        );
     }
 }
 

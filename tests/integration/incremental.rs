@@ -123,6 +123,12 @@ async fn snapshot_where_rereads_only_the_matching_rows() {
     again.sort_unstable();
     let expected: Vec<i64> = (1..=10_000).filter(|i| i % 7 == 0).collect();
     assert_eq!(again, expected, "only the rows matching --where are read again");
+    let chunks: std::collections::HashSet<i64> = rows
+        .iter()
+        .filter(|r| r["_sluice_op"] == "r" && r["_sluice_lsn"].as_i64().unwrap() > first_lsn)
+        .map(|r| r["_sluice_lsn"].as_i64().unwrap())
+        .collect();
+    assert_eq!(chunks.len(), expected.len().div_ceil(700), "chunks of 700 rows in key order");
     // The re-read rows carry the current values, after the update streamed before them.
     let last_14 = rows.iter().rev().find(|r| r["id"] == 14).unwrap();
     assert_eq!((last_14["_sluice_op"].as_str(), last_14["v"].as_i64()), (Some("r"), Some(5)));

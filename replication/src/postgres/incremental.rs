@@ -165,11 +165,17 @@ pub async fn read_chunk(
     if let Some(filter) = filter {
         conditions.push(format!("({filter})"));
     }
-    let order: Vec<_> = plan.key.iter().map(|(n, _)| quote_ident(n)).collect();
+    // Qualified: a bare ORDER BY name would pick the output column (the text cast) and sort
+    // by text, without the index.
+    let order: Vec<_> = plan
+        .key
+        .iter()
+        .map(|(n, _)| format!("t.{}", quote_ident(n)))
+        .collect();
     let texts: Vec<_> = plan
         .key
         .iter()
-        .map(|(n, _)| format!("{}::text", quote_ident(n)))
+        .map(|(n, _)| format!("t.{}::text", quote_ident(n)))
         .collect();
     client
         .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
@@ -178,7 +184,7 @@ pub async fn read_chunk(
     let bound = client
         .query_opt(
             &format!(
-                "SELECT {} FROM {} {} ORDER BY {} OFFSET {} LIMIT 1",
+                "SELECT {} FROM {} AS t {} ORDER BY {} OFFSET {} LIMIT 1",
                 texts.join(", "),
                 table.quoted(),
                 where_clause(&conditions),

@@ -18,7 +18,6 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use futures::StreamExt;
 use tokio_postgres::Client as SqlClient;
@@ -94,44 +93,24 @@ pub struct TablePlan {
     pub(crate) estimate: u64,
 }
 
-/// How often snapshot progress is logged.
-const PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
-
-/// Rows copied per table, shared by the workers and the progress reporter.
-struct Progress {
-    rows: Vec<AtomicU64>,
-    started: Instant,
-}
-
-impl Progress {
-    fn log(&self, plans: &[TablePlan]) {
-        let secs = self.started.elapsed().as_secs_f64().max(0.001);
-        for (plan, rows) in plans.iter().zip(&self.rows) {
-            let rows = rows.load(Ordering::Relaxed);
-            let rate = rows as f64 / secs;
-            let eta = if rate > 0.0 && plan.estimate > rows {
-                ((plan.estimate - rows) as f64 / rate).round() as u64
-            } else {
-                0
-            };
-            tracing::info!(
-                table = %plan.shape.table,
-                rows,
-                estimated_rows = plan.estimate,
-                rows_per_s = rate.round() as u64,
-                eta_s = eta,
-                "snapshot progress"
-            );
-        }
-    }
-}
-
 /// One CTID block range of one table; `end` `None` means to the end of the table.
 #[derive(Debug, Clone, Copy)]
 struct Chunk {
     table: usize,
     start: u64,
     end: Option<u64>,
+}
+
+impl TablePlan {
+    /// The table.
+    pub fn table(&self) -> &Arc<TableName> {
+        &self.shape.table
+    }
+
+    /// Row count estimate (`reltuples`).
+    pub fn estimate(&self) -> u64 {
+        self.estimate
+    }
 }
 
 /// Read each table's columns and size, and decide how every column is copied.
@@ -242,19 +221,21 @@ pub struct SnapshotOptions {
 }
 
 /// Copy every planned table at `snapshot` with `options.workers` connections, sending the
-/// rows as [`Event::Snapshot`]s. Returns the number of rows copied. The caller sends the
-/// [`Event::SnapshotCommit`] that makes them visible.
+/// rows as [`Event::Snapshot`]s. Returns the number of rows copied; `progress[i]` counts the
+/// rows of `plans[i]` as they are sent. The caller sends the [`Event::SnapshotCommit`] that
+/// makes them visible.
 pub async fn copy_tables(
     snapshot: &ExportedSnapshot,
     plans: Vec<TablePlan>,
     options: &SnapshotOptions,
     tx: &queue::Sender<Event>,
+    progress: Vec<Arc<AtomicU64>>,
 ) -> Result<u64> {
+    if progress.len() != plans.len() {
+        return Err(Error::Protocol("one progress counter per table".into()));
+    }
     let work = Arc::new(Mutex::new(chunks(&plans, options.chunk_pages.max(1))));
-    let progress = Arc::new(Progress {
-        rows: plans.iter().map(|_| AtomicU64::new(0)).collect(),
-        started: Instant::now(),
-    });
+    let progress = Arc::new(progress);
     let plans = Arc::new(plans);
     let seen_snapshots = Arc::new(Mutex::new(HashSet::new()));
     let mut workers = Vec::new();
@@ -269,21 +250,10 @@ pub async fn copy_tables(
             seen_snapshots.clone(),
         ));
     }
-    let all = futures::future::join_all(workers);
-    futures::pin_mut!(all);
-    let mut report = tokio::time::interval(PROGRESS_EVERY);
-    report.tick().await;
-    let results = loop {
-        tokio::select! {
-            results = &mut all => break results,
-            _ = report.tick() => progress.log(&plans),
-        }
-    };
     let mut rows = 0;
-    for r in results {
+    for r in futures::future::join_all(workers).await {
         rows += r?;
     }
-    progress.log(&plans);
     Ok(rows)
 }
 
@@ -292,7 +262,7 @@ async fn worker(
     snapshot: &str,
     work: Arc<Mutex<VecDeque<Chunk>>>,
     plans: Arc<Vec<TablePlan>>,
-    progress: Arc<Progress>,
+    progress: Arc<Vec<Arc<AtomicU64>>>,
     tx: &queue::Sender<Event>,
     seen_snapshots: Arc<Mutex<HashSet<String>>>,
 ) -> Result<u64> {
@@ -335,9 +305,7 @@ async fn worker(
             .pop_front();
         let Some(chunk) = chunk else { break };
         let plan = &plans[chunk.table];
-        let copied = copy_chunk(&client, plan, chunk, options, tx).await?;
-        progress.rows[chunk.table].fetch_add(copied, Ordering::Relaxed);
-        rows += copied;
+        rows += copy_chunk(&client, plan, chunk, options, tx, &progress[chunk.table]).await?;
     }
     client
         .batch_execute("COMMIT")
@@ -352,6 +320,7 @@ async fn copy_chunk(
     chunk: Chunk,
     options: &SnapshotOptions,
     tx: &queue::Sender<Event>,
+    progress: &AtomicU64,
 ) -> Result<u64> {
     let max_rows = options.max_rows;
     let range = match chunk.end {
@@ -390,6 +359,7 @@ async fn copy_chunk(
             Ok::<_, Error>(())
         })?;
         if builder.rows() >= max_rows {
+            progress.fetch_add(builder.rows() as u64, Ordering::Relaxed);
             send(&mut builder, &table, tx).await?;
         }
     }
@@ -398,6 +368,7 @@ async fn copy_chunk(
             "copy of {table} ended without its trailer"
         )));
     }
+    progress.fetch_add(builder.rows() as u64, Ordering::Relaxed);
     send(&mut builder, &table, tx).await?;
     Ok(rows)
 }
