@@ -54,7 +54,8 @@ pub enum SourceConfig {
         /// Table blocks (8 KiB) per snapshot COPY.
         #[serde(default = "default_chunk_pages")]
         snapshot_chunk_pages: u64,
-        /// Rows per chunk of an incremental snapshot (held in memory while its window is open).
+        /// Most rows per chunk of an incremental snapshot (held in memory while its window is
+        /// open; fewer when they would take more than half of max_inflight_bytes).
         #[serde(default = "default_chunk_rows")]
         snapshot_chunk_rows: usize,
     },
@@ -94,7 +95,7 @@ pub enum SinkConfig {
 }
 
 fn default_chunk_rows() -> usize {
-    20_000
+    100_000
 }
 
 fn default_chunk_pages() -> u64 {

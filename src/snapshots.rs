@@ -38,6 +38,9 @@ use crate::state::{Incremental, SnapshotState, State};
 
 /// Watermark ids count up from a random start per process: watermarks of an earlier process
 /// that the stream replays after a crash must never match a window of this one.
+/// Rows of the first chunk of a snapshot, which measures the row size for the next ones.
+const FIRST_CHUNK_ROWS: usize = 1000;
+
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 static ID_BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
@@ -296,6 +299,15 @@ impl Driver {
         let started = Instant::now();
         let counted = self.progress.add(&job.table, plan.estimate());
         let mut total = 0u64;
+        // The previous chunk, emitted but perhaps not durable yet: its Delta commit overlaps
+        // the next chunk's read. It must be durable before the next bound is stored, so the
+        // chunk number a crash leaves in the table is always one of the two bounds kept.
+        let mut emitted: Option<(u64, Lsn, usize)> = None;
+        // Chunks are sized by bytes too: the first is small, the next ones hold as many rows
+        // as fit half the in-flight budget (at most snapshot_chunk_rows), so a table of wide
+        // rows cannot blow the memory bound.
+        let budget = self.settings.max_inflight_bytes / 2;
+        let mut size = self.settings.snapshot_chunk_rows.min(FIRST_CHUNK_ROWS);
         loop {
             let id = next_id();
             let (reply, outcome) = oneshot::channel();
@@ -318,10 +330,22 @@ impl Driver {
                 &plan,
                 after.as_deref(),
                 job.filter.as_deref(),
-                self.settings.snapshot_chunk_rows,
+                size,
                 self.settings.max_batch_rows.min(65_536),
             )
             .await?;
+            let bytes: usize = read.batches.iter().map(|b| b.get_array_memory_size()).sum();
+            if read.rows > 0 {
+                let per_row = (bytes / read.rows).max(1);
+                size = (budget / per_row).clamp(1, self.settings.snapshot_chunk_rows);
+            }
+            if let Some((chunk, end, rows)) = emitted.take() {
+                if !self.wait_durable(end, cancel).await {
+                    return Ok(Ended::Stopped);
+                }
+                self.durable_chunk(&table, chunk, rows, &counted);
+                total += rows as u64;
+            }
             self.store.update(|s| {
                 if let Some(j) = s.incremental.iter_mut().find(|j| same(j, job)) {
                     j.hand_out(number, read.upper.clone());
@@ -347,13 +371,7 @@ impl Driver {
                     plan = incremental::plan(&client, &table, &types).await?;
                 }
                 Ok(ChunkOutcome::Emitted { end_lsn, rows }) => {
-                    if !self.wait_durable(end_lsn, cancel).await {
-                        return Ok(Ended::Stopped);
-                    }
-                    tracing::debug!(%table, chunk = number, read = read.rows, rows, "chunk durable");
-                    self.committed.insert(table.clone(), Some(number));
-                    counted.fetch_add(rows as u64, Ordering::Relaxed);
-                    total += rows as u64;
+                    emitted = Some((number, end_lsn, rows));
                     number += 1;
                     match read.upper {
                         Some(upper) => after = Some(upper),
@@ -361,6 +379,13 @@ impl Driver {
                     }
                 }
             }
+        }
+        if let Some((chunk, end, rows)) = emitted {
+            if !self.wait_durable(end, cancel).await {
+                return Ok(Ended::Stopped);
+            }
+            self.durable_chunk(&table, chunk, rows, &counted);
+            total += rows as u64;
         }
         self.progress.finish(&job.table);
         tracing::info!(
@@ -370,6 +395,12 @@ impl Driver {
             "incremental snapshot done"
         );
         Ok(Ended::Complete)
+    }
+
+    fn durable_chunk(&mut self, table: &TableName, chunk: u64, rows: usize, counted: &AtomicU64) {
+        tracing::debug!(%table, chunk, rows, "chunk durable");
+        self.committed.insert(table.clone(), Some(chunk));
+        counted.fetch_add(rows as u64, Ordering::Relaxed);
     }
 
     async fn mark(
