@@ -8,16 +8,16 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use replication::change::TableName;
+use replication::postgres::source::SourceExit;
 use replication::postgres::window::{Marker, MarkerBody, SnapshotRequest};
 use replication::postgres::{catalog, incremental};
 use replication::Lsn;
-use replication::postgres::source::SourceExit;
 use sinks::delta::DeltaSink;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Settings};
-use crate::state::SnapshotState;
 use crate::pipeline;
+use crate::state::SnapshotState;
 
 /// Change-data-capture from PostgreSQL into Delta Lake, exactly once.
 #[derive(Parser)]
@@ -307,7 +307,11 @@ async fn status(config: PathBuf) -> ExitCode {
                     "incremental snapshot of {} ({}{}): {}",
                     job.table,
                     job.reason,
-                    if job.filter.is_some() { ", filtered" } else { "" },
+                    if job.filter.is_some() {
+                        ", filtered"
+                    } else {
+                        ""
+                    },
                     if done == 0 {
                         "queued".to_string()
                     } else {

@@ -45,7 +45,7 @@ pub enum PipelineError {
     Source(#[from] replication::Error),
     /// The sink failed.
     #[error(transparent)]
-    Sink(#[from] sinks::Error),
+    Sink(Box<sinks::Error>),
     /// The pipeline's state file could not be read or written.
     #[error("pipeline state in {path}: {source}")]
     State {
@@ -61,6 +61,12 @@ pub enum PipelineError {
         slot: String,
         lake: String,
     },
+}
+
+impl From<sinks::Error> for PipelineError {
+    fn from(e: sinks::Error) -> Self {
+        PipelineError::Sink(Box::new(e))
+    }
 }
 
 impl PipelineError {
@@ -121,18 +127,21 @@ pub async fn run(
         SnapshotMode::Initial => {
             let store = Store::load(settings, fresh_state(settings, SnapshotState::Done))?;
             let todo = catch_up_snapshots(settings, &store.get()).await?;
-            snapshots::check_keys(&client, &todo.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>())
-                .await
-                .map_err(|e| match (e, todo.iter().any(|(_, r)| *r == "resume")) {
-                    (PipelineError::Source(replication::Error::NoPrimaryKey { table }), true) => {
-                        PipelineError::SnapshotInterrupted {
-                            table,
-                            slot: settings.slot.clone(),
-                            lake: settings.lake.display().to_string(),
-                        }
+            snapshots::check_keys(
+                &client,
+                &todo.iter().map(|(t, _)| t.clone()).collect::<Vec<_>>(),
+            )
+            .await
+            .map_err(|e| match (e, todo.iter().any(|(_, r)| *r == "resume")) {
+                (PipelineError::Source(replication::Error::NoPrimaryKey { table }), true) => {
+                    PipelineError::SnapshotInterrupted {
+                        table,
+                        slot: settings.slot.clone(),
+                        lake: settings.lake.display().to_string(),
                     }
-                    (e, _) => e,
-                })?;
+                }
+                (e, _) => e,
+            })?;
             catalog::ensure_publication(&client, &settings.publication, &settings.tables).await?;
             let configured: Vec<String> = settings.tables.iter().map(ToString::to_string).collect();
             store.update(|s| {

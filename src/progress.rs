@@ -72,7 +72,11 @@ impl Progress {
 
     /// `table` is complete.
     pub fn finish(&self, table: &str) {
-        for e in self.lock().iter_mut().filter(|e| e.table == table && !e.done) {
+        for e in self
+            .lock()
+            .iter_mut()
+            .filter(|e| e.table == table && !e.done)
+        {
             e.done = true;
             if let Some(bar) = &e.bar {
                 let rows = e.rows.load(Ordering::Relaxed);
@@ -84,7 +88,11 @@ impl Progress {
 
     /// Report until `stop` is cancelled, then once more.
     pub async fn report(self: Arc<Self>, stop: tokio_util::sync::CancellationToken) {
-        let every = if self.bars.is_some() { DRAW_EVERY } else { LOG_EVERY };
+        let every = if self.bars.is_some() {
+            DRAW_EVERY
+        } else {
+            LOG_EVERY
+        };
         let mut tick = tokio::time::interval(every);
         tick.tick().await;
         loop {

@@ -335,9 +335,8 @@ impl Driver {
             )
             .await?;
             let bytes: usize = read.batches.iter().map(|b| b.get_array_memory_size()).sum();
-            if read.rows > 0 {
-                let per_row = (bytes / read.rows).max(1);
-                size = (budget / per_row).clamp(1, self.settings.snapshot_chunk_rows);
+            if let Some(per_row) = bytes.checked_div(read.rows) {
+                size = (budget / per_row.max(1)).clamp(1, self.settings.snapshot_chunk_rows);
             }
             if let Some((chunk, end, rows)) = emitted.take() {
                 if !self.wait_durable(end, cancel).await {

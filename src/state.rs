@@ -75,11 +75,7 @@ impl Incremental {
     /// Where to resume given the last chunk number the table committed: `Some(after)` to
     /// continue after key `after` (`None`: from the start), `None` when already complete.
     pub fn resume_after(&self, committed: Option<u64>) -> Option<Option<Vec<String>>> {
-        match self
-            .chunks
-            .iter()
-            .find(|c| Some(c.chunk) == committed)
-        {
+        match self.chunks.iter().find(|c| Some(c.chunk) == committed) {
             Some(ChunkBound { upper: None, .. }) => None,
             Some(ChunkBound { upper, .. }) => Some(upper.clone()),
             None => Some(None),
@@ -139,7 +135,11 @@ mod tests {
             chunks: vec![],
         };
         assert_eq!(s.resume_after(None), Some(None));
-        assert_eq!(s.resume_after(Some(7)), Some(None), "an earlier snapshot's chunk");
+        assert_eq!(
+            s.resume_after(Some(7)),
+            Some(None),
+            "an earlier snapshot's chunk"
+        );
         s.hand_out(8, Some(vec!["10".into()]));
         // Chunk 8 handed out but not committed: start over.
         assert_eq!(s.resume_after(Some(7)), Some(None));

@@ -147,9 +147,7 @@ impl Event {
             | Event::StreamCommit { tables, .. }
             | Event::Snapshot { tables } => tables.as_slice(),
             Event::SnapshotChunk { table, .. } => std::slice::from_ref(table),
-            Event::StreamAbort { .. } | Event::SnapshotCommit { .. } | Event::Marker { .. } => {
-                &[]
-            }
+            Event::StreamAbort { .. } | Event::SnapshotCommit { .. } | Event::Marker { .. } => &[],
         };
         64 + tables
             .iter()

@@ -73,14 +73,15 @@ async fn workload(table: String, rows: i64, seed: u64, stop: tokio_util::sync::C
 }
 
 fn state_file(p: &Pipeline) -> Value {
-    let path = p.lake().join("_sluice_state").join(format!("{}.json", p.name));
+    let path = p
+        .lake()
+        .join("_sluice_state")
+        .join(format!("{}.json", p.name));
     serde_json::from_slice(&std::fs::read(path).expect("state file")).expect("state json")
 }
 
 fn pending_snapshots(p: &Pipeline) -> usize {
-    state_file(p)["incremental"]
-        .as_array()
-        .map_or(0, Vec::len)
+    state_file(p)["incremental"].as_array().map_or(0, Vec::len)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -122,16 +123,26 @@ async fn snapshot_where_rereads_only_the_matching_rows() {
         .collect();
     again.sort_unstable();
     let expected: Vec<i64> = (1..=10_000).filter(|i| i % 7 == 0).collect();
-    assert_eq!(again, expected, "only the rows matching --where are read again");
+    assert_eq!(
+        again, expected,
+        "only the rows matching --where are read again"
+    );
     let chunks: std::collections::HashSet<i64> = rows
         .iter()
         .filter(|r| r["_sluice_op"] == "r" && r["_sluice_lsn"].as_i64().unwrap() > first_lsn)
         .map(|r| r["_sluice_lsn"].as_i64().unwrap())
         .collect();
-    assert_eq!(chunks.len(), expected.len().div_ceil(700), "chunks of 700 rows in key order");
+    assert_eq!(
+        chunks.len(),
+        expected.len().div_ceil(700),
+        "chunks of 700 rows in key order"
+    );
     // The re-read rows carry the current values, after the update streamed before them.
     let last_14 = rows.iter().rev().find(|r| r["id"] == 14).unwrap();
-    assert_eq!((last_14["_sluice_op"].as_str(), last_14["v"].as_i64()), (Some("r"), Some(5)));
+    assert_eq!(
+        (last_14["_sluice_op"].as_str(), last_14["v"].as_i64()),
+        (Some("r"), Some(5))
+    );
     assert_eq!(pending_snapshots(&p), 0);
 
     // Bad requests: one line each, nothing written.
@@ -206,11 +217,16 @@ async fn interrupted_initial_load_finishes_incrementally_through_sigkills() {
     .unwrap();
     let config = p.config(&["big", "small"], "snapshot_chunk_rows = 2000");
     let mut child = spawn_run(&config);
-    let created = p.lake().join("t_resume/big/_delta_log/00000000000000000000.json");
+    let created = p
+        .lake()
+        .join("t_resume/big/_delta_log/00000000000000000000.json");
     wait_for_file(&created, "the copy never started").await;
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(p.rows("big").is_empty(), "no row of the killed copy is visible");
+    assert!(
+        p.rows("big").is_empty(),
+        "no row of the killed copy is visible"
+    );
 
     let stop = tokio_util::sync::CancellationToken::new();
     let writer = tokio::spawn(workload("t_resume.big".into(), ROWS, 11, stop.clone()));
@@ -232,9 +248,20 @@ async fn interrupted_initial_load_finishes_incrementally_through_sigkills() {
     for table in ["big", "small"] {
         let replayed = replay(&p.rows(table));
         let source = source(&db, &format!("t_resume.{table}")).await;
-        let missing: Vec<_> = source.keys().filter(|k| !replayed.contains_key(k)).take(10).collect();
-        assert_eq!(replayed.len(), source.len(), "{table}: row counts differ; missing {missing:?}");
-        assert!(replayed == source, "{table}: changelog differs from the source");
+        let missing: Vec<_> = source
+            .keys()
+            .filter(|k| !replayed.contains_key(k))
+            .take(10)
+            .collect();
+        assert_eq!(
+            replayed.len(),
+            source.len(),
+            "{table}: row counts differ; missing {missing:?}"
+        );
+        assert!(
+            replayed == source,
+            "{table}: changelog differs from the source"
+        );
     }
 }
 
@@ -270,7 +297,9 @@ async fn table_added_to_a_running_pipeline_is_snapshotted_and_streamed() {
         .expect("kill -HUP");
     assert!(hup.success());
     // The running process takes the new table up: its snapshot rows appear.
-    let later = p.lake().join("t_added/later/_delta_log/00000000000000000000.json");
+    let later = p
+        .lake()
+        .join("t_added/later/_delta_log/00000000000000000000.json");
     wait_for_file(&later, "the added table was never snapshotted").await;
     stop.cancel();
     for w in writers {
@@ -284,6 +313,9 @@ async fn table_added_to_a_running_pipeline_is_snapshotted_and_streamed() {
         let replayed = replay(&rows);
         let source = source(&db, &format!("t_added.{table}")).await;
         assert_eq!(replayed.len(), source.len(), "{table}: row counts differ");
-        assert!(replayed == source, "{table}: changelog differs from the source");
+        assert!(
+            replayed == source,
+            "{table}: changelog differs from the source"
+        );
     }
 }

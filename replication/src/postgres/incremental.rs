@@ -201,7 +201,11 @@ pub async fn read_chunk(
             .collect()
     });
     if let Some(upper) = &upper {
-        conditions.push(format!("{} <= {}", plan.key_list(), plan.key_literal(upper)));
+        conditions.push(format!(
+            "{} <= {}",
+            plan.key_list(),
+            plan.key_literal(upper)
+        ));
     }
     let statement = format!(
         "COPY ({} {}) TO STDOUT (FORMAT binary)",

@@ -260,7 +260,11 @@ impl Source {
 
     /// No incremental snapshot is pending or in flight.
     fn snapshots_idle(&self) -> bool {
-        !self.windows.busy() && self.snapshots_idle.as_ref().is_none_or(|idle| *idle.borrow())
+        !self.windows.busy()
+            && self
+                .snapshots_idle
+                .as_ref()
+                .is_none_or(|idle| *idle.borrow())
     }
 
     /// Pass the assembled events through the snapshot windows to the sinks. Returns false

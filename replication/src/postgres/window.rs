@@ -377,8 +377,8 @@ impl Window {
             };
             kept.push(stamp_position(&batch, commit_lsn, commit_ts).map_err(arrow_error)?);
         }
-        let batch = deltalake::arrow::compute::concat_batches(&schema, &kept)
-            .map_err(arrow_error)?;
+        let batch =
+            deltalake::arrow::compute::concat_batches(&schema, &kept).map_err(arrow_error)?;
         Ok(Some(batch))
     }
 }
@@ -501,7 +501,10 @@ mod tests {
         let ids = table.batch.column_by_name("id").unwrap();
         let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap();
         assert_eq!(ids.values().to_vec(), vec![1, 4]);
-        let lsn = table.batch.column_by_name(crate::change::LSN_COLUMN).unwrap();
+        let lsn = table
+            .batch
+            .column_by_name(crate::change::LSN_COLUMN)
+            .unwrap();
         let lsn = lsn.as_any().downcast_ref::<Int64Array>().unwrap();
         assert!(lsn.iter().all(|v| v == Some(200)));
         assert_eq!(
@@ -582,6 +585,8 @@ mod tests {
             }),
             9,
         );
-        assert!(matches!(w.observe(request).unwrap(), Step::Request(r, _) if r.filter.as_deref() == Some("id > 5")));
+        assert!(
+            matches!(w.observe(request).unwrap(), Step::Request(r, _) if r.filter.as_deref() == Some("id > 5"))
+        );
     }
 }

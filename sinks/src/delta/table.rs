@@ -279,12 +279,12 @@ impl ChangelogTable {
                 .with_application_transaction(Transaction::new(chunk_app_id(app_id), chunk as i64));
         }
         let properties = properties.with_metadata([
-                ("sluice.pipeline".to_string(), serde_json::json!(app_id)),
-                (
-                    "sluice.commit_lsn".to_string(),
-                    serde_json::json!(commit_lsn.to_string()),
-                ),
-            ]);
+            ("sluice.pipeline".to_string(), serde_json::json!(app_id)),
+            (
+                "sluice.commit_lsn".to_string(),
+                serde_json::json!(commit_lsn.to_string()),
+            ),
+        ]);
         let mut writer = writer.with_commit_properties(properties);
         let name = self.name.to_string();
         let table = self.table.as_mut().ok_or_else(|| Error::InvalidPath {
