@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A private PostgreSQL 15 for development, tests and the quickstart.
+# A private PostgreSQL 15 and a private MariaDB 10.11 for development, tests and the quickstart.
 #
 #   scripts/dev-db.sh start    install if missing, create and start (idempotent)
 #   scripts/dev-db.sh stop     stop it
@@ -14,6 +14,12 @@
 #
 # A second, deliberately misconfigured cluster runs on $SLUICE_DEV_BAD_PG_PORT (wal_level=replica,
 # its only replication slot taken) so tests can check how Sluice reports server problems.
+#
+# MariaDB runs as the `mysql` OS user on 127.0.0.1:$SLUICE_DEV_MY_PORT with log_bin,
+# binlog_format=ROW, binlog_row_image=FULL, binlog_row_metadata=FULL, gtid_strict_mode=ON,
+# server_id=1, a password user `sluice` with replication grants, database `shop`; `root` may
+# log in without a password over loopback, for test set-up only. A misconfigured one (no
+# binlog, STATEMENT format, MINIMAL images, compressed events) runs on $SLUICE_DEV_BAD_MY_PORT.
 set -euo pipefail
 
 PORT=${SLUICE_DEV_PG_PORT:-54329}
@@ -24,6 +30,9 @@ LOG=$BASE/pg.log
 BAD_DATA=$BASE/pg-bad
 PASSWORD=${SLUICE_DEV_PASSWORD:-sluice-dev-password}
 OS_USER=postgres
+MY_PORT=${SLUICE_DEV_MY_PORT:-33069}
+BAD_MY_PORT=${SLUICE_DEV_BAD_MY_PORT:-33070}
+MY_USER=mysql
 
 find_bin() {
   for d in /usr/lib/postgresql/15/bin /usr/lib/postgresql/*/bin; do
@@ -117,6 +126,7 @@ ALTER ROLE sluice PASSWORD '$PASSWORD';
 SELECT 'CREATE DATABASE shop OWNER sluice' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop')\gexec
 SQL
   echo "dev-db: postgresql running on 127.0.0.1:$PORT (data in $DATA)"
+  start_mariadb
 }
 
 # The misconfigured cluster: wal_level=replica and no free replication slot.
@@ -149,7 +159,87 @@ SQL
     -c "SET client_min_messages = warning; CREATE TABLE IF NOT EXISTS public.keyed (id int PRIMARY KEY)"
 }
 
+# One MariaDB server: $1 name (directory under $BASE), $2 port, $3 extra config lines.
+start_mariadb_one() {
+  local name=$1 port=$2 extra=$3
+  local dir=$BASE/$name
+  mkdir -p "$dir"
+  chown "$MY_USER" "$dir"
+  cat >"$dir/my.cnf" <<CNF
+[mariadbd]
+datadir = $dir/data
+port = $port
+bind-address = 127.0.0.1
+socket = $dir/mariadb.sock
+pid-file = $dir/mariadb.pid
+log-error = $dir/error.log
+skip-name-resolve
+innodb_buffer_pool_size = 128M
+innodb_log_file_size = 64M
+max_connections = 200
+$extra
+CNF
+  if [ ! -d "$dir/data/mysql" ]; then
+    runuser -u "$MY_USER" -- mariadb-install-db --defaults-file="$dir/my.cnf" --auth-root-authentication-method=normal >/dev/null
+  fi
+  if ! mariadb-admin --socket="$dir/mariadb.sock" -uroot ping >/dev/null 2>&1; then
+    runuser -u "$MY_USER" -- bash -c "nohup mariadbd --defaults-file='$dir/my.cnf' >/dev/null 2>&1 &"
+    for _ in $(seq 1 120); do
+      mariadb-admin --socket="$dir/mariadb.sock" -uroot ping >/dev/null 2>&1 && break
+      sleep 0.5
+    done
+  fi
+  mariadb-admin --socket="$dir/mariadb.sock" -uroot ping >/dev/null 2>&1 || { echo "dev-db: mariadb $name did not start; see $dir/error.log" >&2; exit 1; }
+}
+
+start_mariadb() {
+  if ! command -v mariadbd >/dev/null 2>&1; then
+    echo "dev-db: installing mariadb-server with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq mariadb-server mariadb-client >/dev/null
+  fi
+  start_mariadb_one mariadb "$MY_PORT" "server_id = 1
+log_bin = $BASE/mariadb/data/binlog
+binlog_format = ROW
+binlog_row_image = FULL
+binlog_row_metadata = FULL
+gtid_strict_mode = ON
+binlog_checksum = CRC32
+sync_binlog = 1"
+  mariadb --socket="$BASE/mariadb/mariadb.sock" -uroot <<SQL
+CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+CREATE USER IF NOT EXISTS 'sluice'@'127.0.0.1' IDENTIFIED BY '$PASSWORD';
+ALTER USER 'sluice'@'127.0.0.1' IDENTIFIED BY '$PASSWORD';
+GRANT SELECT, RELOAD, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'sluice'@'127.0.0.1';
+CREATE USER IF NOT EXISTS 'sluice_nogrant'@'127.0.0.1' IDENTIFIED BY '$PASSWORD';
+CREATE DATABASE IF NOT EXISTS shop;
+SQL
+  start_mariadb_one mariadb-bad "$BAD_MY_PORT" "server_id = 2
+binlog_format = STATEMENT
+binlog_row_image = MINIMAL
+binlog_row_metadata = MINIMAL
+log_bin_compress = ON"
+  mariadb --socket="$BASE/mariadb-bad/mariadb.sock" -uroot <<SQL
+CREATE USER IF NOT EXISTS 'sluice'@'127.0.0.1' IDENTIFIED BY '$PASSWORD';
+GRANT SELECT ON *.* TO 'sluice'@'127.0.0.1';
+CREATE DATABASE IF NOT EXISTS shop;
+CREATE TABLE IF NOT EXISTS shop.keyed (id int PRIMARY KEY);
+SQL
+  echo "dev-db: mariadb running on 127.0.0.1:$MY_PORT (data in $BASE/mariadb)"
+}
+
+stop_mariadb() {
+  for name in mariadb mariadb-bad; do
+    if [ -S "$BASE/$name/mariadb.sock" ]; then
+      mariadb-admin --socket="$BASE/$name/mariadb.sock" -uroot shutdown >/dev/null 2>&1 || true
+    fi
+  done
+}
+
 stop() {
+  stop_mariadb
   BIN=$(find_bin) || exit 0
   if running; then as_db "$BIN/pg_ctl" -D "$DATA" -w stop -m fast >/dev/null; fi
   if [ -f "$BAD_DATA/postmaster.pid" ]; then as_db "$BIN/pg_ctl" -D "$BAD_DATA" -w stop -m fast >/dev/null || true; fi
@@ -168,6 +258,9 @@ export SLUICE_DEV_PG_ADMIN_URL='postgres://postgres@127.0.0.1:$PORT/shop'
 export SLUICE_SOURCE_PASSWORD='$PASSWORD'
 export SLUICE_DEV_PG_ROOT_CERT='$DATA/root.crt'
 export SLUICE_DEV_BAD_PG_URL='postgres://sluice@127.0.0.1:$BAD_PORT/shop'
+export SLUICE_DEV_MY_URL='mysql://sluice@127.0.0.1:$MY_PORT/shop'
+export SLUICE_DEV_MY_ADMIN_URL='mysql://root@127.0.0.1:$MY_PORT/shop'
+export SLUICE_DEV_BAD_MY_URL='mysql://sluice@127.0.0.1:$BAD_MY_PORT/shop'
 ENV
 }
 
