@@ -15,9 +15,10 @@ use replication::Lsn;
 use sinks::delta::DeltaSink;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Settings};
+use crate::config::{Config, MySettings, Settings, Validated};
 use crate::pipeline;
 use crate::state::SnapshotState;
+use replication::mysql::position::BinlogPosition;
 
 /// Change-data-capture from PostgreSQL into Delta Lake, exactly once.
 #[derive(Parser)]
@@ -102,7 +103,9 @@ pub fn main() -> ExitCode {
 
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| {
-        tracing_subscriber::EnvFilter::new("warn,sluice=info,replication=info,sinks=info")
+        tracing_subscriber::EnvFilter::new(
+            "warn,sluice=info,replication=info,sinks=info,buoyant_kernel::snapshot::builder=off,deltalake_core::writer::stats=error",
+        )
     });
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -121,10 +124,20 @@ fn fail(problems: &[String]) -> ExitCode {
     ExitCode::FAILURE
 }
 
-fn settings(path: PathBuf) -> Result<Settings, ExitCode> {
+fn validated(path: PathBuf) -> Result<Validated, ExitCode> {
     Config::load(&path)
         .and_then(Config::validate)
         .map_err(|problems| fail(&problems))
+}
+
+/// The settings of a PostgreSQL pipeline; `what` names the command for the MySQL refusal.
+fn settings(path: PathBuf, what: &str) -> Result<Settings, ExitCode> {
+    match validated(path)? {
+        Validated::Postgres(s) => Ok(s),
+        Validated::Mysql(_) => Err(fail(&[format!(
+            "sluice {what} is not available for mysql sources yet"
+        )])),
+    }
 }
 
 fn error_lines(e: &pipeline::PipelineError) -> Vec<String> {
@@ -137,8 +150,22 @@ fn error_lines(e: &pipeline::PipelineError) -> Vec<String> {
 }
 
 async fn check(config: PathBuf) -> ExitCode {
-    let settings = match settings(config) {
-        Ok(s) => s,
+    let settings = match validated(config) {
+        Ok(Validated::Postgres(s)) => s,
+        Ok(Validated::Mysql(m)) => {
+            return match crate::mysql::check(&m).await {
+                Ok(problems) if problems.is_empty() => {
+                    println!(
+                        "ok: {} table(s) ready to replicate from the binlog as replica server_id {}",
+                        m.tables.len(),
+                        m.server_id
+                    );
+                    ExitCode::SUCCESS
+                }
+                Ok(problems) => fail(&problems),
+                Err(e) => fail(&error_lines(&e)),
+            }
+        }
         Err(code) => return code,
     };
     let result = async {
@@ -168,7 +195,7 @@ async fn check(config: PathBuf) -> ExitCode {
 }
 
 async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
-    let mut settings = match settings(config.clone()) {
+    let mut settings = match validated(config.clone()) {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -179,7 +206,10 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
         // is snapshotted while the others keep streaming from where they were).
         let session = shutdown.child_token();
         let reload = tokio::spawn(reload_on_hangup(config.clone(), session.clone()));
-        let result = pipeline::run(&settings, until_caught_up, session).await;
+        let result = match &settings {
+            Validated::Postgres(s) => pipeline::run(s, until_caught_up, session).await,
+            Validated::Mysql(m) => crate::mysql::run(m, until_caught_up, session).await,
+        };
         reload.abort();
         let reloaded = reload.await.ok().flatten();
         match (reloaded, &result) {
@@ -205,7 +235,7 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
 
 /// On SIGHUP, load and validate the configuration again; if it is good, stop the running
 /// pipeline (cleanly) and return it. A bad one is reported and the pipeline keeps running.
-async fn reload_on_hangup(path: PathBuf, session: CancellationToken) -> Option<Settings> {
+async fn reload_on_hangup(path: PathBuf, session: CancellationToken) -> Option<Validated> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -255,8 +285,9 @@ async fn shutdown_on_signal(cancel: CancellationToken) {
 }
 
 async fn status(config: PathBuf) -> ExitCode {
-    let settings = match settings(config) {
-        Ok(s) => s,
+    let settings = match validated(config) {
+        Ok(Validated::Postgres(s)) => s,
+        Ok(Validated::Mysql(m)) => return mysql_status(&m).await,
         Err(code) => return code,
     };
     let result: Result<(), pipeline::PipelineError> = async {
@@ -339,7 +370,7 @@ async fn status(config: PathBuf) -> ExitCode {
 }
 
 async fn snapshot(config: PathBuf, table: String, filter: Option<String>) -> ExitCode {
-    let settings = match settings(config) {
+    let settings = match settings(config, "snapshot") {
         Ok(s) => s,
         Err(code) => return code,
     };
@@ -388,6 +419,46 @@ async fn snapshot(config: PathBuf, table: String, filter: Option<String>) -> Exi
             );
             ExitCode::SUCCESS
         }
+        Err(e) => fail(&error_lines(&e)),
+    }
+}
+
+async fn mysql_status(settings: &MySettings) -> ExitCode {
+    let result: Result<(), pipeline::PipelineError> = async {
+        let mut conn = replication::mysql::catalog::connect(&settings.info).await?;
+        let current = replication::mysql::catalog::current_position(&mut conn).await?;
+        let state = crate::state::State::load(&settings.lake, &settings.name)
+            .ok()
+            .flatten();
+        let resume = state.and_then(|s| s.binlog);
+        let lag = match (resume.as_ref().and_then(|r| r.packed()), current.packed()) {
+            (Some(r), Some(c)) if r.0 >> 32 == c.0 >> 32 => {
+                format!(" lag {} bytes", c.0.saturating_sub(r.0))
+            }
+            _ => String::new(),
+        };
+        println!(
+            "binlog: server at {current}, pipeline resumes at {}{lag}",
+            resume.map_or("- (not started)".into(), |r| r.to_string())
+        );
+        let sink =
+            DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
+        for p in sink.positions() {
+            println!(
+                "table {}: delta version {} position {} ({})",
+                p.table,
+                p.delta_version.map_or("-".into(), |v| v.to_string()),
+                p.position
+                    .map_or("-".into(), |l| BinlogPosition::unpack(l, &current.file)
+                        .to_string()),
+                p.path.display()
+            );
+        }
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&error_lines(&e)),
     }
 }

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use replication::change::TableName;
+use replication::mysql::conninfo::MyConnInfo;
 use replication::postgres::conninfo::ConnInfo;
 use serde::Deserialize;
 
@@ -58,6 +59,16 @@ pub enum SourceConfig {
         /// open; fewer when they would take more than half of max_inflight_bytes).
         #[serde(default = "default_chunk_rows")]
         snapshot_chunk_rows: usize,
+    },
+    /// MySQL 8 / MariaDB 10.5+ binlog (ROW events).
+    Mysql {
+        /// `mysql://user[:password]@host:port/database`; the password may instead come from
+        /// `SLUICE_SOURCE_PASSWORD`.
+        url: String,
+        /// Tables to replicate, `database.table`.
+        tables: Vec<String>,
+        /// This replica's id, unique among the server's replicas (and not the server's own).
+        server_id: Option<u32>,
     },
 }
 
@@ -164,6 +175,37 @@ fn parse_bytes(s: &str) -> Option<usize> {
     n.checked_mul(mult)
 }
 
+/// A validated configuration, by source kind.
+#[derive(Debug, Clone)]
+pub enum Validated {
+    /// PostgreSQL logical replication.
+    Postgres(Settings),
+    /// MySQL/MariaDB binlog.
+    Mysql(MySettings),
+}
+
+/// The sink part of a configuration.
+struct Sink {
+    lake: PathBuf,
+    max_batch_rows: usize,
+    max_batch_bytes: usize,
+    max_batch_latency: Duration,
+}
+
+/// The validated settings of a MySQL/MariaDB → Delta pipeline.
+#[derive(Debug, Clone)]
+pub struct MySettings {
+    pub name: String,
+    pub info: MyConnInfo,
+    pub tables: Vec<TableName>,
+    pub server_id: u32,
+    pub lake: PathBuf,
+    pub max_batch_rows: usize,
+    pub max_batch_bytes: usize,
+    pub max_batch_latency: Duration,
+    pub max_inflight_bytes: usize,
+}
+
 /// The validated settings of a PostgreSQL → Delta pipeline.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -199,9 +241,16 @@ impl Config {
     }
 
     /// Check everything that can be checked without connecting; all problems at once.
-    pub fn validate(self) -> Result<Settings, Vec<String>> {
-        let mut problems = Vec::new();
-        let name = self.pipeline.name.clone();
+    pub fn validate(self) -> Result<Validated, Vec<String>> {
+        if let SourceConfig::Mysql { .. } = self.source {
+            return self.validate_mysql().map(Validated::Mysql);
+        }
+        self.validate_postgres().map(Validated::Postgres)
+    }
+
+    /// The pipeline name and the sink: what every source kind shares.
+    fn validate_common(&self, problems: &mut Vec<String>) -> Option<Sink> {
+        let name = &self.pipeline.name;
         let name_ok = !name.is_empty()
             && name
                 .bytes()
@@ -214,6 +263,102 @@ impl Config {
         if self.pipeline.max_inflight_bytes < 1 << 20 {
             problems.push("[pipeline] max_inflight_bytes must be at least 1MiB".into());
         }
+        match self.sinks.as_slice() {
+            [SinkConfig::Delta {
+                path,
+                max_batch_rows,
+                max_batch_bytes,
+                max_batch_latency,
+            }] => {
+                if *max_batch_rows == 0 {
+                    problems.push("[[sinks]] max_batch_rows must be at least 1".into());
+                }
+                if *max_batch_bytes < 1024 {
+                    problems.push("[[sinks]] max_batch_bytes must be at least 1KiB".into());
+                }
+                if max_batch_latency.is_zero() {
+                    problems.push("[[sinks]] max_batch_latency must be above zero".into());
+                }
+                Some(Sink {
+                    lake: path.clone(),
+                    max_batch_rows: *max_batch_rows,
+                    max_batch_bytes: *max_batch_bytes,
+                    max_batch_latency: *max_batch_latency,
+                })
+            }
+            [] => {
+                problems.push("no [[sinks]]: add a [[sinks]] block with kind = \"delta\"".into());
+                None
+            }
+            _ => {
+                problems.push(
+                    "several [[sinks]] are not supported yet: keep one kind = \"delta\" sink"
+                        .into(),
+                );
+                None
+            }
+        }
+    }
+
+    fn validate_mysql(self) -> Result<MySettings, Vec<String>> {
+        let mut problems = Vec::new();
+        let sink = self.validate_common(&mut problems);
+        let SourceConfig::Mysql {
+            url,
+            tables,
+            server_id,
+        } = &self.source
+        else {
+            return Err(vec!["[source] is not mysql".into()]);
+        };
+        let info = match MyConnInfo::parse(url, std::env::var("SLUICE_SOURCE_PASSWORD").ok()) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                problems.push(format!("[source] url: {e}"));
+                None
+            }
+        };
+        let server_id = match server_id {
+            Some(id) if *id > 0 => Some(*id),
+            _ => {
+                problems.push("[source] server_id is required for mysql: a number from 1 to 4294967295, unique among the server's replicas".into());
+                None
+            }
+        };
+        if tables.is_empty() {
+            problems.push("[source] tables is empty: list at least one \"database.table\"".into());
+        }
+        let mut parsed: Vec<TableName> = Vec::new();
+        for t in tables {
+            match TableName::parse(t).filter(|_| t.contains('.')) {
+                Some(t) if !parsed.contains(&t) => parsed.push(t),
+                Some(_) => problems.push(format!("[source] tables lists {t} twice")),
+                None => problems.push(format!(
+                    "[source] tables: {t:?} is not a table name: write \"database.table\""
+                )),
+            }
+        }
+        match (info, server_id, sink) {
+            (Some(info), Some(server_id), Some(sink)) if problems.is_empty() => Ok(MySettings {
+                name: self.pipeline.name,
+                info,
+                tables: parsed,
+                server_id,
+                lake: sink.lake,
+                max_batch_rows: sink.max_batch_rows,
+                max_batch_bytes: sink.max_batch_bytes,
+                max_batch_latency: sink.max_batch_latency,
+                max_inflight_bytes: self.pipeline.max_inflight_bytes,
+            }),
+            _ => Err(problems),
+        }
+    }
+
+    fn validate_postgres(self) -> Result<Settings, Vec<String>> {
+        let mut problems = Vec::new();
+        let sink = self.validate_common(&mut problems);
+        let name = self.pipeline.name.clone();
+        let name_ok = !problems.iter().any(|p| p.starts_with("[pipeline] name"));
         let SourceConfig::Postgres {
             url,
             tables,
@@ -223,7 +368,10 @@ impl Config {
             snapshot_workers,
             snapshot_chunk_pages,
             snapshot_chunk_rows,
-        } = self.source;
+        } = self.source
+        else {
+            return Err(vec!["[source] is not postgres".into()]);
+        };
         let snapshot_workers = snapshot_workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
         });
@@ -274,56 +422,23 @@ impl Config {
                 ));
             }
         }
-        let mut lake = None;
-        match self.sinks.as_slice() {
-            [SinkConfig::Delta {
-                path,
-                max_batch_rows,
-                max_batch_bytes,
-                max_batch_latency,
-            }] => {
-                if *max_batch_rows == 0 {
-                    problems.push("[[sinks]] max_batch_rows must be at least 1".into());
-                }
-                if *max_batch_bytes < 1024 {
-                    problems.push("[[sinks]] max_batch_bytes must be at least 1KiB".into());
-                }
-                if max_batch_latency.is_zero() {
-                    problems.push("[[sinks]] max_batch_latency must be above zero".into());
-                }
-                lake = Some((
-                    path.clone(),
-                    *max_batch_rows,
-                    *max_batch_bytes,
-                    *max_batch_latency,
-                ));
-            }
-            [] => problems.push("no [[sinks]]: add a [[sinks]] block with kind = \"delta\"".into()),
-            _ => problems.push(
-                "several [[sinks]] are not supported yet: keep one kind = \"delta\" sink".into(),
-            ),
-        }
-        match (conninfo, lake) {
-            (Some(conninfo), Some((lake, max_batch_rows, max_batch_bytes, max_batch_latency)))
-                if problems.is_empty() =>
-            {
-                Ok(Settings {
-                    name,
-                    conninfo,
-                    tables: parsed,
-                    slot,
-                    publication,
-                    lake,
-                    max_batch_rows,
-                    max_batch_bytes,
-                    max_batch_latency,
-                    max_inflight_bytes: self.pipeline.max_inflight_bytes,
-                    snapshot,
-                    snapshot_workers,
-                    snapshot_chunk_pages,
-                    snapshot_chunk_rows,
-                })
-            }
+        match (conninfo, sink) {
+            (Some(conninfo), Some(sink)) if problems.is_empty() => Ok(Settings {
+                name,
+                conninfo,
+                tables: parsed,
+                slot,
+                publication,
+                lake: sink.lake,
+                max_batch_rows: sink.max_batch_rows,
+                max_batch_bytes: sink.max_batch_bytes,
+                max_batch_latency: sink.max_batch_latency,
+                max_inflight_bytes: self.pipeline.max_inflight_bytes,
+                snapshot,
+                snapshot_workers,
+                snapshot_chunk_pages,
+                snapshot_chunk_rows,
+            }),
             _ => Err(problems),
         }
     }

@@ -2,6 +2,7 @@
 
 mod cli;
 mod config;
+mod mysql;
 mod pipeline;
 mod progress;
 mod snapshots;

@@ -35,7 +35,8 @@ use crate::snapshots::{self, fresh_state, Store};
 use crate::state::{Incremental, SnapshotState, State};
 
 /// First and longest wait between retries of a transient failure.
-const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
+pub(crate) const BACKOFF: (Duration, Duration) =
+    (Duration::from_millis(500), Duration::from_secs(30));
 
 /// Why a session ended in error.
 #[derive(Debug, thiserror::Error)]
@@ -170,9 +171,24 @@ pub async fn run(
         None
     };
     drop(client);
+    with_retries(&cancel, || {
+        session(settings, until, store.clone(), cancel.clone())
+    })
+    .await
+}
+
+/// Run sessions until one ends without a transient failure, waiting longer after each.
+pub(crate) async fn with_retries<F, Fut>(
+    cancel: &CancellationToken,
+    mut session: F,
+) -> Result<SourceExit, PipelineError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<SourceExit, PipelineError>>,
+{
     let mut backoff = BACKOFF.0;
     loop {
-        match session(settings, until, store.clone(), cancel.clone()).await {
+        match session().await {
             Ok(exit) => return Ok(exit),
             Err(e) if e.class() == ErrorClass::Transient && !cancel.is_cancelled() => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "transient failure, retrying");
@@ -273,17 +289,17 @@ async fn session(
     stop.cancel();
     let driver_result = driver.await.unwrap_or(Ok(()));
     // The source dropped its queue sender: the sink drains what is queued, then ends.
-    let sink_result = join_sink(sink_task, settings).await;
+    let sink_result = join_sink(sink_task, &settings.lake).await;
     // A sink failure is the root cause when both fail (the source sees "sink stopped").
     sink_result?;
     driver_result?;
     Ok(source_result?)
 }
 
-type SinkTask = tokio::task::JoinHandle<Result<(), sinks::Error>>;
+pub(crate) type SinkTask = tokio::task::JoinHandle<Result<(), sinks::Error>>;
 
 /// Run the sink on its own task behind a byte-bounded queue; it publishes the durable position.
-fn spawn_sink(
+pub(crate) fn spawn_sink(
     mut sink: DeltaSink,
     budget: usize,
 ) -> (queue::Sender<Event>, watch::Receiver<Lsn>, SinkTask) {
@@ -303,11 +319,11 @@ fn spawn_sink(
     (tx, durable_rx, task)
 }
 
-async fn join_sink(task: SinkTask, settings: &Settings) -> Result<(), sinks::Error> {
+pub(crate) async fn join_sink(task: SinkTask, lake: &std::path::Path) -> Result<(), sinks::Error> {
     match task.await {
         Ok(r) => r,
         Err(join) => Err(sinks::Error::Io {
-            path: settings.lake.display().to_string(),
+            path: lake.display().to_string(),
             source: std::io::Error::other(join.to_string()),
         }),
     }
@@ -373,7 +389,7 @@ async fn initial_snapshot(settings: &Settings, temporary: bool) -> Result<Lsn, P
         Err(e) => Err(e),
     };
     drop(tx);
-    let sink_result = join_sink(sink_task, settings).await;
+    let sink_result = join_sink(sink_task, &settings.lake).await;
     exported.close().await;
     sink_result?;
     let rows = copied?;

@@ -123,6 +123,7 @@ pub fn fresh_state(settings: &Settings, snapshot: SnapshotState) -> State {
         tables: Some(settings.tables.iter().map(ToString::to_string).collect()),
         incremental: Vec::new(),
         requests_seen: None,
+        binlog: None,
     }
 }
 

@@ -44,6 +44,10 @@ pub struct State {
     /// the stream is replayed after a crash are not taken twice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requests_seen: Option<String>,
+    /// MySQL/MariaDB: the binlog position a restart resumes from (a transaction boundary at or
+    /// before everything durable in the lake).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog: Option<replication::mysql::position::BinlogPosition>,
 }
 
 /// One table's incremental snapshot.

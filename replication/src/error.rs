@@ -68,6 +68,25 @@ pub enum Error {
         lsn: Lsn,
         reason: String,
     },
+    /// A MySQL/MariaDB column value could not be represented.
+    #[error("table {table} column {column} (type {mysql_type}) at binlog {position}: {reason}")]
+    MysqlValue {
+        table: String,
+        column: String,
+        mysql_type: String,
+        position: String,
+        reason: String,
+    },
+    /// A MySQL/MariaDB table changed in a way the Delta table cannot follow.
+    #[error(
+        "table {table} column {column} at binlog {position}: incompatible schema change: {reason}"
+    )]
+    MysqlSchemaChange {
+        table: String,
+        column: String,
+        position: String,
+        reason: String,
+    },
     /// A change referenced a relation the stream never described.
     #[error("change for unknown relation oid {oid} at {lsn}")]
     UnknownRelation { oid: u32, lsn: Lsn },
@@ -92,6 +111,20 @@ pub enum Error {
     /// An incremental snapshot needs a primary key to read the table in order.
     #[error("table {table} has no primary key, which an incremental snapshot needs to read it in key order (REPLICA IDENTITY FULL does not give one): add a primary key, or load the table with snapshot = \"initial\" in a new pipeline")]
     NoPrimaryKey { table: String },
+    /// A MySQL/MariaDB statement or the binlog stream failed.
+    #[error("{context}: {source}")]
+    Mysql {
+        context: String,
+        #[source]
+        source: mysql_async::Error,
+    },
+    /// The binlog position to resume from is gone from the server.
+    #[error("binlog {file} (needed to resume at {position}) was purged from the server: the changes in it are lost to this pipeline; delete the lake's tables for this pipeline and its state file ({state}) and run again to re-snapshot, and keep binlogs longer (binlog_expire_logs_seconds)")]
+    BinlogPurged {
+        file: String,
+        position: String,
+        state: String,
+    },
     /// The sink ended (with its own error) while the source still had events for it.
     #[error("the sink stopped; see its error")]
     SinkStopped,
@@ -117,12 +150,25 @@ impl Error {
                     ErrorClass::Definite
                 }
             }
+            Error::Mysql { source, .. } => match source {
+                mysql_async::Error::Io(_) => ErrorClass::Transient,
+                mysql_async::Error::Server(e) => match e.code {
+                    // server shutdown, lost connection, too many connections, read-only
+                    1053 | 2013 | 1040 | 1927 => ErrorClass::Transient,
+                    _ => ErrorClass::Definite,
+                },
+                mysql_async::Error::Driver(_) => ErrorClass::Transient,
+                _ => ErrorClass::Definite,
+            },
+            Error::BinlogPurged { .. } => ErrorClass::Definite,
             Error::InvalidUrl { .. }
             | Error::Tls { .. }
             | Error::Auth { .. }
             | Error::UnsupportedAuth { .. }
             | Error::Value { .. }
             | Error::SchemaChange { .. }
+            | Error::MysqlValue { .. }
+            | Error::MysqlSchemaChange { .. }
             | Error::NoPrimaryKey { .. }
             | Error::Preflight { .. } => ErrorClass::Definite,
             Error::Protocol(_)

@@ -9,56 +9,17 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{
-    ArrayRef, Int64Builder, ListBuilder, StringBuilder, TimestampMicrosecondBuilder,
-};
-use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use deltalake::arrow::array::ArrayRef;
+use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 
 use super::column::{ColumnBuilder, ColumnType};
 use super::pgoutput::{Relation, Tuple, Value};
-use crate::change::{
-    TableName, COMMIT_TS_COLUMN, LSN_COLUMN, OP_COLUMN, SEQ_COLUMN, UNCHANGED_COLUMN,
-};
+use crate::cdc::CdcBuilder;
+use crate::change::TableName;
 use crate::{Error, Lsn, Result};
 
-/// Row operation codes written to `_sluice_op`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// Insert.
-    Insert,
-    /// Update (the new row).
-    Update,
-    /// Delete (the old key or row).
-    Delete,
-    /// Snapshot read.
-    Read,
-    /// Truncate (one row, data columns null).
-    Truncate,
-}
-
-impl Op {
-    fn code(self) -> &'static str {
-        match self {
-            Op::Insert => "c",
-            Op::Update => "u",
-            Op::Delete => "d",
-            Op::Read => "r",
-            Op::Truncate => "t",
-        }
-    }
-}
-
-/// Where a row sits in the source's history.
-#[derive(Debug, Clone, Copy)]
-pub struct RowPosition {
-    /// Commit position of the transaction.
-    pub lsn: Lsn,
-    /// Ordinal within the transaction.
-    pub seq: i64,
-    /// Commit time, µs since 1970-01-01 UTC.
-    pub commit_ts: i64,
-}
+pub use crate::cdc::{cdc_fields, Op, RowPosition};
 
 /// How each column of a relation decodes. Derived from a Relation message.
 #[derive(Debug, Clone, PartialEq)]
@@ -148,36 +109,12 @@ impl TableShape {
     }
 }
 
-/// The CDC columns every changelog row carries.
-pub fn cdc_fields() -> Vec<Field> {
-    vec![
-        Field::new(OP_COLUMN, DataType::Utf8, false),
-        Field::new(LSN_COLUMN, DataType::Int64, false),
-        Field::new(SEQ_COLUMN, DataType::Int64, false),
-        Field::new(
-            COMMIT_TS_COLUMN,
-            DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
-            false,
-        ),
-        Field::new(
-            UNCHANGED_COLUMN,
-            DataType::List(Arc::new(Field::new("element", DataType::Utf8, true))),
-            true,
-        ),
-    ]
-}
-
 /// Accumulates rows of one table until the batch is taken.
 pub struct TableBuilder {
     shape: Arc<TableShape>,
     schema: SchemaRef,
-    op: StringBuilder,
-    lsn: Int64Builder,
-    seq: Int64Builder,
-    commit_ts: TimestampMicrosecondBuilder,
-    unchanged: ListBuilder<StringBuilder>,
+    cdc: CdcBuilder,
     columns: Vec<ColumnBuilder>,
-    rows: usize,
 }
 
 impl TableBuilder {
@@ -190,17 +127,8 @@ impl TableBuilder {
             .collect();
         TableBuilder {
             schema: shape.schema(),
-            op: StringBuilder::with_capacity(capacity, capacity),
-            lsn: Int64Builder::with_capacity(capacity),
-            seq: Int64Builder::with_capacity(capacity),
-            commit_ts: TimestampMicrosecondBuilder::with_capacity(capacity).with_timezone("UTC"),
-            unchanged: ListBuilder::new(StringBuilder::new()).with_field(Arc::new(Field::new(
-                "element",
-                DataType::Utf8,
-                true,
-            ))),
+            cdc: CdcBuilder::new(capacity),
             columns,
-            rows: 0,
             shape,
         }
     }
@@ -217,7 +145,7 @@ impl TableBuilder {
 
     /// Rows accumulated.
     pub fn rows(&self) -> usize {
-        self.rows
+        self.cdc.rows()
     }
 
     /// Append one row decoded from `tuple`.
@@ -241,21 +169,16 @@ impl TableBuilder {
                 reason: format!("row has {len} columns, relation has {}", self.columns.len()),
             });
         }
-        let mut any_unchanged = false;
         for (i, value) in values.enumerate() {
             if value == Value::Unchanged {
-                any_unchanged = true;
-                self.unchanged
-                    .values()
-                    .append_value(&self.shape.columns[i].0);
+                self.cdc.unchanged(&self.shape.columns[i].0);
             }
             if let Err(reason) = self.columns[i].append(value) {
                 // Definite error: the pipeline stops and these builders are discarded.
                 return Err(self.value_error(i, pos.lsn, reason));
             }
         }
-        self.unchanged.append(any_unchanged);
-        self.append_cdc(op, pos);
+        self.cdc.append(op, pos);
         Ok(())
     }
 
@@ -264,16 +187,7 @@ impl TableBuilder {
         for c in &mut self.columns {
             c.append_null();
         }
-        self.unchanged.append(false);
-        self.append_cdc(op, pos);
-    }
-
-    fn append_cdc(&mut self, op: Op, pos: RowPosition) {
-        self.op.append_value(op.code());
-        self.lsn.append_value(pos.lsn.0 as i64);
-        self.seq.append_value(pos.seq);
-        self.commit_ts.append_value(pos.commit_ts);
-        self.rows += 1;
+        self.cdc.append(op, pos);
     }
 
     fn value_error(&self, column: usize, lsn: Lsn, reason: String) -> Error {
@@ -289,18 +203,11 @@ impl TableBuilder {
 
     /// Take the accumulated rows as a batch; `None` when empty. The builders stay usable.
     pub fn take(&mut self) -> Result<Option<RecordBatch>> {
-        if self.rows == 0 {
+        if self.cdc.rows() == 0 {
             return Ok(None);
         }
-        let mut arrays: Vec<ArrayRef> = vec![
-            Arc::new(self.op.finish()),
-            Arc::new(self.lsn.finish()),
-            Arc::new(self.seq.finish()),
-            Arc::new(self.commit_ts.finish()),
-            Arc::new(self.unchanged.finish()),
-        ];
+        let mut arrays: Vec<ArrayRef> = self.cdc.finish();
         arrays.extend(self.columns.iter_mut().map(|c| c.finish()));
-        self.rows = 0;
         Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?))
     }
 }

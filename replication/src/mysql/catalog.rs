@@ -1,0 +1,227 @@
+//! Plain SQL against the MySQL/MariaDB server: flavor, the preflight checks (each problem with
+//! its fix), binlog positions, and the collation → character set map the row decoder needs.
+
+use std::collections::HashMap;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Conn, Row};
+
+use super::conninfo::MyConnInfo;
+use super::position::BinlogPosition;
+use crate::change::TableName;
+use crate::{Error, Result};
+
+fn sql(context: &str) -> impl FnOnce(mysql_async::Error) -> Error + '_ {
+    move |source| Error::Mysql {
+        context: context.to_string(),
+        source,
+    }
+}
+
+/// Connect with ordinary (non-replication) SQL.
+pub async fn connect(info: &MyConnInfo) -> Result<Conn> {
+    Conn::new(info.opts()).await.map_err(|source| match source {
+        mysql_async::Error::Server(e) if e.code == 1045 => Error::Auth {
+            user: info.user.clone(),
+            message: format!(
+                "{} (check the password in the URL or SLUICE_SOURCE_PASSWORD)",
+                e.message
+            ),
+        },
+        source => Error::Mysql {
+            context: format!("connecting to {info}"),
+            source,
+        },
+    })
+}
+
+/// What the server is.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// MariaDB (else MySQL).
+    pub mariadb: bool,
+    /// `VERSION()`.
+    pub version: String,
+    /// The server's own `server_id`.
+    pub server_id: u32,
+    /// Whether binlog events carry a checksum (`binlog_checksum` not NONE).
+    pub checksum: bool,
+}
+
+/// Flavor and identity.
+pub async fn server(conn: &mut Conn) -> Result<Server> {
+    let row: Option<(String, u32, String)> = conn
+        .query_first("SELECT VERSION(), @@server_id, @@global.binlog_checksum")
+        .await
+        .map_err(sql("reading the server version"))?;
+    let (version, server_id, checksum) = row.unwrap_or_default();
+    Ok(Server {
+        mariadb: version.to_ascii_lowercase().contains("mariadb"),
+        version,
+        server_id,
+        checksum: !checksum.eq_ignore_ascii_case("NONE"),
+    })
+}
+
+async fn variable(conn: &mut Conn, name: &str) -> Result<Option<String>> {
+    let row: Option<Row> = conn
+        .query_first(format!("SHOW GLOBAL VARIABLES LIKE '{name}'"))
+        .await
+        .map_err(sql("reading server variables"))?;
+    Ok(row.and_then(|r| r.get::<Option<String>, _>(1).flatten()))
+}
+
+/// Everything that would stop replication, each as one line with its fix; empty when ready.
+pub async fn preflight(
+    conn: &mut Conn,
+    user: &str,
+    tables: &[TableName],
+    server_id: u32,
+) -> Result<Vec<String>> {
+    let server = server(conn).await?;
+    let mut problems = Vec::new();
+    let on = |v: &Option<String>| {
+        v.as_deref()
+            .is_some_and(|v| v.eq_ignore_ascii_case("ON") || v == "1")
+    };
+    if !on(&variable(conn, "log_bin").await?) {
+        problems.push("binary logging is off (log_bin): start the server with log_bin and a server_id set, e.g. log_bin = binlog in its config".to_string());
+    }
+    let expect = [
+        ("binlog_format", "ROW", "the row changes themselves"),
+        (
+            "binlog_row_image",
+            "FULL",
+            "whole rows before and after each change",
+        ),
+        (
+            "binlog_row_metadata",
+            "FULL",
+            "column names, signedness and charsets with every table map",
+        ),
+    ];
+    for (name, want, why) in expect {
+        let value = variable(conn, name).await?;
+        if !value
+            .as_deref()
+            .is_some_and(|v| v.eq_ignore_ascii_case(want))
+        {
+            problems.push(format!(
+                "{name} is {}, Sluice needs {want} ({why}): SET GLOBAL {name} = '{want}' and set it in the server's config",
+                value.as_deref().unwrap_or("unset")
+            ));
+        }
+    }
+    let compression = if server.mariadb {
+        "log_bin_compress"
+    } else {
+        "binlog_transaction_compression"
+    };
+    if on(&variable(conn, compression).await?) {
+        problems.push(format!(
+            "binlog event compression is on ({compression}): Sluice does not decode compressed events; SET GLOBAL {compression} = OFF"
+        ));
+    }
+    if server_id == server.server_id {
+        problems.push(format!(
+            "[source] server_id {server_id} is the server's own server_id: choose another id, unique among its replicas"
+        ));
+    }
+    let grants: Vec<String> = conn
+        .query("SHOW GRANTS")
+        .await
+        .map_err(sql("reading the user's grants"))?;
+    let grants = grants.join("\n").to_ascii_uppercase();
+    let all = grants.contains("GRANT ALL PRIVILEGES ON *.*");
+    let monitor = if server.mariadb {
+        "BINLOG MONITOR"
+    } else {
+        "REPLICATION CLIENT"
+    };
+    let mut missing = Vec::new();
+    if !all && !grants.contains("REPLICATION SLAVE") {
+        missing.push("REPLICATION SLAVE");
+    }
+    if !all && !grants.contains(monitor) && !grants.contains("REPLICATION CLIENT") {
+        missing.push(monitor);
+    }
+    if !missing.is_empty() {
+        problems.push(format!(
+            "user {user} lacks {}: GRANT {} ON *.* TO the user",
+            missing.join(" and "),
+            missing.join(", ")
+        ));
+    }
+    for table in tables {
+        let probe = format!(
+            "SELECT 1 FROM {} LIMIT 0",
+            quote(&table.schema) + "." + &quote(&table.name)
+        );
+        match conn.query_drop(probe).await {
+            Ok(()) => {}
+            Err(mysql_async::Error::Server(e)) if e.code == 1146 => {
+                problems.push(format!(
+                    "table {table} does not exist: create it or remove it from [source] tables"
+                ));
+            }
+            Err(mysql_async::Error::Server(e)) if e.code == 1142 || e.code == 1044 => {
+                problems.push(format!(
+                    "user {user} cannot read table {table}: GRANT SELECT ON {} TO the user",
+                    quote(&table.schema) + ".*"
+                ));
+            }
+            Err(e) => return Err(sql("checking the tables")(e)),
+        }
+    }
+    Ok(problems)
+}
+
+/// Quote an identifier with backticks.
+pub fn quote(ident: &str) -> String {
+    format!("`{}`", ident.replace('`', "``"))
+}
+
+/// The server's current binlog position (the end of the last write).
+pub async fn current_position(conn: &mut Conn) -> Result<BinlogPosition> {
+    let row: Option<Row> = match conn.query_first("SHOW MASTER STATUS").await {
+        Ok(row) => row,
+        // MySQL 8.4 renamed it.
+        Err(mysql_async::Error::Server(e)) if e.code == 1064 => conn
+            .query_first("SHOW BINARY LOG STATUS")
+            .await
+            .map_err(sql("reading the binlog position"))?,
+        Err(e) => return Err(sql("reading the binlog position")(e)),
+    };
+    let row = row.ok_or_else(|| {
+        Error::Protocol("the server reports no binlog position (is log_bin on?)".into())
+    })?;
+    let file: Option<String> = row.get(0);
+    let pos: Option<u64> = row.get(1);
+    Ok(BinlogPosition {
+        file: file.unwrap_or_default(),
+        pos: pos.unwrap_or(4),
+    })
+}
+
+/// Binlog files the server still has, oldest first.
+pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<String>> {
+    let rows: Vec<Row> = conn
+        .query("SHOW BINARY LOGS")
+        .await
+        .map_err(sql("listing binary logs"))?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| r.get::<Option<String>, _>(0).flatten())
+        .collect())
+}
+
+/// Character set name of every collation id (row events carry collation ids).
+pub async fn charsets(conn: &mut Conn) -> Result<HashMap<u16, String>> {
+    let rows: Vec<(u16, String)> = conn
+        .query(
+            "SELECT ID, CHARACTER_SET_NAME FROM information_schema.COLLATIONS WHERE ID IS NOT NULL",
+        )
+        .await
+        .map_err(sql("reading collations"))?;
+    Ok(rows.into_iter().collect())
+}

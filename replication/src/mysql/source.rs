@@ -1,0 +1,753 @@
+//! The binlog source task: registers as a replica, reads the binlog from a position, decodes
+//! the row events of the configured tables into Arrow, and hands whole transactions to the
+//! sinks through the byte-bounded queue, exactly like the PostgreSQL source.
+//!
+//! ```text
+//!  GTID/BEGIN ─ TABLE_MAP ─ ROWS … ─ XID/COMMIT ──▶ builders (rows stamped at the commit)
+//!      ──(max rows | bytes | latency, at a commit)──▶ Event::Committed at the commit position
+//!  a transaction larger than the limits ──▶ Event::StreamChunk … Event::StreamCommit
+//! ```
+//!
+//! A binlog transaction's position is known only at its commit (the end of the XID event), so
+//! its rows are stamped then, in place. A transaction too big for the batch limits is handed
+//! over in chunks as the PostgreSQL source does for streamed transactions (the sink spills
+//! them and commits once), so memory is bounded whatever the transaction's size.
+//!
+//! There is no slot to confirm: the position a restart may resume from (`resume`) is what the
+//! sinks made durable, or, when nothing is in flight, the last transaction boundary seen
+//! (including heartbeats, so an idle or unrelated workload moves it on).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use mysql_async::prelude::Queryable;
+use mysql_async::{BinlogStream, BinlogStreamRequest};
+use mysql_common::binlog::events::{EventData, QueryEvent, RotateEvent, RowsEventData};
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::conninfo::MyConnInfo;
+use super::events::{self, Kind};
+use super::position::BinlogPosition;
+use super::rows::{image, Present};
+use super::shape::{MyShape, MyTableBuilder};
+use crate::cdc::{Op, RowPosition};
+use crate::change::{Event, TableBatch, TableName};
+use crate::postgres::source::SourceExit;
+use crate::postgres::BatchLimits;
+use crate::queue;
+use crate::{Error, Lsn, Result};
+
+/// Heartbeat period asked of the server: an idle server still shows its position this often.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+/// How often to look at the clock for batch deadlines and the resume position.
+const TICK: Duration = Duration::from_millis(100);
+
+/// What the binlog source needs.
+#[derive(Debug, Clone)]
+pub struct MySourceOptions {
+    /// Server.
+    pub info: MyConnInfo,
+    /// This replica's id (unique among the server's replicas).
+    pub server_id: u32,
+    /// Whether the server is MariaDB.
+    pub mariadb: bool,
+    /// Whether events carry a CRC32 checksum.
+    pub checksum: bool,
+    /// Tables to read.
+    pub tables: Vec<TableName>,
+    /// Where to start: a transaction boundary.
+    pub start: BinlogPosition,
+    /// Collation id → character set name.
+    pub charsets: HashMap<u16, String>,
+    /// Batch closing limits.
+    pub limits: BatchLimits,
+    /// Close a batch this long after its first row, at the next commit.
+    pub max_latency: Duration,
+    /// Stop once everything committed before this (packed) position is durable.
+    pub until: Option<Lsn>,
+}
+
+struct Slot {
+    builder: MyTableBuilder,
+    /// Rows of committed transactions (the open transaction's follow).
+    committed: usize,
+}
+
+struct Open {
+    seq: i64,
+    /// Streamed as chunks under this id once it outgrew the limits.
+    streamed: Option<u32>,
+    rows: usize,
+    bytes: usize,
+}
+
+struct Source {
+    options: MySourceOptions,
+    tx: queue::Sender<Event>,
+    durable: watch::Receiver<Lsn>,
+    resume: watch::Sender<BinlogPosition>,
+    /// Configured table id → shape (`None`: a table not replicated).
+    tables: HashMap<u64, Option<Arc<MyShape>>>,
+    slots: HashMap<Arc<TableName>, Slot>,
+    /// Builders replaced by a schema change, emitted with the next batch.
+    retired: Vec<MyTableBuilder>,
+    open: Option<Open>,
+    pending_commit: Option<Lsn>,
+    pending_rows: usize,
+    pending_bytes: usize,
+    deadline: Option<Instant>,
+    file: String,
+    /// Last transaction boundary passed.
+    seen_end: Lsn,
+    forwarded_end: Lsn,
+    next_stream: u32,
+    /// The format description was seen (before it, the rotate event's checksum is not
+    /// stripped by the decoder).
+    seen_format: bool,
+    events: Vec<Event>,
+}
+
+/// Read the binlog until cancelled, caught up, or an error. `resume` receives the position a
+/// restart may resume from as it moves.
+pub async fn run(
+    options: MySourceOptions,
+    tx: queue::Sender<Event>,
+    durable: watch::Receiver<Lsn>,
+    resume: watch::Sender<BinlogPosition>,
+    cancel: CancellationToken,
+) -> Result<SourceExit> {
+    let mut conn = super::catalog::connect(&options.info).await?;
+    let setup = |context: &'static str| {
+        move |source| Error::Mysql {
+            context: context.into(),
+            source,
+        }
+    };
+    if options.mariadb {
+        // Send MariaDB's GTID events instead of converting them for an old replica.
+        conn.query_drop("SET @mariadb_slave_capability = 4")
+            .await
+            .map_err(setup("preparing the binlog dump"))?;
+    }
+    conn.query_drop(format!(
+        "SET @master_heartbeat_period = {}",
+        HEARTBEAT.as_nanos()
+    ))
+    .await
+    .map_err(setup("preparing the binlog dump"))?;
+    let start = options.start.clone();
+    let request = BinlogStreamRequest::new(options.server_id)
+        .with_filename(start.file.as_bytes())
+        .with_pos(start.pos);
+    let mut stream = conn
+        .get_binlog_stream(request)
+        .await
+        .map_err(|e| dump_error(e, options.server_id))?;
+    tracing::info!(position = %start, server_id = options.server_id, "binlog streaming started");
+    let seen_end = start.packed().unwrap_or(Lsn::ZERO);
+    let mut source = Source {
+        file: start.file.clone(),
+        options,
+        tx,
+        durable,
+        resume,
+        tables: HashMap::new(),
+        slots: HashMap::new(),
+        retired: Vec::new(),
+        open: None,
+        pending_commit: None,
+        pending_rows: 0,
+        pending_bytes: 0,
+        deadline: None,
+        seen_end,
+        forwarded_end: Lsn::ZERO,
+        next_stream: 1,
+        seen_format: false,
+        events: Vec::new(),
+    };
+    let result = source.stream(&mut stream, &cancel).await;
+    if result.is_ok() {
+        source.finish().await;
+    }
+    let _ = stream.close().await;
+    result
+}
+
+fn dump_error(source: mysql_async::Error, server_id: u32) -> Error {
+    if let mysql_async::Error::Server(e) = &source {
+        if e.message.contains("same server") || e.message.contains("server_id") {
+            return Error::Preflight {
+                problems: vec![format!(
+                    "[source] server_id {server_id} is already used by another replica of this server ({}): choose another id",
+                    e.message
+                )],
+            };
+        }
+    }
+    Error::Mysql {
+        context: "reading the binlog".into(),
+        source,
+    }
+}
+
+impl Source {
+    fn position(&self, log_pos: u32) -> Result<Lsn> {
+        BinlogPosition {
+            file: self.file.clone(),
+            pos: u64::from(log_pos),
+        }
+        .packed()
+        .ok_or_else(|| {
+            Error::Protocol(format!(
+                "binlog file {} has no numeric suffix; positions cannot be ordered",
+                self.file
+            ))
+        })
+    }
+
+    fn describe(&self, log_pos: u32) -> String {
+        format!("{}:{log_pos}", self.file)
+    }
+
+    async fn stream(
+        &mut self,
+        stream: &mut BinlogStream,
+        cancel: &CancellationToken,
+    ) -> Result<SourceExit> {
+        let mut tick = tokio::time::interval(TICK);
+        loop {
+            if self.open.is_none() && self.deadline.is_some_and(|d| d <= Instant::now()) {
+                self.flush()?;
+            }
+            if !self.deliver_all(cancel).await? {
+                return Ok(SourceExit::Cancelled);
+            }
+            self.report_resume();
+            if let Some(target) = self.options.until {
+                if self.idle() && self.resume_point() >= target {
+                    return Ok(SourceExit::CaughtUp);
+                }
+            }
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => {
+                    if self.open.is_none() {
+                        self.flush()?;
+                        self.deliver_all(cancel).await?;
+                    }
+                    return Ok(SourceExit::Cancelled);
+                }
+                _ = tick.tick() => {}
+                event = stream.next() => {
+                    let Some(event) = event else {
+                        return Err(Error::Protocol("the server ended the binlog stream".into()));
+                    };
+                    let event = event.map_err(|e| dump_error(e, self.options.server_id))?;
+                    self.apply(&event)?;
+                }
+            }
+        }
+    }
+
+    /// Nothing in flight: no open transaction, nothing pending, all forwarded durable.
+    fn idle(&self) -> bool {
+        self.open.is_none()
+            && self.pending_commit.is_none()
+            && *self.durable.borrow() >= self.forwarded_end
+    }
+
+    fn resume_point(&self) -> Lsn {
+        let durable = *self.durable.borrow();
+        if self.idle() {
+            durable.max(self.seen_end)
+        } else {
+            durable
+        }
+    }
+
+    fn report_resume(&self) {
+        let point = self.resume_point();
+        if point > Lsn::ZERO
+            && self
+                .resume
+                .borrow()
+                .packed()
+                .is_none_or(|current| current < point)
+        {
+            self.resume
+                .send_replace(BinlogPosition::unpack(point, &self.file));
+        }
+    }
+
+    fn apply(&mut self, event: &mysql_common::binlog::events::Event) -> Result<()> {
+        let header = event.header();
+        let code = header.event_type_raw();
+        let log_pos = header.log_pos();
+        let bad = |e: std::io::Error| {
+            Error::Protocol(format!(
+                "binlog event {code} at {}: {e}",
+                self.describe(log_pos)
+            ))
+        };
+        match events::classify(code) {
+            Kind::Rotate => {
+                let rotate: RotateEvent<'_> = event.read_event().map_err(bad)?;
+                let mut name = rotate.name_raw();
+                if !self.seen_format && self.options.checksum && name.len() > 4 {
+                    // The first (fake) rotate precedes the format description: its checksum
+                    // is still attached.
+                    name = &name[..name.len() - 4];
+                }
+                self.file = String::from_utf8_lossy(name).into_owned();
+            }
+            Kind::FormatDescription => self.seen_format = true,
+            Kind::Pass => {}
+            Kind::Heartbeat => {
+                if self.open.is_none() && log_pos > 0 {
+                    self.seen_end = self.seen_end.max(self.position(log_pos)?);
+                }
+            }
+            Kind::MariadbGtid => {
+                let gtid = events::mariadb_gtid(event.data()).ok_or_else(|| {
+                    Error::Protocol(format!(
+                        "bad MariaDB GTID event at {}",
+                        self.describe(log_pos)
+                    ))
+                })?;
+                if !gtid.standalone {
+                    self.begin();
+                }
+            }
+            Kind::MysqlGtid => {}
+            Kind::Query => {
+                let query: QueryEvent<'_> = event.read_event().map_err(bad)?;
+                match query.query().trim() {
+                    "BEGIN" => {
+                        if self.open.is_none() {
+                            self.begin();
+                        }
+                    }
+                    "COMMIT" => self.commit(log_pos, header.timestamp())?,
+                    _ if self.open.is_none() => {
+                        // A statement on its own (DDL): a transaction boundary.
+                        self.seen_end = self.seen_end.max(self.position(log_pos)?);
+                    }
+                    _ => {}
+                }
+            }
+            Kind::Xid => self.commit(log_pos, header.timestamp())?,
+            Kind::TableMap => {
+                let Some(EventData::TableMapEvent(tme)) = event.read_data().map_err(bad)? else {
+                    return Err(Error::Protocol(format!(
+                        "bad table map at {}",
+                        self.describe(log_pos)
+                    )));
+                };
+                let name = TableName {
+                    schema: tme.database_name().into_owned(),
+                    name: tme.table_name().into_owned(),
+                };
+                let shape = if self.options.tables.contains(&name) {
+                    let shape = MyShape::from_table_map(
+                        &tme,
+                        &self.options.charsets,
+                        &self.describe(log_pos),
+                    )?;
+                    Some(self.evolve(shape, log_pos)?)
+                } else {
+                    None
+                };
+                self.tables.insert(tme.table_id(), shape);
+            }
+            Kind::Rows => {
+                let Some(EventData::RowsEvent(rows)) = event.read_data().map_err(bad)? else {
+                    return Err(Error::Protocol(format!(
+                        "bad rows event at {}",
+                        self.describe(log_pos)
+                    )));
+                };
+                let table_id = rows.table_id();
+                let Some(shape) = self.tables.get(&table_id).cloned().flatten() else {
+                    return Ok(());
+                };
+                self.rows(&rows, &shape, log_pos, event.data().len())?;
+            }
+            Kind::Refused(why) => {
+                return Err(Error::Preflight {
+                    problems: vec![format!("binlog at {}: {why}", self.describe(log_pos))],
+                })
+            }
+            Kind::Unknown => {
+                return Err(Error::Protocol(format!(
+                    "unknown binlog event type {code} at {}: refusing to skip it",
+                    self.describe(log_pos)
+                )))
+            }
+        }
+        Ok(())
+    }
+
+    /// Take a table map's shape, evolving the table's builder when columns were added.
+    fn evolve(&mut self, shape: MyShape, log_pos: u32) -> Result<Arc<MyShape>> {
+        let Some(slot) = self.slots.get(&shape.table) else {
+            return Ok(Arc::new(shape));
+        };
+        let current = slot.builder.shape().clone();
+        if *current == shape {
+            return Ok(current);
+        }
+        if let Err((column, reason)) = current.check_evolution(&shape) {
+            return Err(Error::MysqlSchemaChange {
+                table: shape.table.to_string(),
+                column,
+                position: self.describe(log_pos),
+                reason,
+            });
+        }
+        let shape = Arc::new(shape);
+        if let Some(old) = self.slots.remove(&shape.table) {
+            if old.builder.rows() > old.committed {
+                return Err(Error::Protocol(format!(
+                    "table {} changed inside a transaction at {}",
+                    shape.table,
+                    self.describe(log_pos)
+                )));
+            }
+            self.retired.push(old.builder);
+        }
+        tracing::info!(table = %shape.table, columns = shape.columns.len(), "table gained columns");
+        Ok(shape)
+    }
+
+    fn begin(&mut self) {
+        self.open = Some(Open {
+            seq: 0,
+            streamed: None,
+            rows: 0,
+            bytes: 0,
+        });
+    }
+
+    fn rows(
+        &mut self,
+        rows: &RowsEventData<'_>,
+        shape: &Arc<MyShape>,
+        log_pos: u32,
+        size: usize,
+    ) -> Result<()> {
+        if self.open.is_none() {
+            // Row events outside BEGIN…COMMIT (a non-transactional engine without GTIDs).
+            self.begin();
+        }
+        let capacity = self.options.limits.max_rows.min(8192);
+        let slot = self
+            .slots
+            .entry(shape.table.clone())
+            .or_insert_with(|| Slot {
+                builder: MyTableBuilder::new(shape.clone(), capacity),
+                committed: 0,
+            });
+        let open = self
+            .open
+            .as_mut()
+            .ok_or_else(|| Error::Protocol("no transaction".into()))?;
+        let file = &self.file;
+        let describe = || format!("{file}:{log_pos}");
+        let bad = |reason: String| {
+            Error::Protocol(format!(
+                "cannot decode rows of {} at {}: {reason}",
+                shape.table,
+                describe()
+            ))
+        };
+        let kind = match rows {
+            RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Insert,
+            RowsEventData::DeleteRowsEvent(_) | RowsEventData::DeleteRowsEventV1(_) => Op::Delete,
+            RowsEventData::UpdateRowsEvent(_) | RowsEventData::UpdateRowsEventV1(_) => Op::Update,
+            RowsEventData::PartialUpdateRowsEvent(_) => {
+                return Err(bad(
+                    "partial JSON updates: SET GLOBAL binlog_row_value_options = ''".into(),
+                ))
+            }
+        };
+        let before = Present::new(
+            rows.columns_before_image()
+                .map(|b| b.iter().by_vals().collect())
+                .unwrap_or_default(),
+        );
+        let after = Present::new(
+            rows.columns_after_image()
+                .map(|b| b.iter().by_vals().collect())
+                .unwrap_or_default(),
+        );
+        let mut data = rows.rows_data();
+        let (mut old, mut new) = (Vec::new(), Vec::new());
+        let mut added = 0;
+        while !data.is_empty() {
+            let mut next_pos = || {
+                let pos = RowPosition {
+                    lsn: Lsn::ZERO,
+                    seq: open.seq,
+                    commit_ts: 0,
+                };
+                open.seq += 1;
+                pos
+            };
+            match kind {
+                Op::Insert => {
+                    image(&mut data, &shape.raw, &after, &mut new).map_err(bad)?;
+                    slot.builder
+                        .append(Op::Insert, next_pos(), &new, &describe)?;
+                }
+                Op::Delete => {
+                    image(&mut data, &shape.raw, &before, &mut old).map_err(bad)?;
+                    slot.builder
+                        .append(Op::Delete, next_pos(), &old, &describe)?;
+                }
+                _ => {
+                    image(&mut data, &shape.raw, &before, &mut old).map_err(bad)?;
+                    image(&mut data, &shape.raw, &after, &mut new).map_err(bad)?;
+                    if shape.key.iter().any(|&k| old.get(k) != new.get(k)) {
+                        slot.builder
+                            .append(Op::Delete, next_pos(), &old, &describe)?;
+                    }
+                    slot.builder
+                        .append(Op::Update, next_pos(), &new, &describe)?;
+                }
+            }
+            added += 1;
+        }
+        open.rows += added;
+        open.bytes += size;
+        if open.rows >= self.options.limits.max_rows || open.bytes >= self.options.limits.max_bytes
+        {
+            self.stream_open()?;
+        }
+        Ok(())
+    }
+
+    /// Hand the open transaction's rows over as a chunk (it is too big to hold).
+    fn stream_open(&mut self) -> Result<()> {
+        let xid = match self.open.as_ref().and_then(|o| o.streamed) {
+            Some(xid) => xid,
+            None => {
+                let xid = self.next_stream;
+                self.next_stream += 1;
+                // What is committed goes first, as its own event.
+                self.split_committed()?;
+                xid
+            }
+        };
+        let mut tables = Vec::new();
+        for slot in self.slots.values_mut() {
+            if let Some(batch) = slot.builder.take()? {
+                tables.push(TableBatch {
+                    table: slot.builder.shape().table.clone(),
+                    batch,
+                });
+            }
+            slot.committed = 0;
+        }
+        if let Some(open) = self.open.as_mut() {
+            open.streamed = Some(xid);
+            open.rows = 0;
+            open.bytes = 0;
+        }
+        if !tables.is_empty() {
+            self.events.push(Event::StreamChunk {
+                xid,
+                subxid: xid,
+                tables,
+            });
+        }
+        Ok(())
+    }
+
+    /// Emit the committed rows, keeping the open transaction's rows in the builders.
+    fn split_committed(&mut self) -> Result<()> {
+        let Some(commit) = self.pending_commit.take() else {
+            return Ok(());
+        };
+        let mut committed = Vec::new();
+        let mut open_rows = Vec::new();
+        for mut b in self.retired.drain(..) {
+            if let Some(batch) = b.take()? {
+                committed.push(TableBatch {
+                    table: b.shape().table.clone(),
+                    batch,
+                });
+            }
+        }
+        for slot in self.slots.values_mut() {
+            let Some(batch) = slot.builder.take()? else {
+                continue;
+            };
+            let table = slot.builder.shape().table.clone();
+            let split = slot.committed.min(batch.num_rows());
+            if split > 0 {
+                committed.push(TableBatch {
+                    table: table.clone(),
+                    batch: batch.slice(0, split),
+                });
+            }
+            if split < batch.num_rows() {
+                open_rows.push(TableBatch {
+                    table,
+                    batch: batch.slice(split, batch.num_rows() - split),
+                });
+            }
+            slot.committed = 0;
+        }
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        self.deadline = None;
+        self.events.push(Event::Committed {
+            tables: committed,
+            commit_lsn: commit,
+            end_lsn: commit,
+        });
+        let xid = self.next_stream - 1;
+        if !open_rows.is_empty() {
+            self.events.push(Event::StreamChunk {
+                xid,
+                subxid: xid,
+                tables: open_rows,
+            });
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self, log_pos: u32, timestamp: u32) -> Result<()> {
+        let position = self.position(log_pos)?;
+        self.seen_end = self.seen_end.max(position);
+        let Some(open) = self.open.take() else {
+            return Ok(());
+        };
+        let commit_ts = i64::from(timestamp) * 1_000_000;
+        if let Some(xid) = open.streamed {
+            let mut tables = Vec::new();
+            for slot in self.slots.values_mut() {
+                if let Some(batch) = slot.builder.take()? {
+                    tables.push(TableBatch {
+                        table: slot.builder.shape().table.clone(),
+                        batch,
+                    });
+                }
+                slot.committed = 0;
+            }
+            self.events.push(Event::StreamCommit {
+                xid,
+                tables,
+                commit_lsn: position,
+                end_lsn: position,
+                commit_ts,
+            });
+            return Ok(());
+        }
+        if open.rows == 0 {
+            return Ok(());
+        }
+        let pos = RowPosition {
+            lsn: position,
+            seq: 0,
+            commit_ts,
+        };
+        for slot in self.slots.values_mut() {
+            if slot.builder.rows() > slot.committed {
+                slot.builder.stamp_since(slot.committed, pos);
+                slot.committed = slot.builder.rows();
+            }
+        }
+        self.pending_commit = Some(position);
+        self.pending_rows += open.rows;
+        self.pending_bytes += open.bytes;
+        if self.deadline.is_none() {
+            self.deadline = Some(Instant::now() + self.options.max_latency);
+        }
+        if self.pending_rows >= self.options.limits.max_rows
+            || self.pending_bytes >= self.options.limits.max_bytes
+        {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Emit the committed transactions as one event (only between transactions).
+    fn flush(&mut self) -> Result<()> {
+        if self.open.is_some() {
+            return Ok(());
+        }
+        let Some(commit) = self.pending_commit.take() else {
+            return Ok(());
+        };
+        let mut tables = Vec::new();
+        for mut b in self.retired.drain(..) {
+            if let Some(batch) = b.take()? {
+                tables.push(TableBatch {
+                    table: b.shape().table.clone(),
+                    batch,
+                });
+            }
+        }
+        for slot in self.slots.values_mut() {
+            if let Some(batch) = slot.builder.take()? {
+                tables.push(TableBatch {
+                    table: slot.builder.shape().table.clone(),
+                    batch,
+                });
+            }
+            slot.committed = 0;
+        }
+        self.pending_rows = 0;
+        self.pending_bytes = 0;
+        self.deadline = None;
+        self.events.push(Event::Committed {
+            tables,
+            commit_lsn: commit,
+            end_lsn: commit,
+        });
+        Ok(())
+    }
+
+    /// Queue the events; false when cancelled first.
+    async fn deliver_all(&mut self, cancel: &CancellationToken) -> Result<bool> {
+        for event in std::mem::take(&mut self.events) {
+            let end = match &event {
+                Event::Committed { end_lsn, .. } | Event::StreamCommit { end_lsn, .. } => {
+                    Some(*end_lsn)
+                }
+                _ => None,
+            };
+            let permit = tokio::select! {
+                biased;
+                permit = self.tx.reserve(event.memory_size()) => permit.map_err(|_| Error::SinkStopped)?,
+                () = cancel.cancelled() => return Ok(false),
+            };
+            self.tx
+                .send(event, permit)
+                .map_err(|_| Error::SinkStopped)?;
+            if let Some(end) = end {
+                self.forwarded_end = end;
+            }
+        }
+        Ok(true)
+    }
+
+    /// Wait until everything forwarded is durable and report where to resume.
+    async fn finish(&mut self) {
+        let (tx, _) = queue::channel::<Event>(1);
+        drop(std::mem::replace(&mut self.tx, tx));
+        while *self.durable.borrow() < self.forwarded_end {
+            if self.durable.changed().await.is_err() {
+                break;
+            }
+        }
+        self.report_resume();
+        let position = self.resume.borrow().clone();
+        tracing::info!(%position, "binlog streaming stopped");
+    }
+}

@@ -1,0 +1,213 @@
+//! The MySQL/MariaDB pipeline: preflight, where to start reading the binlog, sessions with
+//! retries, and the resume position kept in the state file.
+//!
+//! ```text
+//!  binlog source ──queue──▶ Delta sink ──durable position──▶ source
+//!        │ resume position (durable, or the last boundary when idle)
+//!        ▼
+//!  <lake>/_sluice_state/<pipeline>.json  (written at most every second, and at the end)
+//! ```
+//!
+//! Exactly once: each Delta commit carries the packed binlog position of its last transaction
+//! as the `txn` version; the stream resumes at or before every table's position, and the sink
+//! drops what a table already holds. The state file only saves re-reading: lose it, and the
+//! next run starts from the oldest table position instead.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use replication::mysql::catalog;
+use replication::mysql::position::BinlogPosition;
+use replication::mysql::source::{self as binlog, MySourceOptions};
+use replication::postgres::source::SourceExit;
+use replication::postgres::BatchLimits;
+use sinks::delta::DeltaSink;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::MySettings;
+use crate::pipeline::{join_sink, spawn_sink, with_retries, PipelineError};
+use crate::state::{SnapshotState, State};
+
+/// How often the resume position is written while it moves.
+const SAVE_EVERY: Duration = Duration::from_secs(1);
+
+fn state_error(settings: &MySettings, source: std::io::Error) -> PipelineError {
+    PipelineError::State {
+        path: settings.lake.display().to_string(),
+        source,
+    }
+}
+
+fn state_path(settings: &MySettings) -> String {
+    settings
+        .lake
+        .join("_sluice_state")
+        .join(format!("{}.json", settings.name))
+        .display()
+        .to_string()
+}
+
+/// Every problem that would stop replication, each with its fix.
+pub async fn check(settings: &MySettings) -> Result<Vec<String>, PipelineError> {
+    let mut conn = catalog::connect(&settings.info).await?;
+    Ok(catalog::preflight(
+        &mut conn,
+        &settings.info.user,
+        &settings.tables,
+        settings.server_id,
+    )
+    .await?)
+}
+
+/// Stream the binlog into the lake until cancelled, caught up, or a definite error.
+pub async fn run(
+    settings: &MySettings,
+    until_caught_up: bool,
+    cancel: CancellationToken,
+) -> Result<SourceExit, PipelineError> {
+    let mut conn = catalog::connect(&settings.info).await?;
+    let problems = catalog::preflight(
+        &mut conn,
+        &settings.info.user,
+        &settings.tables,
+        settings.server_id,
+    )
+    .await?;
+    if !problems.is_empty() {
+        return Err(replication::Error::Preflight { problems }.into());
+    }
+    let server = catalog::server(&mut conn).await?;
+    let charsets = catalog::charsets(&mut conn).await?;
+    let current = catalog::current_position(&mut conn).await?;
+    let mut state = State::load(&settings.lake, &settings.name)
+        .map_err(|e| state_error(settings, e))?
+        .unwrap_or(State {
+            snapshot: SnapshotState::Skipped,
+            consistent_point: None,
+            tables: Some(settings.tables.iter().map(ToString::to_string).collect()),
+            incremental: Vec::new(),
+            requests_seen: None,
+            binlog: None,
+        });
+    let start = match &state.binlog {
+        Some(p) => p.clone(),
+        None => {
+            // No state: the oldest table position if the lake has any, else from now on.
+            let sink =
+                DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
+            let oldest = sink.positions().iter().filter_map(|p| p.position).min();
+            match oldest {
+                Some(lsn) => BinlogPosition::unpack(lsn, &current.file),
+                None => current.clone(),
+            }
+        }
+    };
+    let logs = catalog::binary_logs(&mut conn).await?;
+    if !logs.contains(&start.file) {
+        return Err(replication::Error::BinlogPurged {
+            file: start.file.clone(),
+            position: start.to_string(),
+            state: state_path(settings),
+        }
+        .into());
+    }
+    if state.binlog.as_ref() != Some(&start) {
+        state.binlog = Some(start.clone());
+        state
+            .save(&settings.lake, &settings.name)
+            .map_err(|e| state_error(settings, e))?;
+    }
+    drop(conn);
+    tracing::info!(server = %server.version, mariadb = server.mariadb, position = %start, "starting from binlog position");
+    let until = if until_caught_up {
+        current.packed()
+    } else {
+        None
+    };
+    let resume = Arc::new(Mutex::new(state));
+    let options = MySourceOptions {
+        info: settings.info.clone(),
+        server_id: settings.server_id,
+        mariadb: server.mariadb,
+        checksum: server.checksum,
+        tables: settings.tables.clone(),
+        start,
+        charsets,
+        limits: BatchLimits {
+            max_rows: settings.max_batch_rows,
+            max_bytes: settings.max_batch_bytes,
+        },
+        max_latency: settings.max_batch_latency,
+        until,
+    };
+    with_retries(&cancel, || {
+        session(settings, options.clone(), resume.clone(), cancel.clone())
+    })
+    .await
+}
+
+/// One binlog connection's worth of streaming, from the last saved resume position.
+async fn session(
+    settings: &MySettings,
+    mut options: MySourceOptions,
+    state: Arc<Mutex<State>>,
+    cancel: CancellationToken,
+) -> Result<SourceExit, PipelineError> {
+    if let Some(p) = lock(&state).binlog.clone() {
+        options.start = p;
+    }
+    let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
+    let (tx, durable, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
+    let (resume_tx, resume_rx) = watch::channel(options.start.clone());
+    let saver = tokio::spawn(save_resume(
+        resume_rx.clone(),
+        state.clone(),
+        settings.clone(),
+    ));
+    let source_result = binlog::run(options, tx, durable, resume_tx, cancel).await;
+    let sink_result = join_sink(sink_task, &settings.lake).await;
+    saver.abort();
+    let _ = saver.await;
+    // The last position, whatever the outcome: it is never past what is durable.
+    let last = resume_rx.borrow().clone();
+    save(&state, settings, last)?;
+    sink_result?;
+    Ok(source_result?)
+}
+
+fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
+    state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn save(
+    state: &Mutex<State>,
+    settings: &MySettings,
+    position: BinlogPosition,
+) -> Result<(), PipelineError> {
+    let mut state = lock(state);
+    if state.binlog.as_ref() == Some(&position) {
+        return Ok(());
+    }
+    let before = state.binlog.replace(position);
+    if let Err(e) = state.save(&settings.lake, &settings.name) {
+        state.binlog = before;
+        return Err(state_error(settings, e));
+    }
+    Ok(())
+}
+
+/// Write the resume position as it moves, at most every [`SAVE_EVERY`].
+async fn save_resume(
+    mut resume: watch::Receiver<BinlogPosition>,
+    state: Arc<Mutex<State>>,
+    settings: MySettings,
+) {
+    while resume.changed().await.is_ok() {
+        let position = resume.borrow_and_update().clone();
+        if let Err(e) = save(&state, &settings, position) {
+            tracing::warn!(error = %e, "saving the binlog position");
+        }
+        tokio::time::sleep(SAVE_EVERY).await;
+    }
+}
