@@ -448,10 +448,57 @@ impl Config {
 mod tests {
     use super::*;
 
-    fn parse(text: &str) -> Result<Settings, Vec<String>> {
+    fn validate(text: &str) -> Result<Validated, Vec<String>> {
         toml::from_str::<Config>(text)
             .map_err(|e| vec![e.to_string()])?
             .validate()
+    }
+
+    fn parse(text: &str) -> Result<Settings, Vec<String>> {
+        match validate(text)? {
+            Validated::Postgres(s) => Ok(s),
+            Validated::Mysql(_) => Err(vec!["not postgres".into()]),
+        }
+    }
+
+    #[test]
+    fn mysql_config_needs_server_id_and_database_tables() {
+        let problems = validate(
+            r#"
+            [pipeline]
+            name = "shop"
+            [source]
+            kind = "mysql"
+            url = "mysql://sluice@127.0.0.1:33069/shop"
+            tables = ["orders"]
+            [[sinks]]
+            kind = "delta"
+            path = "./lake"
+            "#,
+        )
+        .unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("server_id is required"));
+        assert!(problems[1].contains("write \"database.table\""));
+        let ok = validate(
+            r#"
+            [pipeline]
+            name = "shop"
+            [source]
+            kind = "mysql"
+            url = "mysql://sluice:pw@127.0.0.1:33069/shop"
+            tables = ["shop.orders"]
+            server_id = 4242
+            [[sinks]]
+            kind = "delta"
+            path = "./lake"
+            "#,
+        )
+        .unwrap();
+        let Validated::Mysql(m) = ok else {
+            panic!("mysql settings")
+        };
+        assert_eq!((m.server_id, m.tables[0].to_string()), (4242, "shop.orders".into()));
     }
 
     #[test]

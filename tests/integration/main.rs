@@ -8,6 +8,7 @@ mod changes;
 mod exactly_once;
 mod incremental;
 mod large_transaction;
+mod mysql;
 mod server_problems;
 mod shutdown;
 mod snapshot;

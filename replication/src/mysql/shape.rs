@@ -531,7 +531,7 @@ fn int(c: &Cell<'_>) -> std::result::Result<i128, String> {
 /// Days since 1970-01-01 of a calendar date; zero and impossible dates are errors.
 fn days(y: u16, m: u8, d: u8) -> std::result::Result<i32, String> {
     let valid = (1..=12).contains(&m) && d >= 1 && {
-        let leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+        let leap = (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
         let last = [
             31,
             if leap { 29 } else { 28 },

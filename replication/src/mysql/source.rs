@@ -326,11 +326,8 @@ impl Source {
             Kind::Query => {
                 let query: QueryEvent<'_> = event.read_event().map_err(bad)?;
                 match query.query().trim() {
-                    "BEGIN" => {
-                        if self.open.is_none() {
-                            self.begin();
-                        }
-                    }
+                    "BEGIN" if self.open.is_none() => self.begin(),
+                    "BEGIN" => {}
                     "COMMIT" => self.commit(log_pos, header.timestamp())?,
                     _ if self.open.is_none() => {
                         // A statement on its own (DDL): a transaction boundary.

@@ -1,0 +1,485 @@
+//! MariaDB binlog → Delta against the MariaDB started by `scripts/dev-db.sh start`: every type,
+//! three tables with ADD COLUMN, 20 SIGKILLs, binlog rotation and a server restart, and every
+//! misconfiguration `sluice check` names. The MySQL tests take one lock: some restart or purge
+//! the shared server.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use rand::{Rng, SeedableRng};
+use serde_json::{json, Value};
+
+use crate::support::{error_lines, ok, read_delta, run_sluice, sluice, terminate, PASSWORD};
+
+pub const MY_PORT: u16 = 33069;
+pub const BAD_MY_PORT: u16 = 33070;
+
+static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Root connection for set-up. Fails loudly when the dev MariaDB is not running.
+async fn my_admin() -> mysql_async::Conn {
+    let opts = mysql_async::OptsBuilder::default()
+        .ip_or_hostname("127.0.0.1")
+        .tcp_port(MY_PORT)
+        .user(Some("root"))
+        .prefer_socket(false);
+    mysql_async::Conn::new(opts).await.unwrap_or_else(|e| {
+        panic!("the dev MariaDB is not reachable on 127.0.0.1:{MY_PORT} ({e}): run scripts/dev-db.sh start")
+    })
+}
+
+async fn exec(db: &mut mysql_async::Conn, sql: &str) {
+    db.query_drop(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+}
+
+/// A test's database (dropped and created) and temp lake.
+struct MyPipeline {
+    name: String,
+    dir: tempfile::TempDir,
+}
+
+impl MyPipeline {
+    async fn new(name: &str, db: &mut mysql_async::Conn) -> Self {
+        exec(db, &format!("DROP DATABASE IF EXISTS {name}")).await;
+        exec(db, &format!("CREATE DATABASE {name}")).await;
+        MyPipeline {
+            name: name.to_string(),
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    fn lake(&self) -> PathBuf {
+        self.dir.path().join("lake")
+    }
+
+    fn config_at(&self, tables: &[&str], port: u16, server_id: u32) -> PathBuf {
+        let tables: Vec<String> = tables
+            .iter()
+            .map(|t| format!("\"{}.{t}\"", self.name))
+            .collect();
+        let text = format!(
+            "[pipeline]\nname = \"{name}\"\n\n[source]\nkind = \"mysql\"\nurl = \"mysql://sluice@127.0.0.1:{port}/{name}\"\ntables = [{tables}]\nserver_id = {server_id}\n\n[[sinks]]\nkind = \"delta\"\npath = \"{lake}\"\nmax_batch_rows = 20000\nmax_batch_latency = \"100ms\"\n",
+            name = self.name,
+            tables = tables.join(", "),
+            lake = self.lake().display(),
+        );
+        let path = self.dir.path().join("sluice.toml");
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    fn config(&self, tables: &[&str], server_id: u32) -> PathBuf {
+        self.config_at(tables, MY_PORT, server_id)
+    }
+
+    fn rows(&self, table: &str) -> Vec<Value> {
+        read_delta(&self.lake().join(&self.name).join(table), None)
+    }
+}
+
+/// Replay a changelog by `id`; rows are (id → v) and no (position, seq) twice.
+fn replay(rows: &[Value]) -> BTreeMap<i64, i64> {
+    let mut seen = std::collections::HashSet::new();
+    let mut state = BTreeMap::new();
+    for r in rows {
+        let at = (
+            r["_sluice_lsn"].as_i64().unwrap(),
+            r["_sluice_seq"].as_i64().unwrap(),
+        );
+        assert!(seen.insert(at), "change at {at:?} landed twice");
+        let id = r["id"].as_i64().unwrap();
+        match r["_sluice_op"].as_str().unwrap() {
+            "c" | "u" => {
+                state.insert(id, r["v"].as_i64().unwrap());
+            }
+            "d" => {
+                state.remove(&id);
+            }
+            op => panic!("unexpected op {op}"),
+        }
+    }
+    state
+}
+
+async fn source(db: &mut mysql_async::Conn, table: &str) -> BTreeMap<i64, i64> {
+    let rows: Vec<(i64, i64)> = db
+        .query(format!("SELECT id, v FROM {table}"))
+        .await
+        .expect("read source");
+    rows.into_iter().collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_every_type_lands_exactly() {
+    let _server = SERVER.lock().await;
+    let mut db = my_admin().await;
+    let p = MyPipeline::new("my_types", &mut db).await;
+    exec(
+        &mut db,
+        "CREATE TABLE my_types.t (
+            id int PRIMARY KEY, ti tinyint, tu tinyint unsigned, si smallint, su smallint unsigned,
+            mi mediumint, iu int unsigned, bi bigint, bu bigint unsigned, dc decimal(20,6),
+            wide decimal(50,10), f float, d double, bt bit(12), dt date, dtm datetime(6),
+            ts timestamp(3) NULL, tm time(2), y year, c char(5), vc varchar(300), lt text,
+            l1 varchar(10) CHARACTER SET latin1, bin varbinary(10), bl blob, e enum('small','big'),
+            st set('r','g','b'), js json)",
+    )
+    .await;
+    let config = p.config(&["t"], 5101);
+    // Start streaming before the rows are written.
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    exec(
+        &mut db,
+        "INSERT INTO my_types.t VALUES
+         (1, -128, 255, -32768, 65535, -8388608, 4294967295, -9223372036854775808,
+          18446744073709551615, -12345678901234.123456, 1234567890123456789012345678901234567890.0123456789,
+          1.5, -2.25, b'101010101010', '1000-01-01', '2026-11-27 23:59:59.999999',
+          '2038-01-19 03:14:07.999', '-838:59:59.50', 2155, 'ab', 'héllo wörld', REPEAT('x', 1000),
+          'café', X'00FF10', X'DEADBEEF', 'big', 'r,b', '{\"k\": [1, 2.5, \"s\", null, true]}'),
+         (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
+         (3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'0', '9999-12-31', '1970-01-01 00:00:00', '1970-01-01 00:00:01',
+          '00:00:00', 0, '', '', '', '', X'', X'', 'small', '', '[]')",
+    )
+    .await;
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let rows = p.rows("t");
+    assert_eq!(rows.len(), 3);
+    let r = |id: i64| rows.iter().find(|r| r["id"] == id).unwrap().clone();
+    let first = r(1);
+    let expect = json!({
+        "ti": -128, "tu": 255, "si": -32768, "su": 65535, "mi": -8388608, "iu": 4294967295u64,
+        "bi": -9223372036854775808i64, "bu": "18446744073709551615",
+        "dc": "-12345678901234.123456",
+        "wide": "1234567890123456789012345678901234567890.0123456789",
+        "f": 1.5, "d": -2.25, "bt": 2730, "dt": "1000-01-01",
+        "dtm": "2026-11-27 23:59:59.999999", "ts": "2038-01-19 03:14:07.999000+00:00",
+        "tm": "-838:59:59.500000", "y": 2155, "c": "ab", "vc": "héllo wörld",
+        "l1": "café", "bin": "b'\\x00\\xff\\x10'", "bl": "b'\\xde\\xad\\xbe\\xef'",
+        "e": "big", "st": "r,b", "js": "{\"k\": [1, 2.5, \"s\", null, true]}",
+        "_sluice_op": "c", "_sluice_unchanged": null,
+    });
+    for (k, v) in expect.as_object().unwrap() {
+        assert_eq!(&first[k], v, "column {k}");
+    }
+    assert_eq!(first["lt"].as_str().unwrap().len(), 1000);
+    let nulls = r(2);
+    for (k, v) in nulls.as_object().unwrap() {
+        if !k.starts_with("_sluice") && k != "id" {
+            assert!(v.is_null(), "column {k} should be null, is {v}");
+        }
+    }
+    let third = r(3);
+    assert_eq!(third["y"], 0, "YEAR 0000");
+    assert_eq!(third["e"], "small");
+    assert_eq!(third["st"], "");
+    assert_eq!(third["dt"], "9999-12-31");
+    assert_eq!(third["bu"], "0");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_changes_across_three_tables_with_add_column() {
+    let _server = SERVER.lock().await;
+    let mut db = my_admin().await;
+    let p = MyPipeline::new("my_e2e", &mut db).await;
+    for t in ["a", "b", "c"] {
+        exec(
+            &mut db,
+            &format!("CREATE TABLE my_e2e.{t} (id int PRIMARY KEY, v int)"),
+        )
+        .await;
+    }
+    let config = p.config(&["a", "b", "c"], 5102);
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    exec(
+        &mut db,
+        "START TRANSACTION;
+         INSERT INTO my_e2e.a VALUES (1, 1), (2, 2);
+         INSERT INTO my_e2e.b VALUES (1, 10);
+         COMMIT;
+         UPDATE my_e2e.a SET v = 20 WHERE id = 2;
+         UPDATE my_e2e.a SET id = 3 WHERE id = 1;
+         DELETE FROM my_e2e.b WHERE id = 1;
+         INSERT INTO my_e2e.c VALUES (7, 70);
+         ALTER TABLE my_e2e.a ADD COLUMN note varchar(20);
+         INSERT INTO my_e2e.a VALUES (4, 4, 'new column');",
+    )
+    .await;
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let a = p.rows("a");
+    let ops: Vec<(String, i64)> = a
+        .iter()
+        .map(|r| {
+            (
+                r["_sluice_op"].as_str().unwrap().to_string(),
+                r["id"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, i64)> = [("c", 1), ("c", 2), ("u", 2), ("d", 1), ("u", 3), ("c", 4)]
+        .iter()
+        .map(|(o, i)| (o.to_string(), *i))
+        .collect();
+    assert_eq!(ops, expected);
+    assert_eq!(a.last().unwrap()["note"], "new column");
+    assert!(
+        a[0]["note"].is_null(),
+        "rows before ADD COLUMN read back with null"
+    );
+    let b = p.rows("b");
+    assert_eq!(
+        b.iter()
+            .map(|r| r["_sluice_op"].as_str().unwrap())
+            .collect::<Vec<_>>(),
+        ["c", "d"]
+    );
+    assert_eq!(p.rows("c")[0]["v"], 70);
+    // One source transaction across a and b: the same position in both.
+    assert_eq!(a[0]["_sluice_lsn"], b[0]["_sluice_lsn"]);
+    for t in ["a", "b", "c"] {
+        let replayed = replay(&p.rows(t));
+        assert_eq!(
+            replayed,
+            source(&mut db, &format!("my_e2e.{t}")).await,
+            "table {t}"
+        );
+    }
+    // An incompatible change stops the table with table, column and position.
+    exec(
+        &mut db,
+        "INSERT INTO my_e2e.c VALUES (9, 90); ALTER TABLE my_e2e.c MODIFY v varchar(10); INSERT INTO my_e2e.c VALUES (8, 'x')",
+    )
+    .await;
+    let out = run_sluice(&["run", "--until", "caught-up"], &config);
+    assert!(!out.status.success());
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("table my_e2e.c column v at binlog binlog.")
+            && errors[0].contains("incompatible schema change"),
+        "{}",
+        errors[0]
+    );
+}
+
+/// Inserts, updates and deletes in 1..50-row transactions until `rows` changes were made.
+async fn workload(db_name: &'static str, tables: &'static [&'static str], rows: usize, seed: u64) {
+    let mut db = my_admin().await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut next: i64 = 1;
+    let mut changed = 0;
+    while changed < rows {
+        let n = rng.gen_range(20..200);
+        let t = tables[rng.gen_range(0..tables.len())];
+        let values: Vec<String> = (next..next + n).map(|i| format!("({i}, 0)")).collect();
+        let lo = rng.gen_range(1..=next);
+        let sql = format!(
+            "START TRANSACTION;
+             INSERT INTO {db_name}.{t} VALUES {};
+             UPDATE {db_name}.{t} SET v = v + 1 WHERE id BETWEEN {lo} AND {};
+             DELETE FROM {db_name}.{t} WHERE id = {};
+             COMMIT;",
+            values.join(","),
+            lo + 10,
+            rng.gen_range(1..=next)
+        );
+        exec(&mut db, &sql).await;
+        next += n;
+        changed += n as usize + 12;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_sigkill_at_random_moments_loses_and_duplicates_nothing() {
+    let _server = SERVER.lock().await;
+    let mut db = my_admin().await;
+    let p = MyPipeline::new("my_kill", &mut db).await;
+    for t in ["a", "b"] {
+        exec(
+            &mut db,
+            &format!("CREATE TABLE my_kill.{t} (id int PRIMARY KEY, v int)"),
+        )
+        .await;
+    }
+    let config = p.config(&["a", "b"], 5103);
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let writer = tokio::spawn(workload("my_kill", &["a", "b"], 200_000, 9));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(4);
+    for _ in 0..20 {
+        let mut child = sluice()
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn");
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(100..900))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+    }
+    writer.await.unwrap();
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    for t in ["a", "b"] {
+        let replayed = replay(&p.rows(t));
+        let source = source(&mut db, &format!("my_kill.{t}")).await;
+        assert_eq!(replayed.len(), source.len(), "table {t}: row counts");
+        assert!(
+            replayed == source,
+            "table {t}: changelog differs from the source"
+        );
+    }
+}
+
+/// Restart the shared MariaDB (the dev-db script starts it again).
+fn restart_mariadb() {
+    let dir = std::env::var("SLUICE_DEV_DIR").unwrap_or_else(|_| "/var/tmp/sluice-dev".into());
+    let down = std::process::Command::new("mariadb-admin")
+        .args([
+            &format!("--socket={dir}/mariadb/mariadb.sock"),
+            "-uroot",
+            "shutdown",
+        ])
+        .status()
+        .expect("mariadb-admin");
+    assert!(down.success());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/dev-db.sh");
+    let up = std::process::Command::new(script)
+        .arg("start")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("dev-db.sh start");
+    assert!(up.success());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_resumes_after_rotation_and_server_restart() {
+    let _server = SERVER.lock().await;
+    let mut db = my_admin().await;
+    let p = MyPipeline::new("my_rot", &mut db).await;
+    exec(&mut db, "CREATE TABLE my_rot.t (id int PRIMARY KEY, v int)").await;
+    let config = p.config(&["t"], 5104);
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    exec(
+        &mut db,
+        "INSERT INTO my_rot.t VALUES (1, 1); FLUSH BINARY LOGS; INSERT INTO my_rot.t VALUES (2, 2)",
+    )
+    .await;
+    // A running pipeline rides through a server restart.
+    let child = crate::support::spawn_run(&config);
+    exec(&mut db, "INSERT INTO my_rot.t VALUES (3, 3)").await;
+    drop(db);
+    restart_mariadb();
+    let mut db = my_admin().await;
+    exec(&mut db, "INSERT INTO my_rot.t VALUES (4, 4); FLUSH BINARY LOGS; UPDATE my_rot.t SET v = 40 WHERE id = 4").await;
+    terminate(child);
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let rows = p.rows("t");
+    assert_eq!(replay(&rows), source(&mut db, "my_rot.t").await);
+    assert_eq!(rows.len(), 5);
+    let status = ok(run_sluice(&["status"], &config));
+    assert!(status.contains("lag 0 bytes"), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_misconfigurations_are_reported_with_their_fixes() {
+    let _server = SERVER.lock().await;
+    let mut db = my_admin().await;
+    let p = MyPipeline::new("my_bad", &mut db).await;
+    exec(&mut db, "CREATE TABLE my_bad.t (id int PRIMARY KEY, v int)").await;
+
+    // The misconfigured server: every binlog setting wrong, and a user without grants.
+    let config = p.config_at(&["keyed"], BAD_MY_PORT, 5105);
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("my_bad", "shop");
+    std::fs::write(&config, text).unwrap();
+    let out = run_sluice(&["check"], &config);
+    assert!(!out.status.success());
+    let errors = error_lines(&out);
+    for expected in [
+        "binary logging is off",
+        "binlog_format is STATEMENT",
+        "binlog_row_image is MINIMAL",
+        "binlog_row_metadata is MINIMAL",
+        "binlog event compression is on (log_bin_compress)",
+        "lacks REPLICATION SLAVE and BINLOG MONITOR",
+    ] {
+        assert_eq!(
+            errors.iter().filter(|e| e.contains(expected)).count(),
+            1,
+            "{expected} in {errors:?}"
+        );
+    }
+    assert_eq!(errors.len(), 6, "{errors:?}");
+    let out = run_sluice(&["run"], &config);
+    assert!(!out.status.success());
+    assert!(!p.lake().exists(), "nothing created");
+
+    // The server's own server_id.
+    let config = p.config(&["t"], 1);
+    let errors = error_lines(&run_sluice(&["check"], &config));
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("server_id 1 is the server's own"),
+        "{}",
+        errors[0]
+    );
+
+    // Binlogs purged past the stored position: definite, with how to start over.
+    let config = p.config(&["t"], 5105);
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    exec(&mut db, "INSERT INTO my_bad.t VALUES (1, 1)").await;
+    let state = p.lake().join("_sluice_state/my_bad.json");
+    let state: Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
+    let stored = state["binlog"]["file"].as_str().unwrap().to_string();
+    // MariaDB keeps a binlog its crash recovery still needs: rotate and purge until it is gone.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        exec(&mut db, "FLUSH BINARY LOGS").await;
+        let current: mysql_async::Row =
+            db.query_first("SHOW MASTER STATUS").await.unwrap().unwrap();
+        let current: String = current.get(0).unwrap();
+        exec(&mut db, &format!("PURGE BINARY LOGS TO '{current}'")).await;
+        let logs: Vec<mysql_async::Row> = db.query("SHOW BINARY LOGS").await.unwrap();
+        if !logs
+            .iter()
+            .any(|r| r.get::<String, _>(0).as_deref() == Some(&stored))
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{stored} was never purged"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let out = run_sluice(&["run", "--until", "caught-up"], &config);
+    assert!(!out.status.success());
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("was purged from the server") && errors[0].contains("re-snapshot"),
+        "{}",
+        errors[0]
+    );
+
+    // A wrong password: one line.
+    let out = sluice()
+        .env("SLUICE_SOURCE_PASSWORD", "wrong")
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("authentication failed for user sluice"),
+        "{}",
+        errors[0]
+    );
+    let _ = PASSWORD;
+}
