@@ -40,7 +40,7 @@ START_POS=$(python3 -c "import json,sys; print(json.load(open(sys.argv[1]))['bin
 echo "writing $N rows in 1000-row transactions"
 for ((i = 0; i < N; i += 1000)); do
   echo "INSERT INTO bench.narrow SELECT seq, seq % 1000, CONCAT('row ', seq), NOW(6), seq / 100 FROM seq_$((i + 1))_to_$((i + 1000));"
-done | my
+done | my bench
 STOP=$(my -N -e "SHOW MASTER STATUS" | awk '{print $2}')
 
 now() { date +%s.%N; }
