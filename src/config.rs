@@ -69,6 +69,9 @@ pub enum SourceConfig {
         tables: Vec<String>,
         /// This replica's id, unique among the server's replicas (and not the server's own).
         server_id: Option<u32>,
+        /// Copy the tables' existing rows on the first run.
+        #[serde(default)]
+        snapshot: SnapshotMode,
     },
 }
 
@@ -199,6 +202,7 @@ pub struct MySettings {
     pub info: MyConnInfo,
     pub tables: Vec<TableName>,
     pub server_id: u32,
+    pub snapshot: SnapshotMode,
     pub lake: PathBuf,
     pub max_batch_rows: usize,
     pub max_batch_bytes: usize,
@@ -307,6 +311,7 @@ impl Config {
             url,
             tables,
             server_id,
+            snapshot,
         } = &self.source
         else {
             return Err(vec!["[source] is not mysql".into()]);
@@ -344,6 +349,7 @@ impl Config {
                 info,
                 tables: parsed,
                 server_id,
+                snapshot: *snapshot,
                 lake: sink.lake,
                 max_batch_rows: sink.max_batch_rows,
                 max_batch_bytes: sink.max_batch_bytes,
@@ -498,7 +504,10 @@ mod tests {
         let Validated::Mysql(m) = ok else {
             panic!("mysql settings")
         };
-        assert_eq!((m.server_id, m.tables[0].to_string()), (4242, "shop.orders".into()));
+        assert_eq!(
+            (m.server_id, m.tables[0].to_string()),
+            (4242, "shop.orders".into())
+        );
     }
 
     #[test]

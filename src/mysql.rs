@@ -25,8 +25,13 @@ use sinks::delta::DeltaSink;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::MySettings;
+use replication::cdc::RowPosition;
+use replication::change::Event;
+use replication::mysql::snapshot::Consistent;
+
+use crate::config::{MySettings, SnapshotMode};
 use crate::pipeline::{join_sink, spawn_sink, with_retries, PipelineError};
+use crate::progress::Progress;
 use crate::state::{SnapshotState, State};
 
 /// How often the resume position is written while it moves.
@@ -90,16 +95,35 @@ pub async fn run(
             requests_seen: None,
             binlog: None,
         });
-    let start = match &state.binlog {
-        Some(p) => p.clone(),
-        None => {
-            // No state: the oldest table position if the lake has any, else from now on.
-            let sink =
-                DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
-            let oldest = sink.positions().iter().filter_map(|p| p.position).min();
-            match oldest {
-                Some(lsn) => BinlogPosition::unpack(lsn, &current.file),
-                None => current.clone(),
+    let first_run = state.binlog.is_none() || state.snapshot == SnapshotState::Pending;
+    let start = if first_run && settings.snapshot != SnapshotMode::Never {
+        state.snapshot = SnapshotState::Pending;
+        state
+            .save(&settings.lake, &settings.name)
+            .map_err(|e| state_error(settings, e))?;
+        let start = initial_snapshot(settings, server.mariadb).await?;
+        state.snapshot = SnapshotState::Done;
+        if settings.snapshot == SnapshotMode::InitialOnly {
+            state.binlog = Some(start);
+            state
+                .save(&settings.lake, &settings.name)
+                .map_err(|e| state_error(settings, e))?;
+            return Ok(SourceExit::CaughtUp);
+        }
+        start
+    } else {
+        match &state.binlog {
+            Some(p) => p.clone(),
+            None => {
+                // No state: the oldest table position if the lake has any, else from now on.
+                let sink =
+                    DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables)
+                        .await?;
+                let oldest = sink.positions().iter().filter_map(|p| p.position).min();
+                match oldest {
+                    Some(lsn) => BinlogPosition::unpack(lsn, &current.file),
+                    None => current.clone(),
+                }
             }
         }
     };
@@ -145,6 +169,95 @@ pub async fn run(
         session(settings, options.clone(), resume.clone(), cancel.clone())
     })
     .await
+}
+
+/// Copy the tables a previous run did not finish (all of them on a first run) at one
+/// consistent binlog position; each table commits once, at that position. Returns where
+/// streaming starts: the oldest position any table was copied at, so a table finished by an
+/// interrupted earlier run misses nothing (the sink skips what each table already holds).
+async fn initial_snapshot(
+    settings: &MySettings,
+    mariadb: bool,
+) -> Result<BinlogPosition, PipelineError> {
+    let started = std::time::Instant::now();
+    let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
+    let done: Vec<_> = sink
+        .positions()
+        .into_iter()
+        .filter_map(|p| p.position.map(|at| ((*p.table).clone(), at)))
+        .collect();
+    let todo: Vec<_> = settings
+        .tables
+        .iter()
+        .filter(|t| !done.iter().any(|(d, _)| d == *t))
+        .cloned()
+        .collect();
+    let mut snapshot = Consistent::begin(&settings.info, mariadb).await?;
+    let position = snapshot.position.clone();
+    let packed = position.packed().ok_or_else(|| {
+        replication::Error::Protocol(format!("binlog position {position} cannot be ordered"))
+    })?;
+    tracing::info!(%position, tables = todo.len(), "initial snapshot started");
+    let (tx, _durable, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
+    let progress = Progress::new("snapshot");
+    let stop_reporting = CancellationToken::new();
+    let reporter = tokio::spawn(progress.clone().report(stop_reporting.clone()));
+    let row_position = RowPosition {
+        lsn: packed,
+        seq: 0,
+        commit_ts: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as i64),
+    };
+    let mut copied = Ok(0u64);
+    for table in &todo {
+        let counter = progress.add(&table.to_string(), 0);
+        let rows = snapshot
+            .copy_table(
+                table,
+                settings.max_batch_rows.min(65_536),
+                row_position,
+                &tx,
+                &counter,
+            )
+            .await;
+        match rows {
+            Ok(n) => {
+                progress.finish(&table.to_string());
+                copied = copied.map(|c| c + n);
+            }
+            Err(e) => {
+                copied = Err(e);
+                break;
+            }
+        }
+    }
+    stop_reporting.cancel();
+    let _ = reporter.await;
+    if copied.is_ok() {
+        let commit = Event::SnapshotCommit {
+            commit_lsn: packed,
+            end_lsn: packed,
+        };
+        if let Ok(permit) = tx.reserve(commit.memory_size()).await {
+            let _ = tx.send(commit, permit);
+        }
+    }
+    drop(tx);
+    let sink_result = join_sink(sink_task, &settings.lake).await;
+    snapshot.close().await;
+    sink_result?;
+    let rows = copied?;
+    tracing::info!(
+        rows,
+        seconds = started.elapsed().as_secs_f64(),
+        "initial snapshot done"
+    );
+    let oldest = done.iter().map(|(_, at)| *at).min();
+    Ok(match oldest {
+        Some(at) if at < packed => BinlogPosition::unpack(at, &position.file),
+        _ => position,
+    })
 }
 
 /// One binlog connection's worth of streaming, from the last saved resume position.

@@ -32,7 +32,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// I/O failed on an established connection.
-    #[error("connection to postgres lost: {0}")]
+    #[error("connection to the source lost: {0}")]
     Io(#[from] std::io::Error),
     /// TLS was required but the server refused it, or the handshake failed.
     #[error("tls: {reason}")]

@@ -79,6 +79,16 @@ impl MyPipeline {
     fn rows(&self, table: &str) -> Vec<Value> {
         read_delta(&self.lake().join(&self.name).join(table), None)
     }
+
+    /// The rows, or none while the table does not exist yet.
+    fn rows_if_any(&self, table: &str) -> Vec<Value> {
+        let path = self.lake().join(&self.name).join(table);
+        if path.join("_delta_log").exists() {
+            read_delta(&path, None)
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// Replay a changelog by `id`; rows are (id → v) and no (position, seq) twice.
@@ -130,25 +140,54 @@ async fn mysql_every_type_lands_exactly() {
     )
     .await;
     let config = p.config(&["t"], 5101);
-    // Start streaming before the rows are written.
-    ok(run_sluice(&["run", "--until", "caught-up"], &config));
-    exec(
-        &mut db,
-        "INSERT INTO my_types.t VALUES
-         (1, -128, 255, -32768, 65535, -8388608, 4294967295, -9223372036854775808,
+    let values = [
+        "-128, 255, -32768, 65535, -8388608, 4294967295, -9223372036854775808,
           18446744073709551615, -12345678901234.123456, 1234567890123456789012345678901234567890.0123456789,
           1.5, -2.25, b'101010101010', '1000-01-01', '2026-11-27 23:59:59.999999',
           '2038-01-19 03:14:07.999', '-838:59:59.50', 2155, 'ab', 'héllo wörld', REPEAT('x', 1000),
-          'café', X'00FF10', X'DEADBEEF', 'big', 'r,b', '{\"k\": [1, 2.5, \"s\", null, true]}'),
-         (2, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
-          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL),
-         (3, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'0', '9999-12-31', '1970-01-01 00:00:00', '1970-01-01 00:00:01',
-          '00:00:00', 0, '', '', '', '', X'', X'', 'small', '', '[]')",
-    )
-    .await;
+          'café', X'00FF10', X'DEADBEEF', 'big', 'r,b', '{\"k\": [1, 2.5, \"s\", null, true]}'",
+        "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL,
+          NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+        "0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'0', '9999-12-31', '1970-01-01 00:00:00', '1970-01-01 00:00:01',
+          '00:00:00', 0, '', '', '', '', X'', X'', 'small', '', '[]'",
+    ];
+    // Rows 1-3 exist before the first run (the snapshot reads them), rows 11-13 are the same
+    // values written afterwards (the binlog carries them).
+    for (i, v) in values.iter().enumerate() {
+        exec(
+            &mut db,
+            &format!("INSERT INTO my_types.t VALUES ({}, {v})", i + 1),
+        )
+        .await;
+    }
     ok(run_sluice(&["run", "--until", "caught-up"], &config));
-    let rows = p.rows("t");
-    assert_eq!(rows.len(), 3);
+    for (i, v) in values.iter().enumerate() {
+        exec(
+            &mut db,
+            &format!("INSERT INTO my_types.t VALUES ({}, {v})", i + 11),
+        )
+        .await;
+    }
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let all = p.rows("t");
+    assert_eq!(all.len(), 6);
+    for id in 1..=3 {
+        let read = all.iter().find(|r| r["id"] == id).unwrap();
+        let streamed = all.iter().find(|r| r["id"] == id + 10).unwrap();
+        assert_eq!(
+            (read["_sluice_op"].as_str(), streamed["_sluice_op"].as_str()),
+            (Some("r"), Some("c"))
+        );
+        for (k, v) in read.as_object().unwrap() {
+            if !k.starts_with("_sluice") && k != "id" {
+                assert_eq!(v, &streamed[k], "column {k}: snapshot and binlog differ");
+            }
+        }
+    }
+    let rows: Vec<Value> = all
+        .into_iter()
+        .filter(|r| r["id"].as_i64().unwrap() < 10)
+        .collect();
     let r = |id: i64| rows.iter().find(|r| r["id"] == id).unwrap().clone();
     let first = r(1);
     let expect = json!({
@@ -161,7 +200,7 @@ async fn mysql_every_type_lands_exactly() {
         "tm": "-838:59:59.500000", "y": 2155, "c": "ab", "vc": "héllo wörld",
         "l1": "café", "bin": "b'\\x00\\xff\\x10'", "bl": "b'\\xde\\xad\\xbe\\xef'",
         "e": "big", "st": "r,b", "js": "{\"k\": [1, 2.5, \"s\", null, true]}",
-        "_sluice_op": "c", "_sluice_unchanged": null,
+        "_sluice_op": "r", "_sluice_unchanged": null,
     });
     for (k, v) in expect.as_object().unwrap() {
         assert_eq!(&first[k], v, "column {k}");
@@ -371,6 +410,13 @@ async fn mysql_resumes_after_rotation_and_server_restart() {
     // A running pipeline rides through a server restart.
     let child = crate::support::spawn_run(&config);
     exec(&mut db, "INSERT INTO my_rot.t VALUES (3, 3)").await;
+    // Restart once the running pipeline has streamed that row (it is past its start-up, where
+    // an unreachable server is reported rather than waited for).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while p.rows_if_any("t").len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "row 3 never streamed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     drop(db);
     restart_mariadb();
     let mut db = my_admin().await;

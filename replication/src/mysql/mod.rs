@@ -18,4 +18,5 @@ pub mod events;
 pub mod position;
 pub mod rows;
 pub mod shape;
+pub mod snapshot;
 pub mod source;

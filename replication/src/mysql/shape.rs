@@ -507,6 +507,10 @@ impl Column {
                 b.append_value(out);
             }
             (Column::Utf8(b), MyType::Json, Cell::Json(text)) => b.append_value(text),
+            // A snapshot reads enum and set values as their labels already.
+            (Column::Utf8(b), MyType::Enum(_) | MyType::Set(_), Cell::Bytes(text)) => {
+                b.append_value(std::str::from_utf8(text).map_err(|e| format!("not UTF-8: {e}"))?);
+            }
             (Column::Utf8(b), MyType::Text(Charset::Latin1), Cell::Bytes(bytes)) => {
                 b.append_value(bytes.iter().map(|c| cp1252(*c)).collect::<String>());
             }

@@ -244,7 +244,11 @@ impl Source {
                 _ = tick.tick() => {}
                 event = stream.next() => {
                     let Some(event) = event else {
-                        return Err(Error::Protocol("the server ended the binlog stream".into()));
+                        // A server shutting down closes the dump: reconnect and resume.
+                        return Err(Error::Io(std::io::Error::new(
+                            std::io::ErrorKind::ConnectionAborted,
+                            "the server ended the binlog stream",
+                        )));
                     };
                     let event = event.map_err(|e| dump_error(e, self.options.server_id))?;
                     self.apply(&event)?;
