@@ -88,10 +88,14 @@ pub struct TableBatch {
 pub enum Event {
     /// Whole committed transactions. `commit_lsn` is the last transaction's commit position,
     /// `end_lsn` the position just past it (what the slot may be confirmed to once durable).
+    ///
+    /// `gtid`: the source's own name for the position when it has one (MySQL/MariaDB: the
+    /// GTID set after the last transaction), kept in the Delta commit metadata.
     Committed {
         tables: Vec<TableBatch>,
         commit_lsn: Lsn,
         end_lsn: Lsn,
+        gtid: Option<Arc<str>>,
     },
     /// Rows of an in-progress (streamed) transaction `xid`, made by (sub)transaction
     /// `subxid`: to be written but not made visible until [`Event::StreamCommit`].

@@ -279,6 +279,29 @@ async fn mysql_changes_across_three_tables_with_add_column() {
     assert_eq!(p.rows("c")[0]["v"], 70);
     // One source transaction across a and b: the same position in both.
     assert_eq!(a[0]["_sluice_lsn"], b[0]["_sluice_lsn"]);
+    // The last commit of c records the server's GTID position as of its transaction.
+    let log = p.lake().join("my_e2e/c/_delta_log");
+    let mut commits: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    commits.sort();
+    let last = std::fs::read_to_string(commits.last().unwrap()).unwrap();
+    let info: Value = last
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v.get("commitInfo").is_some())
+        .unwrap();
+    let gtid = info["commitInfo"]["sluice.gtid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let pos: Option<String> = db.query_first("SELECT @@gtid_binlog_pos").await.unwrap();
+    let seq = |g: &str| g.strip_prefix("0-1-").and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        seq(&gtid).is_some_and(|n| n > 0 && Some(n) <= pos.as_deref().and_then(seq)),
+        "commit gtid {gtid:?}, server at {pos:?}"
+    );
     for t in ["a", "b", "c"] {
         let replayed = replay(&p.rows(t));
         assert_eq!(
@@ -537,7 +560,11 @@ async fn mysql_interrupted_snapshot_is_redone_without_loss_or_duplicate() {
     let _server = SERVER.lock().await;
     let mut db = my_admin().await;
     let p = MyPipeline::new("my_snap", &mut db).await;
-    exec(&mut db, "CREATE TABLE my_snap.t (id int PRIMARY KEY, v int)").await;
+    exec(
+        &mut db,
+        "CREATE TABLE my_snap.t (id int PRIMARY KEY, v int)",
+    )
+    .await;
     exec(
         &mut db,
         "INSERT INTO my_snap.t SELECT seq, 0 FROM my_snap.seq_1_to_300000",
@@ -545,11 +572,16 @@ async fn mysql_interrupted_snapshot_is_redone_without_loss_or_duplicate() {
     .await;
     let config = p.config(&["t"], 5106);
     let mut child = crate::support::spawn_run(&config);
-    let created = p.lake().join("my_snap/t/_delta_log/00000000000000000000.json");
+    let created = p
+        .lake()
+        .join("my_snap/t/_delta_log/00000000000000000000.json");
     crate::support::wait_for_file(&created, "the snapshot never started").await;
     child.kill().unwrap();
     child.wait().unwrap();
-    assert!(p.rows("t").is_empty(), "no row of the killed snapshot is visible");
+    assert!(
+        p.rows("t").is_empty(),
+        "no row of the killed snapshot is visible"
+    );
     exec(&mut db, "UPDATE my_snap.t SET v = 1 WHERE id <= 10; DELETE FROM my_snap.t WHERE id = 20; INSERT INTO my_snap.t VALUES (300001, 5)").await;
     ok(run_sluice(&["run", "--until", "caught-up"], &config));
     exec(&mut db, "UPDATE my_snap.t SET v = 2 WHERE id = 5").await;

@@ -105,6 +105,10 @@ struct Source {
     seen_end: Lsn,
     forwarded_end: Lsn,
     next_stream: u32,
+    /// Last GTID per replication domain (MariaDB) or source id (MySQL).
+    gtids: std::collections::BTreeMap<String, String>,
+    /// The GTID set as of the last pending commit.
+    pending_gtid: Option<Arc<str>>,
     /// The format description was seen (before it, the rotate event's checksum is not
     /// stripped by the decoder).
     seen_format: bool,
@@ -167,6 +171,8 @@ pub async fn run(
         forwarded_end: Lsn::ZERO,
         next_stream: 1,
         seen_format: false,
+        gtids: std::collections::BTreeMap::new(),
+        pending_gtid: None,
         events: Vec::new(),
     };
     let result = source.stream(&mut stream, &cancel).await;
@@ -322,11 +328,28 @@ impl Source {
                         self.describe(log_pos)
                     ))
                 })?;
+                self.gtids.insert(
+                    gtid.domain.to_string(),
+                    format!("{}-{}-{}", gtid.domain, header.server_id(), gtid.seq),
+                );
                 if !gtid.standalone {
                     self.begin();
                 }
             }
-            Kind::MysqlGtid => {}
+            Kind::MysqlGtid => {
+                if let Ok(Some(EventData::GtidEvent(g))) = event.read_data() {
+                    let hex: String = g.sid().iter().map(|b| format!("{b:02x}")).collect();
+                    let sid = format!(
+                        "{}-{}-{}-{}-{}",
+                        &hex[..8],
+                        &hex[8..12],
+                        &hex[12..16],
+                        &hex[16..20],
+                        &hex[20..]
+                    );
+                    self.gtids.insert(sid.clone(), format!("{sid}:{}", g.gno()));
+                }
+            }
             Kind::Query => {
                 let query: QueryEvent<'_> = event.read_event().map_err(bad)?;
                 match query.query().trim() {
@@ -610,6 +633,7 @@ impl Source {
             tables: committed,
             commit_lsn: commit,
             end_lsn: commit,
+            gtid: self.pending_gtid.take(),
         });
         let xid = self.next_stream - 1;
         if !open_rows.is_empty() {
@@ -640,6 +664,7 @@ impl Source {
                 }
                 slot.committed = 0;
             }
+            self.pending_gtid = None;
             self.events.push(Event::StreamCommit {
                 xid,
                 tables,
@@ -664,6 +689,7 @@ impl Source {
             }
         }
         self.pending_commit = Some(position);
+        self.pending_gtid = self.gtid_set();
         self.pending_rows += open.rows;
         self.pending_bytes += open.bytes;
         if self.deadline.is_none() {
@@ -675,6 +701,18 @@ impl Source {
             self.flush()?;
         }
         Ok(())
+    }
+
+    /// The last GTID of each domain, as MariaDB's `gtid_binlog_pos` writes them.
+    fn gtid_set(&self) -> Option<Arc<str>> {
+        (!self.gtids.is_empty()).then(|| {
+            self.gtids
+                .values()
+                .map(String::as_str)
+                .collect::<Vec<_>>()
+                .join(",")
+                .into()
+        })
     }
 
     /// Emit the committed transactions as one event (only between transactions).
@@ -710,6 +748,7 @@ impl Source {
             tables,
             commit_lsn: commit,
             end_lsn: commit,
+            gtid: self.pending_gtid.take(),
         });
         Ok(())
     }

@@ -312,6 +312,7 @@ impl Assembler {
             tables,
             commit_lsn,
             end_lsn,
+            gtid: None,
         });
         Ok(())
     }

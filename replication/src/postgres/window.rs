@@ -445,6 +445,7 @@ mod tests {
             }],
             commit_lsn: Lsn(1),
             end_lsn: Lsn(2),
+            gtid: None,
         }
     }
 

@@ -103,10 +103,12 @@ impl DeltaSink {
                 tables,
                 commit_lsn,
                 end_lsn,
+                gtid,
             } => {
                 for (table, parts) in group(tables) {
                     let t = self.table(&table).await?;
-                    t.commit(parts, None, &app_id, commit_lsn).await?;
+                    t.commit_gtid(parts, &app_id, commit_lsn, gtid.as_deref())
+                        .await?;
                 }
                 Ok(Some(end_lsn))
             }

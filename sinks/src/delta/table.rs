@@ -173,6 +173,30 @@ impl ChangelogTable {
         app_id: &str,
         commit_lsn: Lsn,
     ) -> Result<bool> {
+        let pending = self.write_parts(parts, stamp).await?;
+        self.commit_with(pending, app_id, commit_lsn, None, None)
+            .await
+    }
+
+    /// [`ChangelogTable::commit`] for rows that know their position, recording the source's
+    /// GTID set (MySQL/MariaDB) as `sluice.gtid` commit metadata.
+    pub async fn commit_gtid(
+        &mut self,
+        parts: Vec<Part>,
+        app_id: &str,
+        commit_lsn: Lsn,
+        gtid: Option<&str>,
+    ) -> Result<bool> {
+        let pending = self.write_parts(parts, None).await?;
+        self.commit_with(pending, app_id, commit_lsn, None, gtid)
+            .await
+    }
+
+    async fn write_parts(
+        &mut self,
+        parts: Vec<Part>,
+        stamp: Option<(Lsn, i64)>,
+    ) -> Result<PendingCommit> {
         let mut pending = PendingCommit::default();
         for part in parts {
             let batches = match part {
@@ -192,7 +216,7 @@ impl ChangelogTable {
                 self.write(&mut pending, batch).await?;
             }
         }
-        self.finish(pending, app_id, commit_lsn).await
+        Ok(pending)
     }
 
     /// Commit one incremental-snapshot chunk: its rows (possibly none) and, in the same
@@ -213,7 +237,7 @@ impl ChangelogTable {
         if pending.writer.is_none() {
             pending.writer = Some(self.writer()?);
         }
-        self.commit_with(pending, app_id, commit_lsn, Some(chunk))
+        self.commit_with(pending, app_id, commit_lsn, Some(chunk), None)
             .await
             .map(|_| ())
     }
@@ -259,7 +283,8 @@ impl ChangelogTable {
         app_id: &str,
         commit_lsn: Lsn,
     ) -> Result<bool> {
-        self.commit_with(pending, app_id, commit_lsn, None).await
+        self.commit_with(pending, app_id, commit_lsn, None, None)
+            .await
     }
 
     async fn commit_with(
@@ -268,6 +293,7 @@ impl ChangelogTable {
         app_id: &str,
         commit_lsn: Lsn,
         chunk: Option<u64>,
+        gtid: Option<&str>,
     ) -> Result<bool> {
         let Some(writer) = pending.writer else {
             return Ok(false);
@@ -278,13 +304,17 @@ impl ChangelogTable {
             properties = properties
                 .with_application_transaction(Transaction::new(chunk_app_id(app_id), chunk as i64));
         }
-        let properties = properties.with_metadata([
+        let mut metadata = vec![
             ("sluice.pipeline".to_string(), serde_json::json!(app_id)),
             (
                 "sluice.commit_lsn".to_string(),
                 serde_json::json!(commit_lsn.to_string()),
             ),
-        ]);
+        ];
+        if let Some(gtid) = gtid {
+            metadata.push(("sluice.gtid".to_string(), serde_json::json!(gtid)));
+        }
+        let properties = properties.with_metadata(metadata);
         let mut writer = writer.with_commit_properties(properties);
         let name = self.name.to_string();
         let table = self.table.as_mut().ok_or_else(|| Error::InvalidPath {
