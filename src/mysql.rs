@@ -26,11 +26,12 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use replication::cdc::RowPosition;
-use replication::change::Event;
 use replication::mysql::snapshot::Consistent;
 
 use crate::config::{MySettings, SnapshotMode};
-use crate::pipeline::{join_sink, spawn_sink, with_retries, PipelineError};
+use crate::pipeline::{
+    finish_snapshot, join_sink, now_micros, spawn_sink, with_retries, PipelineError,
+};
 use crate::progress::Progress;
 use crate::state::{SnapshotState, State};
 
@@ -205,9 +206,7 @@ async fn initial_snapshot(
     let row_position = RowPosition {
         lsn: packed,
         seq: 0,
-        commit_ts: std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_micros() as i64),
+        commit_ts: now_micros(),
     };
     let mut copied = Ok(0u64);
     for table in &todo {
@@ -234,17 +233,8 @@ async fn initial_snapshot(
     }
     stop_reporting.cancel();
     let _ = reporter.await;
-    if copied.is_ok() {
-        let commit = Event::SnapshotCommit {
-            commit_lsn: packed,
-            end_lsn: packed,
-        };
-        if let Ok(permit) = tx.reserve(commit.memory_size()).await {
-            let _ = tx.send(commit, permit);
-        }
-    }
-    drop(tx);
-    let sink_result = join_sink(sink_task, &settings.lake).await;
+    let commit = copied.is_ok().then_some((packed, packed));
+    let sink_result = finish_snapshot(tx, sink_task, &settings.lake, commit).await;
     snapshot.close().await;
     sink_result?;
     let rows = copied?;

@@ -319,6 +319,34 @@ pub(crate) fn spawn_sink(
     (tx, durable_rx, task)
 }
 
+/// End a snapshot's stream to the sink: make it visible (`commit`: at `.0`, durable up to
+/// `.1`) when the copy succeeded, then wait for the sink to finish.
+pub(crate) async fn finish_snapshot(
+    tx: queue::Sender<Event>,
+    sink_task: SinkTask,
+    lake: &std::path::Path,
+    commit: Option<(Lsn, Lsn)>,
+) -> Result<(), sinks::Error> {
+    if let Some((commit_lsn, end_lsn)) = commit {
+        let commit = Event::SnapshotCommit {
+            commit_lsn,
+            end_lsn,
+        };
+        if let Ok(permit) = tx.reserve(commit.memory_size()).await {
+            let _ = tx.send(commit, permit);
+        }
+    }
+    drop(tx);
+    join_sink(sink_task, lake).await
+}
+
+/// Now, in microseconds since the epoch (the commit time given to snapshot rows).
+pub(crate) fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}
+
 pub(crate) async fn join_sink(task: SinkTask, lake: &std::path::Path) -> Result<(), sinks::Error> {
     match task.await {
         Ok(r) => r,
@@ -352,9 +380,7 @@ async fn initial_snapshot(settings: &Settings, temporary: bool) -> Result<Lsn, P
         position: RowPosition {
             lsn: commit_lsn,
             seq: 0,
-            commit_ts: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as i64),
+            commit_ts: now_micros(),
         },
     };
     let progress = Progress::new("snapshot");
@@ -374,22 +400,8 @@ async fn initial_snapshot(settings: &Settings, temporary: bool) -> Result<Lsn, P
             progress.finish(table);
         }
     }
-    let copied = match copied {
-        Ok(rows) => {
-            let commit = Event::SnapshotCommit {
-                commit_lsn,
-                end_lsn: point,
-            };
-            let permit = tx.reserve(commit.memory_size()).await;
-            if let Ok(permit) = permit {
-                let _ = tx.send(commit, permit);
-            }
-            Ok(rows)
-        }
-        Err(e) => Err(e),
-    };
-    drop(tx);
-    let sink_result = join_sink(sink_task, &settings.lake).await;
+    let commit = copied.is_ok().then_some((commit_lsn, point));
+    let sink_result = finish_snapshot(tx, sink_task, &settings.lake, commit).await;
     exported.close().await;
     sink_result?;
     let rows = copied?;

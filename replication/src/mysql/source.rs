@@ -183,6 +183,13 @@ pub async fn run(
     result
 }
 
+fn batch_of(builder: &mut MyTableBuilder) -> Result<Option<TableBatch>> {
+    Ok(builder.take()?.map(|batch| TableBatch {
+        table: builder.shape().table.clone(),
+        batch,
+    }))
+}
+
 fn dump_error(source: mysql_async::Error, server_id: u32) -> Error {
     if let mysql_async::Error::Server(e) = &source {
         if e.message.contains("same server") || e.message.contains("server_id") {
@@ -566,16 +573,7 @@ impl Source {
                 xid
             }
         };
-        let mut tables = Vec::new();
-        for slot in self.slots.values_mut() {
-            if let Some(batch) = slot.builder.take()? {
-                tables.push(TableBatch {
-                    table: slot.builder.shape().table.clone(),
-                    batch,
-                });
-            }
-            slot.committed = 0;
-        }
+        let tables = self.take_all()?;
         if let Some(open) = self.open.as_mut() {
             open.streamed = Some(xid);
             open.rows = 0;
@@ -599,12 +597,7 @@ impl Source {
         let mut committed = Vec::new();
         let mut open_rows = Vec::new();
         for mut b in self.retired.drain(..) {
-            if let Some(batch) = b.take()? {
-                committed.push(TableBatch {
-                    table: b.shape().table.clone(),
-                    batch,
-                });
-            }
+            committed.extend(batch_of(&mut b)?);
         }
         for slot in self.slots.values_mut() {
             let Some(batch) = slot.builder.take()? else {
@@ -654,16 +647,7 @@ impl Source {
         };
         let commit_ts = i64::from(timestamp) * 1_000_000;
         if let Some(xid) = open.streamed {
-            let mut tables = Vec::new();
-            for slot in self.slots.values_mut() {
-                if let Some(batch) = slot.builder.take()? {
-                    tables.push(TableBatch {
-                        table: slot.builder.shape().table.clone(),
-                        batch,
-                    });
-                }
-                slot.committed = 0;
-            }
+            let tables = self.take_all()?;
             self.pending_gtid = None;
             self.events.push(Event::StreamCommit {
                 xid,
@@ -703,6 +687,19 @@ impl Source {
         Ok(())
     }
 
+    /// Every row in the builders (retired ones first), leaving them empty.
+    fn take_all(&mut self) -> Result<Vec<TableBatch>> {
+        let mut tables = Vec::new();
+        for mut b in self.retired.drain(..) {
+            tables.extend(batch_of(&mut b)?);
+        }
+        for slot in self.slots.values_mut() {
+            tables.extend(batch_of(&mut slot.builder)?);
+            slot.committed = 0;
+        }
+        Ok(tables)
+    }
+
     /// The last GTID of each domain, as MariaDB's `gtid_binlog_pos` writes them.
     fn gtid_set(&self) -> Option<Arc<str>> {
         (!self.gtids.is_empty()).then(|| {
@@ -723,24 +720,7 @@ impl Source {
         let Some(commit) = self.pending_commit.take() else {
             return Ok(());
         };
-        let mut tables = Vec::new();
-        for mut b in self.retired.drain(..) {
-            if let Some(batch) = b.take()? {
-                tables.push(TableBatch {
-                    table: b.shape().table.clone(),
-                    batch,
-                });
-            }
-        }
-        for slot in self.slots.values_mut() {
-            if let Some(batch) = slot.builder.take()? {
-                tables.push(TableBatch {
-                    table: slot.builder.shape().table.clone(),
-                    batch,
-                });
-            }
-            slot.committed = 0;
-        }
+        let tables = self.take_all()?;
         self.pending_rows = 0;
         self.pending_bytes = 0;
         self.deadline = None;
