@@ -603,3 +603,72 @@ async fn mysql_interrupted_snapshot_is_redone_without_loss_or_duplicate() {
     }
     assert_eq!(state, source(&mut db, "my_snap.t").await);
 }
+
+/// A transaction far larger than the batch limits is handed over in chunks and committed
+/// once, at its own position, with memory bounded; the committed rows before it stay apart.
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_large_transaction_is_chunked_and_committed_once() {
+    const ROWS: i64 = 600_000;
+    let _server = SERVER.lock().await;
+    let mut db = my_admin().await;
+    let p = MyPipeline::new("my_large", &mut db).await;
+    exec(
+        &mut db,
+        "CREATE TABLE my_large.t (id int PRIMARY KEY, v int, note varchar(40))",
+    )
+    .await;
+    let config = p.config(&["t"], 5107);
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    exec(
+        &mut db,
+        "INSERT INTO my_large.t VALUES (-1, 0, 'before'), (-2, 0, 'before')",
+    )
+    .await;
+    exec(
+        &mut db,
+        &format!(
+            "START TRANSACTION;
+             INSERT INTO my_large.t SELECT seq, seq % 1000, CONCAT('row ', seq) FROM my_large.seq_1_to_{ROWS};
+             UPDATE my_large.t SET v = -v WHERE id <= 1000;
+             DELETE FROM my_large.t WHERE id = -1;
+             COMMIT;"
+        ),
+    )
+    .await;
+    let out = sluice()
+        .env("SLUICE_LOG", "sluice=info")
+        .args(["run", "--until", "caught-up", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let peak: u64 = stderr
+        .split("peak_rss_bytes=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no peak_rss_bytes in: {stderr}"));
+    assert!(peak < 300 << 20, "peak RSS {peak} bytes");
+    let rows = p.rows("t");
+    let big: Vec<&Value> = rows
+        .iter()
+        .filter(|r| r["id"].as_i64().unwrap() > 0 || r["_sluice_op"] == "d")
+        .collect();
+    let positions: std::collections::HashSet<i64> = big
+        .iter()
+        .map(|r| r["_sluice_lsn"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        positions.len(),
+        1,
+        "the big transaction sits at one position"
+    );
+    let before = rows.iter().find(|r| r["id"] == -2).unwrap()["_sluice_lsn"]
+        .as_i64()
+        .unwrap();
+    assert!(before < *positions.iter().next().unwrap());
+    // Updates that change nothing (v = 0: ids -2, -1 and 1000) are not in the binlog.
+    assert_eq!(rows.len() as i64, 2 + ROWS + 999 + 1);
+    assert_eq!(replay(&rows), source(&mut db, "my_large.t").await);
+}
