@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use replication::cdc::RowPosition;
+use replication::change::TableName;
 use replication::mysql::snapshot::Consistent;
 
 use crate::config::{MySettings, SnapshotMode};
@@ -102,7 +103,7 @@ pub async fn run(
         state
             .save(&settings.lake, &settings.name)
             .map_err(|e| state_error(settings, e))?;
-        let start = initial_snapshot(settings, server.mariadb).await?;
+        let start = initial_snapshot(settings, server.mariadb, None).await?;
         state.snapshot = SnapshotState::Done;
         if settings.snapshot == SnapshotMode::InitialOnly {
             state.binlog = Some(start);
@@ -113,6 +114,20 @@ pub async fn run(
         }
         start
     } else {
+        // Tables new to the configuration: copied at a fresh consistent position (the sink
+        // skips their binlog changes up to it), then streamed with the others.
+        let added: Vec<_> = match &state.tables {
+            Some(known) => settings
+                .tables
+                .iter()
+                .filter(|t| !known.contains(&t.to_string()))
+                .cloned()
+                .collect(),
+            None => Vec::new(),
+        };
+        if !added.is_empty() && settings.snapshot != SnapshotMode::Never {
+            initial_snapshot(settings, server.mariadb, Some(&added)).await?;
+        }
         match &state.binlog {
             Some(p) => p.clone(),
             None => {
@@ -137,8 +152,10 @@ pub async fn run(
         }
         .into());
     }
-    if state.binlog.as_ref() != Some(&start) {
+    let configured: Vec<String> = settings.tables.iter().map(ToString::to_string).collect();
+    if state.binlog.as_ref() != Some(&start) || state.tables.as_ref() != Some(&configured) {
         state.binlog = Some(start.clone());
+        state.tables = Some(configured);
         state
             .save(&settings.lake, &settings.name)
             .map_err(|e| state_error(settings, e))?;
@@ -172,13 +189,15 @@ pub async fn run(
     .await
 }
 
-/// Copy the tables a previous run did not finish (all of them on a first run) at one
+/// Copy the tables a previous run did not finish (all of them on a first run; of `only`, when
+/// given) at one
 /// consistent binlog position; each table commits once, at that position. Returns where
 /// streaming starts: the oldest position any table was copied at, so a table finished by an
 /// interrupted earlier run misses nothing (the sink skips what each table already holds).
 async fn initial_snapshot(
     settings: &MySettings,
     mariadb: bool,
+    only: Option<&[TableName]>,
 ) -> Result<BinlogPosition, PipelineError> {
     let started = std::time::Instant::now();
     let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
@@ -191,6 +210,7 @@ async fn initial_snapshot(
         .tables
         .iter()
         .filter(|t| !done.iter().any(|(d, _)| d == *t))
+        .filter(|t| only.is_none_or(|only| only.contains(t)))
         .cloned()
         .collect();
     let mut snapshot = Consistent::begin(&settings.info, mariadb).await?;

@@ -672,3 +672,62 @@ async fn mysql_large_transaction_is_chunked_and_committed_once() {
     assert_eq!(rows.len() as i64, 2 + ROWS + 999 + 1);
     assert_eq!(replay(&rows), source(&mut db, "my_large.t").await);
 }
+
+/// A table added to the configuration of a running MariaDB pipeline is copied, then streamed.
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_table_added_later_is_snapshotted_and_streamed() {
+    let _server = SERVER.lock().await;
+    let mut db = my_admin().await;
+    let p = MyPipeline::new("my_added", &mut db).await;
+    exec(&mut db, "CREATE TABLE my_added.first (id int PRIMARY KEY, v int); CREATE TABLE my_added.later (id int PRIMARY KEY, v int)").await;
+    exec(
+        &mut db,
+        "INSERT INTO my_added.later SELECT seq, 0 FROM my_added.seq_1_to_5000",
+    )
+    .await;
+    let config = p.config(&["first"], 5108);
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    exec(
+        &mut db,
+        "INSERT INTO my_added.first VALUES (1, 1); UPDATE my_added.later SET v = 7 WHERE id <= 10",
+    )
+    .await;
+    let config = p.config(&["first", "later"], 5108);
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    exec(
+        &mut db,
+        "UPDATE my_added.later SET v = 8 WHERE id = 1; DELETE FROM my_added.later WHERE id = 2",
+    )
+    .await;
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    for t in ["first", "later"] {
+        let rows = p.rows(t);
+        let mut state = BTreeMap::new();
+        for r in &rows {
+            let id = r["id"].as_i64().unwrap();
+            match r["_sluice_op"].as_str().unwrap() {
+                "d" => {
+                    state.remove(&id);
+                }
+                _ => {
+                    state.insert(id, r["v"].as_i64().unwrap());
+                }
+            }
+        }
+        assert_eq!(
+            state,
+            source(&mut db, &format!("my_added.{t}")).await,
+            "table {t}"
+        );
+    }
+    let later = p.rows("later");
+    assert_eq!(
+        later.iter().filter(|r| r["_sluice_op"] == "r").count(),
+        5000
+    );
+    assert_eq!(
+        later.len(),
+        5002,
+        "the snapshot, then only the changes made after it"
+    );
+}
