@@ -20,7 +20,8 @@
 //! | json | Utf8, the JSON text |
 //!
 //! Zero and invalid dates (`0000-00-00`, `2026-02-31` under a lax sql_mode) cannot be held by a
-//! date type: they stop the table with an error naming table, column and position.
+//! date type: the typed column is null and the exact text goes to a `<column>__text` string
+//! column, which appears in a batch (and then in the Delta schema) only once such a value does.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -581,6 +582,47 @@ pub struct MyTableBuilder {
     schema: SchemaRef,
     cdc: CdcBuilder,
     columns: Vec<Column>,
+    /// `<column>__text` companions of date columns, made when a value a date type cannot
+    /// hold (a zero or impossible date) first appears in the batch.
+    invalid: Vec<Option<StringBuilder>>,
+}
+
+/// Suffix of the text column that carries a date column's values a date type cannot hold.
+pub const INVALID_SUFFIX: &str = "__text";
+
+/// The exact text of a date value that no date type can hold; `None` for a valid one.
+fn invalid_date_text(ty: &MyType, cell: &Cell<'_>) -> Option<String> {
+    match (ty, cell) {
+        (MyType::Date, Cell::Date { y, m, d }) => days(*y, *m, *d)
+            .err()
+            .map(|_| format!("{y:04}-{m:02}-{d:02}")),
+        (
+            MyType::DateTime,
+            Cell::DateTime {
+                y,
+                m,
+                d,
+                h,
+                mi,
+                s,
+                us,
+            },
+        ) => {
+            let bad = days(*y, *m, *d).is_err() || *h > 23 || *mi > 59 || *s > 59;
+            bad.then(|| {
+                let frac = if *us > 0 {
+                    format!(".{us:06}")
+                } else {
+                    String::new()
+                };
+                format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}{frac}")
+            })
+        }
+        (MyType::Timestamp, Cell::Timestamp { secs: 0, us: 0 }) => {
+            Some("0000-00-00 00:00:00".to_string())
+        }
+        _ => None,
+    }
 }
 
 impl MyTableBuilder {
@@ -594,6 +636,7 @@ impl MyTableBuilder {
                 .iter()
                 .map(|(_, ty)| Column::new(ty, capacity))
                 .collect(),
+            invalid: shape.columns.iter().map(|_| None).collect(),
             shape,
         }
     }
@@ -616,11 +659,25 @@ impl MyTableBuilder {
         values: &[Option<Cell<'_>>],
         position: &dyn Fn() -> String,
     ) -> Result<()> {
+        let row = self.cdc.rows();
         for (i, value) in values.iter().enumerate() {
             let Some(column) = self.columns.get_mut(i) else {
                 break;
             };
             let ty = &self.shape.columns[i].1;
+            let text = value.as_ref().and_then(|v| invalid_date_text(ty, v));
+            if text.is_some() || self.invalid[i].is_some() {
+                let companion = self.invalid[i].get_or_insert_with(|| {
+                    let mut b = StringBuilder::new();
+                    b.append_nulls(row);
+                    b
+                });
+                companion.append_option(text.as_deref());
+            }
+            if text.is_some() {
+                column.append_null();
+                continue;
+            }
             match value {
                 Some(v) => column.append(ty, v).map_err(|reason| Error::MysqlValue {
                     table: self.shape.table.to_string(),
@@ -651,7 +708,25 @@ impl MyTableBuilder {
         }
         let mut arrays = self.cdc.finish();
         arrays.extend(self.columns.iter_mut().map(Column::finish));
-        Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?))
+        let mut schema = self.schema.clone();
+        if self.invalid.iter().any(Option::is_some) {
+            // Companions go after the table's columns; batches without them are null-filled
+            // by the sink, which adds them to the Delta schema the first time.
+            let mut fields: Vec<Field> =
+                schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            for (i, companion) in self.invalid.iter_mut().enumerate() {
+                if let Some(mut b) = companion.take() {
+                    fields.push(Field::new(
+                        format!("{}{INVALID_SUFFIX}", self.shape.columns[i].0),
+                        DataType::Utf8,
+                        true,
+                    ));
+                    arrays.push(Arc::new(b.finish()));
+                }
+            }
+            schema = Arc::new(Schema::new(fields));
+        }
+        Ok(Some(RecordBatch::try_new(schema, arrays)?))
     }
 }
 
