@@ -162,7 +162,7 @@ async fn mysql_every_type_lands_exactly() {
           '00:00:01', 2000, 'z', 'z', 'z', 'z', X'01', X'01', 'small', 'g', '{}'",
     ];
     exec(&mut db, "SET SESSION sql_mode = 'ALLOW_INVALID_DATES'").await;
-    // Rows 1-3 exist before the first run (the snapshot reads them), rows 11-13 are the same
+    // Rows 1-4 exist before the first run (the snapshot reads them), rows 11-14 are the same
     // values written afterwards (the binlog carries them).
     for (i, v) in values.iter().enumerate() {
         exec(
@@ -195,9 +195,19 @@ async fn mysql_every_type_lands_exactly() {
             }
         }
     }
+    let invalid = all.iter().find(|r| r["id"] == 14).unwrap();
+    for (column, text) in [
+        ("dt", "2026-02-30"),
+        ("dtm", "0000-00-00 00:00:00"),
+        ("ts", "0000-00-00 00:00:00"),
+    ] {
+        assert!(invalid[column].is_null(), "{column}");
+        assert_eq!(invalid[format!("{column}__text")], text, "{column}__text");
+    }
+    assert!(r_valid_has_no_text(&all));
     let rows: Vec<Value> = all
         .into_iter()
-        .filter(|r| r["id"].as_i64().unwrap() < 10)
+        .filter(|r| r["id"].as_i64().unwrap() < 4)
         .collect();
     let r = |id: i64| rows.iter().find(|r| r["id"] == id).unwrap().clone();
     let first = r(1);
