@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use replication::mysql::catalog;
 use replication::mysql::position::BinlogPosition;
-use replication::mysql::source::{self as binlog, MySourceOptions};
+use replication::mysql::source::{self as binlog, MySourceOptions, Resume};
 use replication::postgres::source::SourceExit;
 use replication::postgres::BatchLimits;
 use sinks::delta::DeltaSink;
@@ -96,6 +96,7 @@ pub async fn run(
             incremental: Vec::new(),
             requests_seen: None,
             binlog: None,
+            binlog_gtid: None,
         });
     let first_run = state.binlog.is_none() || state.snapshot == SnapshotState::Pending;
     let start = if first_run && settings.snapshot != SnapshotMode::Never {
@@ -154,6 +155,10 @@ pub async fn run(
     }
     let configured: Vec<String> = settings.tables.iter().map(ToString::to_string).collect();
     if state.binlog.as_ref() != Some(&start) || state.tables.as_ref() != Some(&configured) {
+        if state.binlog.as_ref() != Some(&start) {
+            // A position found here (snapshot, table positions, now) has no GTID set.
+            state.binlog_gtid = None;
+        }
         state.binlog = Some(start.clone());
         state.tables = Some(configured);
         state
@@ -175,6 +180,7 @@ pub async fn run(
         checksum: server.checksum,
         tables: settings.tables.clone(),
         start,
+        start_gtid: None,
         charsets,
         limits: BatchLimits {
             max_rows: settings.max_batch_rows,
@@ -277,12 +283,19 @@ async fn session(
     state: Arc<Mutex<State>>,
     cancel: CancellationToken,
 ) -> Result<SourceExit, PipelineError> {
-    if let Some(p) = lock(&state).binlog.clone() {
-        options.start = p;
+    {
+        let state = lock(&state);
+        if let Some(p) = state.binlog.clone() {
+            options.start = p;
+            options.start_gtid = state.binlog_gtid.clone();
+        }
     }
     let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
     let (tx, durable, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
-    let (resume_tx, resume_rx) = watch::channel(options.start.clone());
+    let (resume_tx, resume_rx) = watch::channel(Resume {
+        position: options.start.clone(),
+        gtid: options.start_gtid.clone(),
+    });
     let saver = tokio::spawn(save_resume(
         resume_rx.clone(),
         state.clone(),
@@ -303,18 +316,16 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
     state.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn save(
-    state: &Mutex<State>,
-    settings: &MySettings,
-    position: BinlogPosition,
-) -> Result<(), PipelineError> {
+fn save(state: &Mutex<State>, settings: &MySettings, resume: Resume) -> Result<(), PipelineError> {
     let mut state = lock(state);
-    if state.binlog.as_ref() == Some(&position) {
+    if state.binlog.as_ref() == Some(&resume.position) {
         return Ok(());
     }
-    let before = state.binlog.replace(position);
+    let before = (state.binlog.clone(), state.binlog_gtid.clone());
+    state.binlog = Some(resume.position);
+    state.binlog_gtid = resume.gtid;
     if let Err(e) = state.save(&settings.lake, &settings.name) {
-        state.binlog = before;
+        (state.binlog, state.binlog_gtid) = before;
         return Err(state_error(settings, e));
     }
     Ok(())
@@ -322,7 +333,7 @@ fn save(
 
 /// Write the resume position as it moves, at most every [`SAVE_EVERY`].
 async fn save_resume(
-    mut resume: watch::Receiver<BinlogPosition>,
+    mut resume: watch::Receiver<Resume>,
     state: Arc<Mutex<State>>,
     settings: MySettings,
 ) {

@@ -124,6 +124,7 @@ pub fn fresh_state(settings: &Settings, snapshot: SnapshotState) -> State {
         incremental: Vec::new(),
         requests_seen: None,
         binlog: None,
+        binlog_gtid: None,
     }
 }
 

@@ -48,6 +48,9 @@ pub struct State {
     /// before everything durable in the lake).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog: Option<replication::mysql::position::BinlogPosition>,
+    /// MySQL/MariaDB: the GTID set as of `binlog` (MariaDB resumes from it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_gtid: Option<String>,
 }
 
 /// One table's incremental snapshot.

@@ -472,6 +472,11 @@ async fn mysql_resumes_after_rotation_and_server_restart() {
     assert_eq!(rows.len(), 5);
     let status = ok(run_sluice(&["status"], &config));
     assert!(status.contains("lag 0 bytes"), "{status}");
+    // The next run resumes by GTID: the state holds the GTID set of its position.
+    let state = p.lake().join("_sluice_state/my_rot.json");
+    let state: Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
+    let pos: Option<String> = db.query_first("SELECT @@gtid_binlog_pos").await.unwrap();
+    assert_eq!(state["binlog_gtid"].as_str(), pos.as_deref());
 }
 
 #[tokio::test(flavor = "multi_thread")]

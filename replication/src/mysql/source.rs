@@ -61,6 +61,9 @@ pub struct MySourceOptions {
     pub tables: Vec<TableName>,
     /// Where to start: a transaction boundary.
     pub start: BinlogPosition,
+    /// The GTID set at `start` (MariaDB): when known, the dump starts from it
+    /// (`@slave_connect_state`), and `start` only checks that positions move forward.
+    pub start_gtid: Option<String>,
     /// Collation id → character set name.
     pub charsets: HashMap<u16, String>,
     /// Batch closing limits.
@@ -89,7 +92,10 @@ struct Source {
     options: MySourceOptions,
     tx: queue::Sender<Event>,
     durable: watch::Receiver<Lsn>,
-    resume: watch::Sender<BinlogPosition>,
+    resume: watch::Sender<Resume>,
+    /// Commit positions handed to the sinks and the GTID set after each (for the resume
+    /// point's GTID), oldest first.
+    committed_gtids: std::collections::VecDeque<(Lsn, Option<Arc<str>>)>,
     /// Configured table id → shape (`None`: a table not replicated).
     tables: HashMap<u64, Option<Arc<MyShape>>>,
     slots: HashMap<Arc<TableName>, Slot>,
@@ -103,6 +109,8 @@ struct Source {
     file: String,
     /// Last transaction boundary passed.
     seen_end: Lsn,
+    /// The start position, packed: every commit read must lie after it.
+    start_packed: Lsn,
     forwarded_end: Lsn,
     next_stream: u32,
     /// Last GTID per replication domain (MariaDB) or source id (MySQL).
@@ -115,13 +123,22 @@ struct Source {
     events: Vec<Event>,
 }
 
+/// Where a restart may resume: a transaction boundary, and the GTID set as of it (MariaDB).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resume {
+    /// File and offset.
+    pub position: BinlogPosition,
+    /// `gtid_binlog_pos`-style list, when the server has GTIDs.
+    pub gtid: Option<String>,
+}
+
 /// Read the binlog until cancelled, caught up, or an error. `resume` receives the position a
 /// restart may resume from as it moves.
 pub async fn run(
     options: MySourceOptions,
     tx: queue::Sender<Event>,
     durable: watch::Receiver<Lsn>,
-    resume: watch::Sender<BinlogPosition>,
+    resume: watch::Sender<Resume>,
     cancel: CancellationToken,
 ) -> Result<SourceExit> {
     let mut conn = super::catalog::connect(&options.info).await?;
@@ -144,14 +161,42 @@ pub async fn run(
     .await
     .map_err(setup("preparing the binlog dump"))?;
     let start = options.start.clone();
-    let request = BinlogStreamRequest::new(options.server_id)
-        .with_filename(start.file.as_bytes())
-        .with_pos(start.pos);
+    // MariaDB names every binlog position's GTID set: knowing it from the start keeps the
+    // set recorded with each resume position complete (every domain, not only those seen).
+    let start_gtid = match (&options.start_gtid, options.mariadb) {
+        (Some(g), _) => Some(g.clone()),
+        (None, true) => conn
+            .exec_first::<Option<String>, _, _>(
+                "SELECT BINLOG_GTID_POS(?, ?)",
+                (start.file.as_str(), start.pos),
+            )
+            .await
+            .map_err(setup("reading the GTID position"))?
+            .flatten()
+            .filter(|g| !g.is_empty()),
+        (None, false) => None,
+    };
+    let by_gtid = options.mariadb && options.start_gtid.is_some();
+    if let (true, Some(gtid)) = (by_gtid, &options.start_gtid) {
+        conn.exec_drop(
+            "SET @slave_connect_state = ?, @slave_gtid_strict_mode = 1",
+            (gtid.as_str(),),
+        )
+        .await
+        .map_err(setup("preparing the binlog dump"))?;
+    }
+    let request = if by_gtid {
+        BinlogStreamRequest::new(options.server_id)
+    } else {
+        BinlogStreamRequest::new(options.server_id)
+            .with_filename(start.file.as_bytes())
+            .with_pos(start.pos)
+    };
     let mut stream = conn
         .get_binlog_stream(request)
         .await
         .map_err(|e| dump_error(e, options.server_id))?;
-    tracing::info!(position = %start, server_id = options.server_id, "binlog streaming started");
+    tracing::info!(position = %start, by_gtid, server_id = options.server_id, "binlog streaming started");
     let seen_end = start.packed().unwrap_or(Lsn::ZERO);
     let mut source = Source {
         file: start.file.clone(),
@@ -159,6 +204,7 @@ pub async fn run(
         tx,
         durable,
         resume,
+        committed_gtids: std::collections::VecDeque::new(),
         tables: HashMap::new(),
         slots: HashMap::new(),
         retired: Vec::new(),
@@ -168,10 +214,15 @@ pub async fn run(
         pending_bytes: 0,
         deadline: None,
         seen_end,
+        start_packed: seen_end,
         forwarded_end: Lsn::ZERO,
         next_stream: 1,
         seen_format: false,
-        gtids: std::collections::BTreeMap::new(),
+        gtids: start_gtid
+            .iter()
+            .flat_map(|set| set.split(','))
+            .filter_map(|g| Some((g.split('-').next()?.to_string(), g.to_string())))
+            .collect(),
         pending_gtid: None,
         events: Vec::new(),
     };
@@ -286,18 +337,41 @@ impl Source {
         }
     }
 
-    fn report_resume(&self) {
-        let point = self.resume_point();
-        if point > Lsn::ZERO
-            && self
-                .resume
-                .borrow()
-                .packed()
-                .is_none_or(|current| current < point)
+    /// The GTID set as of the commit at `lsn` (commits before it are forgotten).
+    fn gtid_at(&mut self, lsn: Lsn) -> Option<Arc<str>> {
+        while self
+            .committed_gtids
+            .front()
+            .is_some_and(|(at, _)| *at < lsn)
         {
-            self.resume
-                .send_replace(BinlogPosition::unpack(point, &self.file));
+            self.committed_gtids.pop_front();
         }
+        match self.committed_gtids.front() {
+            Some((at, gtid)) if *at == lsn => gtid.clone(),
+            _ => None,
+        }
+    }
+
+    fn report_resume(&mut self) {
+        let point = self.resume_point();
+        let moved = self
+            .resume
+            .borrow()
+            .position
+            .packed()
+            .is_none_or(|current| current < point);
+        if point == Lsn::ZERO || !moved {
+            return;
+        }
+        let gtid = if self.idle() && point == self.seen_end {
+            self.gtid_set()
+        } else {
+            self.gtid_at(point)
+        };
+        self.resume.send_replace(Resume {
+            position: BinlogPosition::unpack(point, &self.file),
+            gtid: gtid.map(|g| g.to_string()),
+        });
     }
 
     fn apply(&mut self, event: &mysql_common::binlog::events::Event) -> Result<()> {
@@ -641,6 +715,17 @@ impl Source {
 
     fn commit(&mut self, log_pos: u32, timestamp: u32) -> Result<()> {
         let position = self.position(log_pos)?;
+        if position <= self.start_packed {
+            // Resuming by GTID on a server whose binlog numbering is behind the stored
+            // position (another server after a failover): positions would go backwards and
+            // the sinks would drop these changes as already applied.
+            return Err(Error::Preflight {
+                problems: vec![format!(
+                    "binlog position {} is not after the stored position: this looks like another server (a failover); the Delta positions are file offsets of the old one, so re-snapshot: delete the pipeline's tables and state file and run again",
+                    self.describe(log_pos)
+                )],
+            });
+        }
         self.seen_end = self.seen_end.max(position);
         let Some(open) = self.open.take() else {
             return Ok(());
@@ -649,6 +734,7 @@ impl Source {
         if let Some(xid) = open.streamed {
             let tables = self.take_all()?;
             self.pending_gtid = None;
+            self.committed_gtids.push_back((position, self.gtid_set()));
             self.events.push(Event::StreamCommit {
                 xid,
                 tables,
@@ -674,6 +760,8 @@ impl Source {
         }
         self.pending_commit = Some(position);
         self.pending_gtid = self.gtid_set();
+        self.committed_gtids
+            .push_back((position, self.pending_gtid.clone()));
         self.pending_rows += open.rows;
         self.pending_bytes += open.bytes;
         if self.deadline.is_none() {
@@ -767,7 +855,7 @@ impl Source {
             }
         }
         self.report_resume();
-        let position = self.resume.borrow().clone();
+        let position = self.resume.borrow().position.clone();
         tracing::info!(%position, "binlog streaming stopped");
     }
 }
