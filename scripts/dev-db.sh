@@ -21,6 +21,8 @@
 # log in without a password over loopback, for test set-up only. A misconfigured one (no
 # binlog, STATEMENT format, MINIMAL images, compressed events) runs on $SLUICE_DEV_BAD_MY_PORT.
 set -euo pipefail
+# runuser, mariadbd and friends live in sbin, which a minimal PATH may lack.
+export PATH="$PATH:/usr/sbin:/sbin"
 
 PORT=${SLUICE_DEV_PG_PORT:-54329}
 BAD_PORT=${SLUICE_DEV_BAD_PG_PORT:-54330}
