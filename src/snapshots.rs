@@ -155,6 +155,7 @@ pub fn session(
         idle: Arc::new(idle_tx),
         wake: Arc::new(Notify::new()),
         progress: Progress::new("incremental snapshot"),
+        registered: None,
     };
     (
         Session { driver, requests },
@@ -244,6 +245,8 @@ struct Driver {
     idle: Arc<watch::Sender<bool>>,
     wake: Arc<Notify>,
     progress: Arc<Progress>,
+    /// The chunk registered with the source and not yet resolved.
+    registered: Option<u64>,
 }
 
 /// How a snapshot run ended without error.
@@ -269,6 +272,10 @@ impl Driver {
                 Ok(Ended::Complete) => self.store.update(|s| remove(s, &job))?,
                 Ok(Ended::Stopped) => return Ok(()),
                 Err(e) if e.class() == ErrorClass::Definite && job.reason == "requested" => {
+                    if let Some(id) = self.registered.take() {
+                        // The source must not wait for that chunk's watermarks.
+                        let _ = self.to_source.send(ToSource::Forget { id });
+                    }
                     tracing::error!(table = %job.table, error = %e, "incremental snapshot request dropped");
                     self.store.update(|s| remove(s, &job))?;
                 }
@@ -326,6 +333,7 @@ impl Driver {
             {
                 return Ok(Ended::Stopped);
             }
+            self.registered = Some(id);
             self.mark(&client, MarkerBody::Low { id }).await?;
             let read = incremental::read_chunk(
                 &client,
@@ -364,6 +372,7 @@ impl Driver {
                 o = outcome => o,
                 () = cancel.cancelled() => return Ok(Ended::Stopped),
             };
+            self.registered = None;
             match outcome {
                 Err(_) => return Ok(Ended::Stopped),
                 Ok(ChunkOutcome::Retry { reason }) => {

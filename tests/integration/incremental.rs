@@ -167,6 +167,45 @@ async fn snapshot_where_rereads_only_the_matching_rows() {
         assert!(errors[0].contains(expect), "{}", errors[0]);
     }
 
+    // A request that can no longer be served (its predicate's column was dropped since) is
+    // dropped with an error line, and the pipeline still catches up.
+    db.batch_execute("ALTER TABLE t_resnap.t ADD COLUMN extra int")
+        .await
+        .unwrap();
+    ok(run_sluice(
+        &["snapshot", "--table", "t_resnap.t", "--where", "extra > 0"],
+        &config,
+    ));
+    db.batch_execute("ALTER TABLE t_resnap.t DROP COLUMN extra")
+        .await
+        .unwrap();
+    let mut child = crate::support::sluice()
+        .env("SLUICE_LOG", "error")
+        .args(["run", "--until", "caught-up", "--config"])
+        .arg(&config)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "run --until caught-up never ended"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut stderr = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut stderr).unwrap();
+    assert!(status.success(), "{stderr}");
+    assert!(
+        stderr.contains("incremental snapshot request dropped"),
+        "{stderr}"
+    );
+    assert_eq!(pending_snapshots(&p), 0);
+
     // A table without a primary key added to the configuration cannot be snapshotted
     // incrementally: refused before anything changes.
     db.batch_execute(

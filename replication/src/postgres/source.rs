@@ -259,7 +259,7 @@ impl Source {
     }
 
     /// No incremental snapshot is pending or in flight.
-    fn snapshots_idle(&self) -> bool {
+    fn snapshots_idle(&mut self) -> bool {
         !self.windows.busy()
             && self
                 .snapshots_idle

@@ -107,6 +107,8 @@ pub enum ToSource {
     Register(ChunkWindow, oneshot::Sender<ChunkOutcome>),
     /// The chunk's rows (sent before its high watermark is written).
     Rows { id: u64, batches: Vec<RecordBatch> },
+    /// The chunk failed before its high watermark: stop tracking it.
+    Forget { id: u64 },
 }
 
 /// A snapshot request found in the stream with the commit position of the message, handed to
@@ -155,7 +157,8 @@ impl Windows {
     }
 
     /// Whether a chunk is registered and not yet resolved.
-    pub fn busy(&self) -> bool {
+    pub fn busy(&mut self) -> bool {
+        self.drain();
         !self.windows.is_empty()
     }
 
@@ -181,6 +184,9 @@ impl Windows {
                     if let Some(w) = self.windows.get_mut(&id) {
                         w.rows = Some(batches);
                     }
+                }
+                ToSource::Forget { id } => {
+                    self.windows.remove(&id);
                 }
             }
         }
