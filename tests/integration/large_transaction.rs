@@ -53,12 +53,7 @@ async fn two_million_row_transaction_streams_with_bounded_memory() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
-    let peak: u64 = stderr
-        .split("peak_rss_bytes=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no peak_rss_bytes in: {stderr}"));
+    let peak = crate::support::peak_rss(&stderr);
     assert!(
         peak < MAX_PEAK_RSS,
         "peak RSS {peak} bytes is over {MAX_PEAK_RSS}"

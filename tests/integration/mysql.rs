@@ -91,19 +91,26 @@ impl MyPipeline {
     }
 }
 
-/// Replay a changelog by `id`; rows are (id → v) and no (position, seq) twice.
+/// Replay a changelog by `id` into (id → v), asserting that no change landed twice (no
+/// (position, seq) twice) and no row was snapshotted twice.
 fn replay(rows: &[Value]) -> BTreeMap<i64, i64> {
     let mut seen = std::collections::HashSet::new();
+    let mut read = std::collections::HashSet::new();
     let mut state = BTreeMap::new();
     for r in rows {
-        let at = (
-            r["_sluice_lsn"].as_i64().unwrap(),
-            r["_sluice_seq"].as_i64().unwrap(),
-        );
-        assert!(seen.insert(at), "change at {at:?} landed twice");
         let id = r["id"].as_i64().unwrap();
-        match r["_sluice_op"].as_str().unwrap() {
-            "c" | "u" => {
+        let op = r["_sluice_op"].as_str().unwrap();
+        if op == "r" {
+            assert!(read.insert(id), "row {id} snapshotted twice");
+        } else {
+            let at = (
+                r["_sluice_lsn"].as_i64().unwrap(),
+                r["_sluice_seq"].as_i64().unwrap(),
+            );
+            assert!(seen.insert(at), "change at {at:?} landed twice");
+        }
+        match op {
+            "r" | "c" | "u" => {
                 state.insert(id, r["v"].as_i64().unwrap());
             }
             "d" => {
@@ -615,19 +622,7 @@ async fn mysql_interrupted_snapshot_is_redone_without_loss_or_duplicate() {
     let rows = p.rows("t");
     let read = rows.iter().filter(|r| r["_sluice_op"] == "r").count();
     assert_eq!(read, 300_000, "every row snapshotted once");
-    let mut state = BTreeMap::new();
-    for r in &rows {
-        let id = r["id"].as_i64().unwrap();
-        match r["_sluice_op"].as_str().unwrap() {
-            "d" => {
-                state.remove(&id);
-            }
-            _ => {
-                state.insert(id, r["v"].as_i64().unwrap());
-            }
-        }
-    }
-    assert_eq!(state, source(&mut db, "my_snap.t").await);
+    assert_eq!(replay(&rows), source(&mut db, "my_snap.t").await);
 }
 
 /// A transaction far larger than the batch limits is handed over in chunks and committed
@@ -669,12 +664,7 @@ async fn mysql_large_transaction_is_chunked_and_committed_once() {
         .unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{stderr}");
-    let peak: u64 = stderr
-        .split("peak_rss_bytes=")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no peak_rss_bytes in: {stderr}"));
+    let peak = crate::support::peak_rss(&stderr);
     assert!(peak < 300 << 20, "peak RSS {peak} bytes");
     let rows = p.rows("t");
     let big: Vec<&Value> = rows
@@ -727,21 +717,8 @@ async fn mysql_table_added_later_is_snapshotted_and_streamed() {
     .await;
     ok(run_sluice(&["run", "--until", "caught-up"], &config));
     for t in ["first", "later"] {
-        let rows = p.rows(t);
-        let mut state = BTreeMap::new();
-        for r in &rows {
-            let id = r["id"].as_i64().unwrap();
-            match r["_sluice_op"].as_str().unwrap() {
-                "d" => {
-                    state.remove(&id);
-                }
-                _ => {
-                    state.insert(id, r["v"].as_i64().unwrap());
-                }
-            }
-        }
         assert_eq!(
-            state,
+            replay(&p.rows(t)),
             source(&mut db, &format!("my_added.{t}")).await,
             "table {t}"
         );

@@ -229,3 +229,13 @@ pub async fn wait_for_file(path: &Path, what: &str) {
         tokio::time::sleep(std::time::Duration::from_millis(2)).await;
     }
 }
+
+/// The peak RSS a `sluice run` logged at exit (`peak_rss_bytes=`, info level).
+pub fn peak_rss(stderr: &str) -> u64 {
+    stderr
+        .split("peak_rss_bytes=")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no peak_rss_bytes in: {stderr}"))
+}
