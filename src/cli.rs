@@ -150,48 +150,45 @@ fn error_lines(e: &pipeline::PipelineError) -> Vec<String> {
 }
 
 async fn check(config: PathBuf) -> ExitCode {
-    let settings = match validated(config) {
-        Ok(Validated::Postgres(s)) => s,
-        Ok(Validated::Mysql(m)) => {
-            return match crate::mysql::check(&m).await {
-                Ok(problems) if problems.is_empty() => {
-                    println!(
-                        "ok: {} table(s) ready to replicate from the binlog as replica server_id {}",
-                        m.tables.len(),
-                        m.server_id
-                    );
-                    ExitCode::SUCCESS
-                }
-                Ok(problems) => fail(&problems),
-                Err(e) => fail(&error_lines(&e)),
-            }
-        }
+    let (result, ready) = match validated(config) {
+        Ok(Validated::Postgres(s)) => (
+            postgres_check(&s).await,
+            format!(
+                "ok: {} table(s) ready to replicate through slot {}",
+                s.tables.len(),
+                s.slot
+            ),
+        ),
+        Ok(Validated::Mysql(m)) => (
+            crate::mysql::check(&m).await,
+            format!(
+                "ok: {} table(s) ready to replicate from the binlog as replica server_id {}",
+                m.tables.len(),
+                m.server_id
+            ),
+        ),
         Err(code) => return code,
     };
-    let result = async {
-        let client = catalog::connect(&settings.conninfo).await?;
-        catalog::preflight(
-            &client,
-            &catalog::Requirements {
-                slot: &settings.slot,
-                tables: &settings.tables,
-            },
-        )
-        .await
-    }
-    .await;
     match result {
         Ok(problems) if problems.is_empty() => {
-            println!(
-                "ok: {} table(s) ready to replicate through slot {}",
-                settings.tables.len(),
-                settings.slot
-            );
+            println!("{ready}");
             ExitCode::SUCCESS
         }
         Ok(problems) => fail(&problems),
-        Err(e) => fail(&error_lines(&e.into())),
+        Err(e) => fail(&error_lines(&e)),
     }
+}
+
+async fn postgres_check(settings: &Settings) -> Result<Vec<String>, pipeline::PipelineError> {
+    let client = catalog::connect(&settings.conninfo).await?;
+    Ok(catalog::preflight(
+        &client,
+        &catalog::Requirements {
+            slot: &settings.slot,
+            tables: &settings.tables,
+        },
+    )
+    .await?)
 }
 
 async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {

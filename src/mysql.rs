@@ -13,7 +13,7 @@
 //! drops what a table already holds. The state file only saves re-reading: lose it, and the
 //! next run starts from the oldest table position instead.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use replication::mysql::catalog;
@@ -34,26 +34,10 @@ use crate::pipeline::{
     finish_snapshot, join_sink, now_micros, spawn_sink, with_retries, PipelineError,
 };
 use crate::progress::Progress;
-use crate::state::{SnapshotState, State};
+use crate::state::{SnapshotState, State, Store};
 
 /// How often the resume position is written while it moves.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
-
-fn state_error(settings: &MySettings, source: std::io::Error) -> PipelineError {
-    PipelineError::State {
-        path: settings.lake.display().to_string(),
-        source,
-    }
-}
-
-fn state_path(settings: &MySettings) -> String {
-    settings
-        .lake
-        .join("_sluice_state")
-        .join(format!("{}.json", settings.name))
-        .display()
-        .to_string()
-}
 
 /// Every problem that would stop replication, each with its fix.
 pub async fn check(settings: &MySettings) -> Result<Vec<String>, PipelineError> {
@@ -87,30 +71,22 @@ pub async fn run(
     let server = catalog::server(&mut conn).await?;
     let charsets = catalog::charsets(&mut conn).await?;
     let current = catalog::current_position(&mut conn).await?;
-    let mut state = State::load(&settings.lake, &settings.name)
-        .map_err(|e| state_error(settings, e))?
-        .unwrap_or(State {
-            snapshot: SnapshotState::Skipped,
-            consistent_point: None,
-            tables: Some(settings.tables.iter().map(ToString::to_string).collect()),
-            incremental: Vec::new(),
-            requests_seen: None,
-            binlog: None,
-            binlog_gtid: None,
-        });
+    let store = Store::load(
+        &settings.lake,
+        &settings.name,
+        State::fresh(&settings.tables, SnapshotState::Skipped),
+    )?;
+    let state = store.get();
     let first_run = state.binlog.is_none() || state.snapshot == SnapshotState::Pending;
-    let start = if first_run && settings.snapshot != SnapshotMode::Never {
-        state.snapshot = SnapshotState::Pending;
-        state
-            .save(&settings.lake, &settings.name)
-            .map_err(|e| state_error(settings, e))?;
+    let snapshotted = first_run && settings.snapshot != SnapshotMode::Never;
+    let start = if snapshotted {
+        store.update(|s| s.snapshot = SnapshotState::Pending)?;
         let start = initial_snapshot(settings, server.mariadb, None).await?;
-        state.snapshot = SnapshotState::Done;
         if settings.snapshot == SnapshotMode::InitialOnly {
-            state.binlog = Some(start);
-            state
-                .save(&settings.lake, &settings.name)
-                .map_err(|e| state_error(settings, e))?;
+            store.update(|s| {
+                s.snapshot = SnapshotState::Done;
+                s.binlog = Some(start);
+            })?;
             return Ok(SourceExit::CaughtUp);
         }
         start
@@ -149,22 +125,24 @@ pub async fn run(
         return Err(replication::Error::BinlogPurged {
             file: start.file.clone(),
             position: start.to_string(),
-            state: state_path(settings),
+            state: crate::state::path(&settings.lake, &settings.name)
+                .display()
+                .to_string(),
         }
         .into());
     }
     let configured: Vec<String> = settings.tables.iter().map(ToString::to_string).collect();
-    if state.binlog.as_ref() != Some(&start) || state.tables.as_ref() != Some(&configured) {
-        if state.binlog.as_ref() != Some(&start) {
+    store.update(|s| {
+        if s.binlog.as_ref() != Some(&start) {
             // A position found here (snapshot, table positions, now) has no GTID set.
-            state.binlog_gtid = None;
+            s.binlog_gtid = None;
         }
-        state.binlog = Some(start.clone());
-        state.tables = Some(configured);
-        state
-            .save(&settings.lake, &settings.name)
-            .map_err(|e| state_error(settings, e))?;
-    }
+        if snapshotted {
+            s.snapshot = SnapshotState::Done;
+        }
+        s.binlog = Some(start.clone());
+        s.tables = Some(configured);
+    })?;
     drop(conn);
     tracing::info!(server = %server.version, mariadb = server.mariadb, position = %start, "starting from binlog position");
     let until = if until_caught_up {
@@ -172,7 +150,7 @@ pub async fn run(
     } else {
         None
     };
-    let resume = Arc::new(Mutex::new(state));
+    let store = Arc::new(store);
     let options = MySourceOptions {
         info: settings.info.clone(),
         server_id: settings.server_id,
@@ -190,7 +168,7 @@ pub async fn run(
         until,
     };
     with_retries(&cancel, || {
-        session(settings, options.clone(), resume.clone(), cancel.clone())
+        session(settings, options.clone(), store.clone(), cancel.clone())
     })
     .await
 }
@@ -280,15 +258,13 @@ async fn initial_snapshot(
 async fn session(
     settings: &MySettings,
     mut options: MySourceOptions,
-    state: Arc<Mutex<State>>,
+    store: Arc<Store>,
     cancel: CancellationToken,
 ) -> Result<SourceExit, PipelineError> {
-    {
-        let state = lock(&state);
-        if let Some(p) = state.binlog.clone() {
-            options.start = p;
-            options.start_gtid = state.binlog_gtid.clone();
-        }
+    let state = store.get();
+    if let Some(p) = state.binlog {
+        options.start = p;
+        options.start_gtid = state.binlog_gtid;
     }
     let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
     let (tx, durable, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
@@ -296,50 +272,34 @@ async fn session(
         position: options.start.clone(),
         gtid: options.start_gtid.clone(),
     });
-    let saver = tokio::spawn(save_resume(
-        resume_rx.clone(),
-        state.clone(),
-        settings.clone(),
-    ));
+    let saver = tokio::spawn(save_resume(resume_rx.clone(), store.clone()));
     let source_result = binlog::run(options, tx, durable, resume_tx, cancel).await;
     let sink_result = join_sink(sink_task, &settings.lake).await;
     saver.abort();
     let _ = saver.await;
     // The last position, whatever the outcome: it is never past what is durable.
     let last = resume_rx.borrow().clone();
-    save(&state, settings, last)?;
+    save(&store, last)?;
     sink_result?;
     Ok(source_result?)
 }
 
-fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
-    state.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn save(state: &Mutex<State>, settings: &MySettings, resume: Resume) -> Result<(), PipelineError> {
-    let mut state = lock(state);
-    if state.binlog.as_ref() == Some(&resume.position) {
+/// Record where a restart resumes (and its GTID set), unless it is already recorded.
+fn save(store: &Store, resume: Resume) -> Result<(), PipelineError> {
+    if store.get().binlog.as_ref() == Some(&resume.position) {
         return Ok(());
     }
-    let before = (state.binlog.clone(), state.binlog_gtid.clone());
-    state.binlog = Some(resume.position);
-    state.binlog_gtid = resume.gtid;
-    if let Err(e) = state.save(&settings.lake, &settings.name) {
-        (state.binlog, state.binlog_gtid) = before;
-        return Err(state_error(settings, e));
-    }
-    Ok(())
+    store.update(|s| {
+        s.binlog = Some(resume.position);
+        s.binlog_gtid = resume.gtid;
+    })
 }
 
 /// Write the resume position as it moves, at most every [`SAVE_EVERY`].
-async fn save_resume(
-    mut resume: watch::Receiver<Resume>,
-    state: Arc<Mutex<State>>,
-    settings: MySettings,
-) {
+async fn save_resume(mut resume: watch::Receiver<Resume>, store: Arc<Store>) {
     while resume.changed().await.is_ok() {
         let position = resume.borrow_and_update().clone();
-        if let Err(e) = save(&state, &settings, position) {
+        if let Err(e) = save(&store, position) {
             tracing::warn!(error = %e, "saving the binlog position");
         }
         tokio::time::sleep(SAVE_EVERY).await;

@@ -31,8 +31,8 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Settings, SnapshotMode};
 use crate::progress::Progress;
-use crate::snapshots::{self, fresh_state, Store};
-use crate::state::{Incremental, SnapshotState, State};
+use crate::snapshots;
+use crate::state::{Incremental, SnapshotState, State, Store};
 
 /// First and longest wait between retries of a transient failure.
 pub(crate) const BACKOFF: (Duration, Duration) =
@@ -71,6 +71,14 @@ impl From<sinks::Error> for PipelineError {
 }
 
 impl PipelineError {
+    /// The state file beside `lake` could not be read or written.
+    pub fn state(lake: &std::path::Path, source: std::io::Error) -> Self {
+        PipelineError::State {
+            path: lake.display().to_string(),
+            source,
+        }
+    }
+
     /// Retry, stop, or bug.
     pub fn class(&self) -> ErrorClass {
         match self {
@@ -112,11 +120,19 @@ pub async fn run(
             if catalog::ensure_slot(&client, &settings.slot).await? {
                 tracing::info!(slot = %settings.slot, "created replication slot");
             }
-            Store::load(settings, fresh_state(settings, SnapshotState::Skipped))?
+            Store::load(
+                &settings.lake,
+                &settings.name,
+                State::fresh(&settings.tables, SnapshotState::Skipped),
+            )?
         }
         SnapshotMode::Initial if !catalog::slot_exists(&client, &settings.slot).await? => {
             catalog::ensure_publication(&client, &settings.publication, &settings.tables).await?;
-            let store = Store::empty(settings, fresh_state(settings, SnapshotState::Pending));
+            let store = Store::new(
+                &settings.lake,
+                &settings.name,
+                State::fresh(&settings.tables, SnapshotState::Pending),
+            );
             store.update(|_| ())?;
             let point = initial_snapshot(settings, false).await?;
             store.update(|s| {
@@ -126,7 +142,11 @@ pub async fn run(
             store
         }
         SnapshotMode::Initial => {
-            let store = Store::load(settings, fresh_state(settings, SnapshotState::Done))?;
+            let store = Store::load(
+                &settings.lake,
+                &settings.name,
+                State::fresh(&settings.tables, SnapshotState::Done),
+            )?;
             let todo = catch_up_snapshots(settings, &store.get()).await?;
             snapshots::check_keys(
                 &client,

@@ -16,9 +16,8 @@
 //! table holds names exactly the last chunk whose rows are in it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use replication::change::TableName;
@@ -34,13 +33,13 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Settings;
 use crate::pipeline::PipelineError;
 use crate::progress::Progress;
-use crate::state::{Incremental, SnapshotState, State};
+use crate::state::{Incremental, State, Store};
 
-/// Watermark ids count up from a random start per process: watermarks of an earlier process
-/// that the stream replays after a crash must never match a window of this one.
 /// Rows of the first chunk of a snapshot, which measures the row size for the next ones.
 const FIRST_CHUNK_ROWS: usize = 1000;
 
+/// Watermark ids count up from a random start per process: watermarks of an earlier process
+/// that the stream replays after a crash must never match a window of this one.
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 static ID_BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
 
@@ -52,80 +51,6 @@ fn next_id() -> u64 {
             .finish()
     });
     base.wrapping_add(NEXT_ID.fetch_add(1, Ordering::Relaxed))
-}
-
-/// The state file, shared by the driver and the request persister.
-pub struct Store {
-    lake: PathBuf,
-    pipeline: String,
-    state: Mutex<State>,
-}
-
-impl Store {
-    /// Load the pipeline's state, or start from `default`.
-    pub fn load(settings: &Settings, default: State) -> Result<Store, PipelineError> {
-        let state = State::load(&settings.lake, &settings.name)
-            .map_err(|e| state_error(settings, e))?
-            .unwrap_or(default);
-        Ok(Store {
-            lake: settings.lake.clone(),
-            pipeline: settings.name.clone(),
-            state: Mutex::new(state),
-        })
-    }
-
-    /// A store holding `state` (written on the first update).
-    pub fn empty(settings: &Settings, state: State) -> Store {
-        Store {
-            lake: settings.lake.clone(),
-            pipeline: settings.name.clone(),
-            state: Mutex::new(state),
-        }
-    }
-
-    /// A copy of the current state.
-    pub fn get(&self) -> State {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Change the state and write it atomically; on error the change is undone.
-    pub fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> Result<R, PipelineError> {
-        let mut state = self.lock();
-        let before = state.clone();
-        let out = change(&mut state);
-        if let Err(source) = state.save(&self.lake, &self.pipeline) {
-            *state = before;
-            return Err(PipelineError::State {
-                path: self.lake.display().to_string(),
-                source,
-            });
-        }
-        Ok(out)
-    }
-}
-
-fn state_error(settings: &Settings, source: std::io::Error) -> PipelineError {
-    PipelineError::State {
-        path: settings.lake.display().to_string(),
-        source,
-    }
-}
-
-/// The state a pipeline starts from when it has none.
-pub fn fresh_state(settings: &Settings, snapshot: SnapshotState) -> State {
-    State {
-        snapshot,
-        consistent_point: None,
-        tables: Some(settings.tables.iter().map(ToString::to_string).collect()),
-        incremental: Vec::new(),
-        requests_seen: None,
-        binlog: None,
-        binlog_gtid: None,
-    }
 }
 
 /// The driver's handles for one session, and the source's ends.

@@ -11,8 +11,13 @@
 //! bound here: the snapshot resumes right after it.
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use replication::change::TableName;
 
 use serde::{Deserialize, Serialize};
+
+use crate::pipeline::PipelineError;
 
 /// Progress of the initial snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -98,11 +103,25 @@ impl Incremental {
     }
 }
 
-fn path(lake: &Path, pipeline: &str) -> PathBuf {
+/// Where the state file of `pipeline` lives.
+pub fn path(lake: &Path, pipeline: &str) -> PathBuf {
     lake.join("_sluice_state").join(format!("{pipeline}.json"))
 }
 
 impl State {
+    /// The state a pipeline over `tables` starts from when it has none.
+    pub fn fresh(tables: &[TableName], snapshot: SnapshotState) -> State {
+        State {
+            snapshot,
+            consistent_point: None,
+            tables: Some(tables.iter().map(ToString::to_string).collect()),
+            incremental: Vec::new(),
+            requests_seen: None,
+            binlog: None,
+            binlog_gtid: None,
+        }
+    }
+
     /// The stored state, if any.
     pub fn load(lake: &Path, pipeline: &str) -> std::io::Result<Option<State>> {
         match std::fs::read(path(lake, pipeline)) {
@@ -126,6 +145,54 @@ impl State {
         file.sync_all()?;
         std::fs::rename(&tmp, &target)?;
         std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// The state file shared by the tasks of a running pipeline: every change is written
+/// atomically before it counts.
+pub struct Store {
+    lake: PathBuf,
+    pipeline: String,
+    state: Mutex<State>,
+}
+
+impl Store {
+    /// Load the pipeline's state, or start from `default` (written on the first update).
+    pub fn load(lake: &Path, pipeline: &str, default: State) -> Result<Store, PipelineError> {
+        let state = State::load(lake, pipeline)
+            .map_err(|e| PipelineError::state(lake, e))?
+            .unwrap_or(default);
+        Ok(Store::new(lake, pipeline, state))
+    }
+
+    /// A store holding `state` (written on the first update).
+    pub fn new(lake: &Path, pipeline: &str, state: State) -> Store {
+        Store {
+            lake: lake.to_path_buf(),
+            pipeline: pipeline.to_string(),
+            state: Mutex::new(state),
+        }
+    }
+
+    /// A copy of the current state.
+    pub fn get(&self) -> State {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Change the state and write it atomically; on error the change is undone.
+    pub fn update<R>(&self, change: impl FnOnce(&mut State) -> R) -> Result<R, PipelineError> {
+        let mut state = self.lock();
+        let before = state.clone();
+        let out = change(&mut state);
+        if let Err(e) = state.save(&self.lake, &self.pipeline) {
+            *state = before;
+            return Err(PipelineError::state(&self.lake, e));
+        }
+        Ok(out)
     }
 }
 
