@@ -72,6 +72,11 @@ pub enum SourceConfig {
         /// Copy the tables' existing rows on the first run.
         #[serde(default)]
         snapshot: SnapshotMode,
+        /// Most rows per chunk of an incremental snapshot (tables added later, or left by an
+        /// interrupted initial load); fewer when they would take more than half of
+        /// max_inflight_bytes.
+        #[serde(default = "default_chunk_rows")]
+        snapshot_chunk_rows: usize,
     },
 }
 
@@ -203,6 +208,7 @@ pub struct MySettings {
     pub tables: Vec<TableName>,
     pub server_id: u32,
     pub snapshot: SnapshotMode,
+    pub snapshot_chunk_rows: usize,
     pub lake: PathBuf,
     pub max_batch_rows: usize,
     pub max_batch_bytes: usize,
@@ -227,6 +233,12 @@ pub struct Settings {
     pub snapshot_workers: usize,
     pub snapshot_chunk_pages: u64,
     pub snapshot_chunk_rows: usize,
+}
+
+fn check_chunk_rows(rows: usize, problems: &mut Vec<String>) {
+    if !(1..=10_000_000).contains(&rows) {
+        problems.push("[source] snapshot_chunk_rows must be between 1 and 10000000".into());
+    }
 }
 
 impl Config {
@@ -312,10 +324,12 @@ impl Config {
             tables,
             server_id,
             snapshot,
+            snapshot_chunk_rows,
         } = &self.source
         else {
             return Err(vec!["[source] is not mysql".into()]);
         };
+        check_chunk_rows(*snapshot_chunk_rows, &mut problems);
         let info = match MyConnInfo::parse(url, std::env::var("SLUICE_SOURCE_PASSWORD").ok()) {
             Ok(i) => Some(i),
             Err(e) => {
@@ -350,6 +364,7 @@ impl Config {
                 tables: parsed,
                 server_id,
                 snapshot: *snapshot,
+                snapshot_chunk_rows: *snapshot_chunk_rows,
                 lake: sink.lake,
                 max_batch_rows: sink.max_batch_rows,
                 max_batch_bytes: sink.max_batch_bytes,
@@ -387,9 +402,7 @@ impl Config {
         if snapshot_chunk_pages == 0 {
             problems.push("[source] snapshot_chunk_pages must be at least 1".into());
         }
-        if !(1..=10_000_000).contains(&snapshot_chunk_rows) {
-            problems.push("[source] snapshot_chunk_rows must be between 1 and 10000000".into());
-        }
+        check_chunk_rows(snapshot_chunk_rows, &mut problems);
         let conninfo = match ConnInfo::parse(&url) {
             Ok(c) => Some(c),
             Err(e) => {

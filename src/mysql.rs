@@ -21,20 +21,19 @@ use replication::mysql::position::BinlogPosition;
 use replication::mysql::source::{self as binlog, MySourceOptions, Resume};
 use replication::postgres::source::SourceExit;
 use replication::postgres::BatchLimits;
-use sinks::delta::DeltaSink;
+use sinks::delta::{DeltaSink, TablePosition};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use replication::cdc::RowPosition;
+use replication::cdc::{now_micros, RowPosition};
 use replication::change::TableName;
-use replication::mysql::snapshot::Consistent;
+use replication::mysql::snapshot::{self as my_snapshot, Consistent};
 
 use crate::config::{MySettings, SnapshotMode};
-use crate::pipeline::{
-    finish_snapshot, join_sink, now_micros, spawn_sink, with_retries, PipelineError,
-};
+use crate::pipeline::{finish_snapshot, join_sink, spawn_sink, with_retries, PipelineError};
 use crate::progress::Progress;
-use crate::state::{SnapshotState, State, Store};
+use crate::snapshots::{self, MyReader, Sizes};
+use crate::state::{Incremental, SnapshotState, State, Store};
 
 /// How often the resume position is written while it moves.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -77,8 +76,10 @@ pub async fn run(
         State::fresh(&settings.tables, SnapshotState::Skipped),
     )?;
     let state = store.get();
-    let first_run = state.binlog.is_none() || state.snapshot == SnapshotState::Pending;
+    let interrupted = state.snapshot == SnapshotState::Pending;
+    let first_run = state.binlog.is_none() && !interrupted;
     let snapshotted = first_run && settings.snapshot != SnapshotMode::Never;
+    let mut queued = Vec::new();
     let start = if snapshotted {
         store.update(|s| s.snapshot = SnapshotState::Pending)?;
         let start = initial_snapshot(settings, server.mariadb, None).await?;
@@ -91,34 +92,37 @@ pub async fn run(
         }
         start
     } else {
-        // Tables new to the configuration: copied at a fresh consistent position (the sink
-        // skips their binlog changes up to it), then streamed with the others.
-        let added: Vec<_> = match &state.tables {
-            Some(known) => settings
-                .tables
-                .iter()
-                .filter(|t| !known.contains(&t.to_string()))
-                .cloned()
-                .collect(),
-            None => Vec::new(),
+        let sink =
+            DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
+        let positions = sink.positions();
+        let start = match &state.binlog {
+            Some(p) if !interrupted => p.clone(),
+            // No position kept: the oldest table position if the lake has any, else now.
+            _ => match positions.iter().filter_map(|p| p.position).min() {
+                Some(lsn) => BinlogPosition::unpack(lsn, &current.file),
+                None => current.clone(),
+            },
         };
-        if !added.is_empty() && settings.snapshot != SnapshotMode::Never {
-            initial_snapshot(settings, server.mariadb, Some(&added)).await?;
-        }
-        match &state.binlog {
-            Some(p) => p.clone(),
-            None => {
-                // No state: the oldest table position if the lake has any, else from now on.
-                let sink =
-                    DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables)
-                        .await?;
-                let oldest = sink.positions().iter().filter_map(|p| p.position).min();
-                match oldest {
-                    Some(lsn) => BinlogPosition::unpack(lsn, &current.file),
-                    None => current.clone(),
-                }
+        let todo = if settings.snapshot == SnapshotMode::Never {
+            Vec::new()
+        } else {
+            catch_up_snapshots(settings, &state, &positions)
+        };
+        // Tables with a primary key are snapshotted in chunks beside the stream; the others
+        // are copied now, at a fresh consistent position (the sink skips their binlog changes
+        // up to it).
+        let mut keyless = Vec::new();
+        for (table, reason) in todo {
+            match my_snapshot::plan(&mut conn, &table).await {
+                Ok(_) => queued.push((table, reason)),
+                Err(replication::Error::NoPrimaryKey { .. }) => keyless.push(table),
+                Err(e) => return Err(e.into()),
             }
         }
+        if !keyless.is_empty() {
+            initial_snapshot(settings, server.mariadb, Some(&keyless)).await?;
+        }
+        start
     };
     let logs = catalog::binary_logs(&mut conn).await?;
     if !logs.contains(&start.file) {
@@ -137,12 +141,24 @@ pub async fn run(
             // A position found here (snapshot, table positions, now) has no GTID set.
             s.binlog_gtid = None;
         }
-        if snapshotted {
+        if snapshotted || interrupted {
             s.snapshot = SnapshotState::Done;
         }
         s.binlog = Some(start.clone());
-        s.tables = Some(configured);
+        s.tables = Some(configured.clone());
+        s.incremental.retain(|j| configured.contains(&j.table));
+        for (table, reason) in &queued {
+            s.incremental.push(Incremental {
+                table: table.to_string(),
+                filter: None,
+                reason: (*reason).to_string(),
+                chunks: Vec::new(),
+            });
+        }
     })?;
+    for (table, reason) in &queued {
+        tracing::info!(%table, reason, "incremental snapshot queued");
+    }
     drop(conn);
     tracing::info!(server = %server.version, mariadb = server.mariadb, position = %start, "starting from binlog position");
     let until = if until_caught_up {
@@ -171,6 +187,33 @@ pub async fn run(
         session(settings, options.clone(), store.clone(), cancel.clone())
     })
     .await
+}
+
+/// Tables to snapshot before streaming alone is enough: those an interrupted initial load did
+/// not commit (`resume`) and those new to the configuration (`added`), unless already queued.
+fn catch_up_snapshots(
+    settings: &MySettings,
+    state: &State,
+    positions: &[TablePosition],
+) -> Vec<(TableName, &'static str)> {
+    let queued = |t: &TableName| state.incremental.iter().any(|j| j.table == t.to_string());
+    let mut todo: Vec<(TableName, &'static str)> = Vec::new();
+    if state.snapshot == SnapshotState::Pending {
+        for p in positions {
+            if p.position.is_none() && !queued(&p.table) {
+                todo.push(((*p.table).clone(), "resume"));
+            }
+        }
+    }
+    if let Some(known) = &state.tables {
+        for t in &settings.tables {
+            let new = !known.contains(&t.to_string());
+            if new && !queued(t) && !todo.iter().any(|(q, _)| q == t) {
+                todo.push((t.clone(), "added"));
+            }
+        }
+    }
+    todo
 }
 
 /// Copy the tables a previous run did not finish (all of them on a first run; of `only`, when
@@ -267,13 +310,48 @@ async fn session(
         options.start_gtid = state.binlog_gtid;
     }
     let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
+    let committed = sink
+        .positions()
+        .into_iter()
+        .map(|p| ((*p.table).clone(), p.snapshot_chunk))
+        .collect();
     let (tx, durable, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
+    let (snapshots, link) = snapshots::session(
+        MyReader {
+            settings: settings.clone(),
+            mariadb: options.mariadb,
+        },
+        Sizes {
+            chunk_rows: settings.snapshot_chunk_rows,
+            batch_rows: settings.max_batch_rows,
+            inflight_bytes: settings.max_inflight_bytes,
+        },
+        settings.tables.clone(),
+        store.clone(),
+        committed,
+        durable.clone(),
+    );
     let (resume_tx, resume_rx) = watch::channel(Resume {
         position: options.start.clone(),
         gtid: options.start_gtid.clone(),
     });
     let saver = tokio::spawn(save_resume(resume_rx.clone(), store.clone()));
-    let source_result = binlog::run(options, tx, durable, resume_tx, cancel).await;
+    // The driver failing stops the source; the source ending stops the driver.
+    let stop = cancel.child_token();
+    let driver = {
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let result = snapshots.run(stop.clone()).await;
+            if result.is_err() {
+                stop.cancel();
+            }
+            result
+        })
+    };
+    let source_result =
+        binlog::run(options, tx, durable, resume_tx, Some(link), stop.clone()).await;
+    stop.cancel();
+    let driver_result = driver.await.unwrap_or(Ok(()));
     let sink_result = join_sink(sink_task, &settings.lake).await;
     saver.abort();
     let _ = saver.await;
@@ -281,6 +359,7 @@ async fn session(
     let last = resume_rx.borrow().clone();
     save(&store, last)?;
     sink_result?;
+    driver_result?;
     Ok(source_result?)
 }
 

@@ -19,6 +19,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use replication::cdc::now_micros;
 use replication::change::{Event, TableName};
 use replication::postgres::snapshot::{self, ExportedSnapshot, SnapshotOptions};
 use replication::postgres::source::{self, SourceExit, SourceOptions};
@@ -278,7 +279,18 @@ async fn session(
         committed.insert((*p.table).clone(), p.snapshot_chunk);
     }
     let (tx, durable_rx, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
-    let (snapshots, link) = snapshots::session(settings, store, committed, durable_rx.clone());
+    let (snapshots, link) = snapshots::session(
+        snapshots::PgReader(settings.clone()),
+        snapshots::Sizes {
+            chunk_rows: settings.snapshot_chunk_rows,
+            batch_rows: settings.max_batch_rows,
+            inflight_bytes: settings.max_inflight_bytes,
+        },
+        settings.tables.clone(),
+        store,
+        committed,
+        durable_rx.clone(),
+    );
     let options = SourceOptions {
         conninfo: settings.conninfo.clone(),
         slot: settings.slot.clone(),
@@ -358,13 +370,6 @@ pub(crate) async fn finish_snapshot(
     }
     drop(tx);
     join_sink(sink_task, lake).await
-}
-
-/// Now, in microseconds since the epoch (the commit time given to snapshot rows).
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64)
 }
 
 pub(crate) async fn join_sink(task: SinkTask, lake: &std::path::Path) -> Result<(), sinks::Error> {

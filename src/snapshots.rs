@@ -1,5 +1,8 @@
-//! Incremental snapshots, driven beside the stream (DBLog watermarks; the source's side is
-//! `replication::postgres::window`, the SQL side `replication::postgres::incremental`).
+//! Incremental snapshots, driven beside the stream (DBLog; the source's side is
+//! `replication::window`, the SQL sides `replication::postgres::incremental` and
+//! `replication::mysql::snapshot`). The driver is the same for both sources; what differs is
+//! behind [`ChunkReader`]: PostgreSQL brackets each read with watermarks written into the WAL,
+//! MySQL/MariaDB reads each chunk in a consistent snapshot whose binlog position places it.
 //!
 //! ```text
 //!  state file: queue of snapshots ──▶ driver (one chunk at a time)
@@ -20,23 +23,29 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
+use replication::cdc::{now_micros, RowPosition};
 use replication::change::TableName;
-use replication::postgres::incremental;
-use replication::postgres::window::{
-    ChunkOutcome, ChunkWindow, Marker, MarkerBody, RequestSender, SnapshotRequest, ToSource,
+use replication::mysql::snapshot::{Consistent, KeyPlan};
+use replication::postgres::catalog::{self, TypeSupport};
+use replication::postgres::incremental::{self, KeyedPlan};
+use replication::window::{
+    ChunkOutcome, ChunkRead, ChunkWindow, Marker, MarkerBody, RequestSender, SnapshotLink,
+    SnapshotRequest, ToSource,
 };
-use replication::postgres::{catalog, source::SnapshotLink};
 use replication::{ErrorClass, Lsn};
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{MySettings, Settings};
 use crate::pipeline::PipelineError;
 use crate::progress::Progress;
 use crate::state::{Incremental, State, Store};
 
 /// Rows of the first chunk of a snapshot, which measures the row size for the next ones.
 const FIRST_CHUNK_ROWS: usize = 1000;
+
+/// A chunk read again this many times in a row is worth a warning (and every as many after).
+const RETRIES_WARN: u32 = 20;
 
 /// Watermark ids count up from a random start per process: watermarks of an earlier process
 /// that the stream replays after a crash must never match a window of this one.
@@ -53,26 +62,83 @@ fn next_id() -> u64 {
     base.wrapping_add(NEXT_ID.fetch_add(1, Ordering::Relaxed))
 }
 
+/// What the driver asks of a source kind: a job per table, which reads its chunks.
+pub trait ChunkReader: Send + Sync + 'static {
+    type Job: ChunkJob;
+
+    /// Prepare to read `table` in key order.
+    fn begin(
+        &self,
+        table: &TableName,
+    ) -> impl std::future::Future<Output = Result<Self::Job, PipelineError>> + Send;
+}
+
+/// One table's chunks, read one at a time by the driver:
+/// `open` → `read` → (rows to the source) → `close`.
+pub trait ChunkJob: Send {
+    /// The table and its key column names.
+    fn table(&self) -> (Arc<TableName>, Vec<String>);
+    /// The server's estimate of the rows to read.
+    fn estimate(&self) -> u64;
+    /// The table's shape may have changed: plan again.
+    fn replan(&mut self) -> impl std::future::Future<Output = Result<(), PipelineError>> + Send;
+    /// Open chunk `id`'s window, after its registration was sent. False: the source is gone.
+    fn open(
+        &mut self,
+        id: u64,
+        to_source: &mpsc::UnboundedSender<ToSource>,
+    ) -> impl std::future::Future<Output = Result<bool, PipelineError>> + Send;
+    /// Read at most `size` rows after key `after`, in batches of at most `max_rows`, and the
+    /// source position they are as of when the reader knows it.
+    fn read(
+        &mut self,
+        after: Option<&[String]>,
+        filter: Option<&str>,
+        size: usize,
+        max_rows: usize,
+    ) -> impl std::future::Future<Output = Result<(ChunkRead, Option<Lsn>), PipelineError>> + Send;
+    /// Close chunk `id`'s window, after its rows were sent.
+    fn close(
+        &mut self,
+        id: u64,
+    ) -> impl std::future::Future<Output = Result<(), PipelineError>> + Send;
+}
+
+/// How big chunks and their batches may be.
+#[derive(Debug, Clone, Copy)]
+pub struct Sizes {
+    /// Most rows per chunk.
+    pub chunk_rows: usize,
+    /// Most rows per batch.
+    pub batch_rows: usize,
+    /// The in-flight byte budget (a chunk is sized to half of it).
+    pub inflight_bytes: usize,
+}
+
 /// The driver's handles for one session, and the source's ends.
-pub struct Session {
-    driver: Driver,
+pub struct Session<R: ChunkReader> {
+    driver: Driver<R>,
     requests: mpsc::UnboundedReceiver<(SnapshotRequest, Lsn, oneshot::Sender<()>)>,
 }
 
 /// Wire a session: the driver, and the link the source takes. `committed` holds each table's
-/// last committed chunk number (read from the Delta tables).
-pub fn session(
-    settings: &Settings,
+/// last committed chunk number (read from the Delta tables); `tables` are the pipeline's.
+pub fn session<R: ChunkReader>(
+    reader: R,
+    sizes: Sizes,
+    tables: Vec<TableName>,
     store: Arc<Store>,
     committed: HashMap<TableName, Option<u64>>,
     durable: watch::Receiver<Lsn>,
-) -> (Session, SnapshotLink) {
+) -> (Session<R>, SnapshotLink) {
     let (to_source, chunks) = mpsc::unbounded_channel();
     let (requests_tx, requests): (RequestSender, _) = mpsc::unbounded_channel();
     let pending = !store.get().incremental.is_empty();
     let (idle_tx, idle) = watch::channel(!pending);
     let driver = Driver {
-        settings: settings.clone(),
+        reader,
+        sizes,
+        tables,
         store,
         committed,
         to_source,
@@ -92,7 +158,7 @@ pub fn session(
     )
 }
 
-impl Session {
+impl<R: ChunkReader> Session<R> {
     /// Run the driver and the request persister until cancelled or the source goes away.
     /// A definite failure of a `sluice snapshot` request drops that request (logged); any
     /// other failure ends the session with it.
@@ -104,11 +170,17 @@ impl Session {
         let persister = persist_requests(
             requests,
             driver.store.clone(),
-            driver.settings.tables.clone(),
+            driver.tables.clone(),
             driver.wake.clone(),
             driver.idle.clone(),
         );
         let reporter = driver.progress.clone().report(cancel.clone());
+        // The persister ends when its source has no requests to send (MySQL); the driver
+        // goes on.
+        let persister = async {
+            persister.await;
+            std::future::pending::<()>().await
+        };
         tokio::select! {
             r = driver.run(&cancel) => r,
             () = persister => Ok(()),
@@ -161,8 +233,10 @@ async fn persist_requests(
     }
 }
 
-struct Driver {
-    settings: Settings,
+struct Driver<R: ChunkReader> {
+    reader: R,
+    sizes: Sizes,
+    tables: Vec<TableName>,
     store: Arc<Store>,
     committed: HashMap<TableName, Option<u64>>,
     to_source: mpsc::UnboundedSender<ToSource>,
@@ -181,7 +255,7 @@ enum Ended {
     Stopped,
 }
 
-impl Driver {
+impl<R: ChunkReader> Driver<R> {
     async fn run(&mut self, cancel: &CancellationToken) -> Result<(), PipelineError> {
         loop {
             let next = self.store.get().incremental.first().cloned();
@@ -226,12 +300,10 @@ impl Driver {
             return Ok(Ended::Complete);
         };
         let mut number = committed.unwrap_or(0) + 1;
-        let client = catalog::connect(&self.settings.conninfo).await?;
-        let types = catalog::type_support(&client, std::slice::from_ref(&table)).await?;
-        let mut plan = incremental::plan(&client, &table, &types).await?;
+        let mut job_reader = self.reader.begin(&table).await?;
         tracing::info!(%table, reason = %job.reason, resumed = after.is_some(), filtered = job.filter.is_some(), "incremental snapshot started");
         let started = Instant::now();
-        let counted = self.progress.add(&job.table, plan.estimate());
+        let counted = self.progress.add(&job.table, job_reader.estimate());
         let mut total = 0u64;
         // The previous chunk, emitted but perhaps not durable yet: its Delta commit overlaps
         // the next chunk's read. It must be durable before the next bound is stored, so the
@@ -240,15 +312,17 @@ impl Driver {
         // Chunks are sized by bytes too: the first is small, the next ones hold as many rows
         // as fit half the in-flight budget (at most snapshot_chunk_rows), so a table of wide
         // rows cannot blow the memory bound.
-        let budget = self.settings.max_inflight_bytes / 2;
-        let mut size = self.settings.snapshot_chunk_rows.min(FIRST_CHUNK_ROWS);
+        let budget = self.sizes.inflight_bytes / 2;
+        let mut size = self.sizes.chunk_rows.min(FIRST_CHUNK_ROWS);
+        let mut retries = 0u32;
         loop {
             let id = next_id();
             let (reply, outcome) = oneshot::channel();
+            let (table_name, key) = job_reader.table();
             let window = ChunkWindow {
                 id,
-                table: plan.table().clone(),
-                key: plan.key_names(),
+                table: table_name,
+                key,
                 chunk: number,
             };
             if self
@@ -259,19 +333,20 @@ impl Driver {
                 return Ok(Ended::Stopped);
             }
             self.registered = Some(id);
-            self.mark(&client, MarkerBody::Low { id }).await?;
-            let read = incremental::read_chunk(
-                &client,
-                &plan,
-                after.as_deref(),
-                job.filter.as_deref(),
-                size,
-                self.settings.max_batch_rows.min(65_536),
-            )
-            .await?;
+            if !job_reader.open(id, &self.to_source).await? {
+                return Ok(Ended::Stopped);
+            }
+            let (read, at) = job_reader
+                .read(
+                    after.as_deref(),
+                    job.filter.as_deref(),
+                    size,
+                    self.sizes.batch_rows.min(65_536),
+                )
+                .await?;
             let bytes: usize = read.batches.iter().map(|b| b.get_array_memory_size()).sum();
             if let Some(per_row) = bytes.checked_div(read.rows) {
-                size = (budget / per_row.max(1)).clamp(1, self.settings.snapshot_chunk_rows);
+                size = (budget / per_row.max(1)).clamp(1, self.sizes.chunk_rows);
             }
             if let Some((chunk, end, rows)) = emitted.take() {
                 if !self.wait_durable(end, cancel).await {
@@ -288,11 +363,12 @@ impl Driver {
             let rows = ToSource::Rows {
                 id,
                 batches: read.batches,
+                at,
             };
             if self.to_source.send(rows).is_err() {
                 return Ok(Ended::Stopped);
             }
-            self.mark(&client, MarkerBody::High { id }).await?;
+            job_reader.close(id).await?;
             let outcome = tokio::select! {
                 o = outcome => o,
                 () = cancel.cancelled() => return Ok(Ended::Stopped),
@@ -301,11 +377,17 @@ impl Driver {
             match outcome {
                 Err(_) => return Ok(Ended::Stopped),
                 Ok(ChunkOutcome::Retry { reason }) => {
-                    tracing::debug!(%table, chunk = number, reason, "chunk read again");
+                    retries += 1;
+                    if retries % RETRIES_WARN == 0 {
+                        tracing::warn!(%table, chunk = number, retries, reason, "chunk read again and again");
+                    } else {
+                        tracing::debug!(%table, chunk = number, reason, "chunk read again");
+                    }
                     // The table's shape may be what changed.
-                    plan = incremental::plan(&client, &table, &types).await?;
+                    job_reader.replan().await?;
                 }
                 Ok(ChunkOutcome::Emitted { end_lsn, rows }) => {
+                    retries = 0;
                     emitted = Some((number, end_lsn, rows));
                     number += 1;
                     match read.upper {
@@ -336,18 +418,6 @@ impl Driver {
         tracing::debug!(%table, chunk, rows, "chunk durable");
         self.committed.insert(table.clone(), Some(chunk));
         counted.fetch_add(rows as u64, Ordering::Relaxed);
-    }
-
-    async fn mark(
-        &self,
-        client: &tokio_postgres::Client,
-        body: MarkerBody,
-    ) -> Result<Lsn, PipelineError> {
-        let marker = Marker {
-            pipeline: self.settings.name.clone(),
-            body,
-        };
-        Ok(incremental::emit(client, &marker).await?)
     }
 
     /// Wait until `end` is durable in every table; false when the session is ending.
@@ -388,4 +458,173 @@ pub async fn check_keys(
         }
     }
     Ok(())
+}
+
+/// PostgreSQL: each read is bracketed by watermarks written into the WAL.
+pub struct PgReader(pub Settings);
+
+/// One PostgreSQL table's chunks.
+pub struct PgJob {
+    client: tokio_postgres::Client,
+    types: TypeSupport,
+    plan: KeyedPlan,
+    pipeline: String,
+}
+
+impl ChunkReader for PgReader {
+    type Job = PgJob;
+
+    async fn begin(&self, table: &TableName) -> Result<PgJob, PipelineError> {
+        let client = catalog::connect(&self.0.conninfo).await?;
+        let types = catalog::type_support(&client, std::slice::from_ref(table)).await?;
+        let plan = incremental::plan(&client, table, &types).await?;
+        Ok(PgJob {
+            client,
+            types,
+            plan,
+            pipeline: self.0.name.clone(),
+        })
+    }
+}
+
+impl PgJob {
+    async fn mark(&self, body: MarkerBody) -> Result<(), PipelineError> {
+        let marker = Marker {
+            pipeline: self.pipeline.clone(),
+            body,
+        };
+        incremental::emit(&self.client, &marker).await?;
+        Ok(())
+    }
+}
+
+impl ChunkJob for PgJob {
+    fn table(&self) -> (Arc<TableName>, Vec<String>) {
+        (self.plan.table().clone(), self.plan.key_names())
+    }
+
+    fn estimate(&self) -> u64 {
+        self.plan.estimate()
+    }
+
+    async fn replan(&mut self) -> Result<(), PipelineError> {
+        let table = (**self.plan.table()).clone();
+        self.plan = incremental::plan(&self.client, &table, &self.types).await?;
+        Ok(())
+    }
+
+    async fn open(
+        &mut self,
+        id: u64,
+        _: &mpsc::UnboundedSender<ToSource>,
+    ) -> Result<bool, PipelineError> {
+        self.mark(MarkerBody::Low { id }).await?;
+        Ok(true)
+    }
+
+    async fn read(
+        &mut self,
+        after: Option<&[String]>,
+        filter: Option<&str>,
+        size: usize,
+        max_rows: usize,
+    ) -> Result<(ChunkRead, Option<Lsn>), PipelineError> {
+        let read = incremental::read_chunk(&self.client, &self.plan, after, filter, size, max_rows)
+            .await?;
+        Ok((read, None))
+    }
+
+    async fn close(&mut self, id: u64) -> Result<(), PipelineError> {
+        self.mark(MarkerBody::High { id }).await
+    }
+}
+
+/// MySQL/MariaDB: each chunk is read in a consistent snapshot of its own, whose binlog
+/// position places it in the stream.
+pub struct MyReader {
+    pub settings: MySettings,
+    pub mariadb: bool,
+}
+
+/// One MySQL/MariaDB table's chunks.
+pub struct MyJob {
+    snapshot: Consistent,
+    plan: KeyPlan,
+}
+
+impl ChunkReader for MyReader {
+    type Job = MyJob;
+
+    async fn begin(&self, table: &TableName) -> Result<MyJob, PipelineError> {
+        let mut snapshot = Consistent::begin(&self.settings.info, self.mariadb).await?;
+        let plan = snapshot.plan(table).await?;
+        snapshot.release().await?;
+        Ok(MyJob { snapshot, plan })
+    }
+}
+
+impl ChunkJob for MyJob {
+    fn table(&self) -> (Arc<TableName>, Vec<String>) {
+        (self.plan.shape.table.clone(), self.plan.key_names())
+    }
+
+    fn estimate(&self) -> u64 {
+        self.plan.estimate
+    }
+
+    async fn replan(&mut self) -> Result<(), PipelineError> {
+        let table = (*self.plan.shape.table).clone();
+        self.plan = self.snapshot.plan(&table).await?;
+        Ok(())
+    }
+
+    async fn open(
+        &mut self,
+        _: u64,
+        to_source: &mpsc::UnboundedSender<ToSource>,
+    ) -> Result<bool, PipelineError> {
+        // The read's snapshot must start after the source opened the window.
+        let (ping, pong) = oneshot::channel();
+        if to_source.send(ToSource::Ping(ping)).is_err() {
+            return Ok(false);
+        }
+        Ok(pong.await.is_ok())
+    }
+
+    async fn read(
+        &mut self,
+        after: Option<&[String]>,
+        filter: Option<&str>,
+        size: usize,
+        max_rows: usize,
+    ) -> Result<(ChunkRead, Option<Lsn>), PipelineError> {
+        if filter.is_some() {
+            return Err(replication::Error::Protocol(
+                "filtered snapshots are not supported for MySQL/MariaDB".into(),
+            )
+            .into());
+        }
+        self.snapshot.renew().await?;
+        let at = self.snapshot.position.packed().ok_or_else(|| {
+            replication::Error::Protocol(format!(
+                "binlog position {} cannot be ordered",
+                self.snapshot.position
+            ))
+        })?;
+        let position = RowPosition {
+            lsn: at,
+            seq: 0,
+            commit_ts: now_micros(),
+        };
+        let read = self
+            .snapshot
+            .read_chunk(&self.plan, after, size, max_rows, position)
+            .await?;
+        self.snapshot.release().await?;
+        Ok((read, Some(at)))
+    }
+
+    async fn close(&mut self, _: u64) -> Result<(), PipelineError> {
+        Ok(())
+    }
 }

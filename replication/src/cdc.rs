@@ -145,3 +145,10 @@ impl CdcBuilder {
         ]
     }
 }
+
+/// Now, in microseconds since the epoch (the commit time given to snapshot rows).
+pub fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as i64)
+}

@@ -12,6 +12,7 @@ mod lsn;
 pub mod mysql;
 pub mod postgres;
 pub mod queue;
+pub mod window;
 
 pub use error::{Error, ErrorClass, Result};
 pub use lsn::Lsn;

@@ -11,10 +11,22 @@
 //! One streamed SELECT per table inside the snapshot transaction keeps memory at one batch,
 //! whatever the table's size. The table shapes come from `information_schema` and map to the
 //! same Arrow types as the binlog's table maps, so streamed rows land in the same columns.
+//!
+//! Incremental snapshots read primary-key chunks instead, each in a snapshot transaction of
+//! its own ([`Consistent::renew`]) whose position places the chunk in the stream
+//! (`crate::window`, positioned windows):
+//!
+//! ```text
+//!  SELECT … WHERE (k₁ > ?) OR (k₁ = ? AND k₂ > ?) … ORDER BY k₁, k₂ LIMIT n
+//! ```
+//!
+//! Bounds are kept as text and bound back with their exact type (integers as integers,
+//! decimals as `CAST(? AS DECIMAL(p, s))`, binary keys as `UNHEX(?)`), never through a double.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use deltalake::arrow::record_batch::RecordBatch;
 use futures::StreamExt;
 use mysql_async::prelude::Queryable;
 use mysql_async::{Conn, Row, Value};
@@ -28,6 +40,7 @@ use crate::cdc::{Op, RowPosition};
 use crate::change::{Event, TableBatch, TableName};
 use crate::postgres::value::days_from_civil;
 use crate::queue;
+use crate::window::ChunkRead;
 use crate::{Error, Result};
 
 fn sql(context: String) -> impl FnOnce(mysql_async::Error) -> Error {
@@ -37,62 +50,92 @@ fn sql(context: String) -> impl FnOnce(mysql_async::Error) -> Error {
 /// An open consistent-snapshot transaction and the binlog position it corresponds to.
 pub struct Consistent {
     conn: Conn,
+    mariadb: bool,
     /// Streaming from here continues exactly after what the snapshot shows.
     pub position: BinlogPosition,
+}
+
+/// Start a consistent-snapshot transaction on `conn` and learn its binlog position.
+async fn start(conn: &mut Conn, mariadb: bool) -> Result<BinlogPosition> {
+    let step = |what: &str| sql(format!("opening the snapshot: {what}"));
+    let position = if mariadb {
+        conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await
+            .map_err(step("start transaction"))?;
+        let rows: Vec<(String, String)> = conn
+            .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
+            .await
+            .map_err(step("binlog_snapshot status"))?;
+        let get = |name: &str| {
+            rows.iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        BinlogPosition {
+            file: get("binlog_snapshot_file").unwrap_or_default(),
+            pos: get("binlog_snapshot_position")
+                .and_then(|p| p.parse().ok())
+                .unwrap_or(4),
+        }
+    } else {
+        conn.query_drop("FLUSH TABLES WITH READ LOCK")
+            .await
+            .map_err(step("read lock (needs RELOAD)"))?;
+        let started = conn
+            .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
+            .await;
+        let position = catalog::current_position(conn).await;
+        conn.query_drop("UNLOCK TABLES")
+            .await
+            .map_err(step("unlock"))?;
+        started.map_err(step("start transaction"))?;
+        position?
+    };
+    if position.file.is_empty() {
+        return Err(Error::Protocol(
+            "the server reported no binlog position for the snapshot".into(),
+        ));
+    }
+    Ok(position)
 }
 
 impl Consistent {
     /// Open the snapshot transaction and learn its binlog position.
     pub async fn begin(info: &MyConnInfo, mariadb: bool) -> Result<Self> {
         let mut conn = catalog::connect(info).await?;
-        let step = |what: &str| sql(format!("opening the snapshot: {what}"));
         // UTC timestamps, and strings in their stored bytes (decoded by column charset, as
         // the binlog's are).
         conn.query_drop("SET SESSION time_zone = '+00:00', character_set_results = binary")
             .await
-            .map_err(step("session settings"))?;
+            .map_err(sql("opening the snapshot: session settings".into()))?;
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .await
-            .map_err(step("isolation"))?;
-        let position = if mariadb {
-            conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-                .await
-                .map_err(step("start transaction"))?;
-            let rows: Vec<(String, String)> = conn
-                .query("SHOW STATUS LIKE 'binlog_snapshot_%'")
-                .await
-                .map_err(step("binlog_snapshot status"))?;
-            let get = |name: &str| {
-                rows.iter()
-                    .find(|(n, _)| n.eq_ignore_ascii_case(name))
-                    .map(|(_, v)| v.clone())
-            };
-            BinlogPosition {
-                file: get("binlog_snapshot_file").unwrap_or_default(),
-                pos: get("binlog_snapshot_position")
-                    .and_then(|p| p.parse().ok())
-                    .unwrap_or(4),
-            }
-        } else {
-            conn.query_drop("FLUSH TABLES WITH READ LOCK")
-                .await
-                .map_err(step("read lock (needs RELOAD)"))?;
-            let started = conn
-                .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
-                .await;
-            let position = catalog::current_position(&mut conn).await;
-            conn.query_drop("UNLOCK TABLES")
-                .await
-                .map_err(step("unlock"))?;
-            started.map_err(step("start transaction"))?;
-            position?
-        };
-        if position.file.is_empty() {
-            return Err(Error::Protocol(
-                "the server reported no binlog position for the snapshot".into(),
-            ));
-        }
-        Ok(Consistent { conn, position })
+            .map_err(sql("opening the snapshot: isolation".into()))?;
+        let position = start(&mut conn, mariadb).await?;
+        Ok(Consistent {
+            conn,
+            mariadb,
+            position,
+        })
+    }
+
+    /// Plan keyset chunks of `table` (see [`plan`]).
+    pub async fn plan(&mut self, table: &TableName) -> Result<KeyPlan> {
+        plan(&mut self.conn, table).await
+    }
+
+    /// Open a new snapshot transaction (ending the current one), as of a newer position.
+    pub async fn renew(&mut self) -> Result<()> {
+        self.position = start(&mut self.conn, self.mariadb).await?;
+        Ok(())
+    }
+
+    /// End the snapshot transaction, keeping the connection for [`Consistent::renew`].
+    pub async fn release(&mut self) -> Result<()> {
+        self.conn
+            .query_drop("COMMIT")
+            .await
+            .map_err(sql("ending the snapshot".into()))
     }
 
     /// Copy `table` as of the snapshot into [`Event::Snapshot`]s of at most `max_rows` rows,
@@ -106,17 +149,116 @@ impl Consistent {
         progress: &AtomicU64,
     ) -> Result<u64> {
         let shape = Arc::new(shape(&mut self.conn, table).await?);
-        let columns: Vec<String> = shape.columns.iter().map(|(n, _)| quote(n)).collect();
+        let statement = format!("SELECT {} FROM {}", select_list(&shape), quote_table(table));
+        let mut out = Out::Queue { tx, progress };
+        let (rows, _) = self
+            .select(
+                &shape,
+                statement,
+                Vec::new(),
+                &[],
+                max_rows,
+                position,
+                &mut out,
+            )
+            .await?;
+        Ok(rows)
+    }
+
+    /// Read one keyset chunk of `plan`'s table as of the snapshot: at most `limit` rows with a
+    /// key above `after` (from the start: `None`), in key order, as batches of at most
+    /// `max_rows` rows at `position`. The chunk's upper bound is `None` when it reached the
+    /// table's end.
+    pub async fn read_chunk(
+        &mut self,
+        plan: &KeyPlan,
+        after: Option<&[String]>,
+        limit: usize,
+        max_rows: usize,
+        position: RowPosition,
+    ) -> Result<ChunkRead> {
+        let shape = &plan.shape;
+        let names: Vec<String> = plan
+            .key
+            .iter()
+            .map(|&k| quote(&shape.columns[k].0))
+            .collect();
+        let mut params = Vec::new();
+        let filter = match after {
+            None => String::new(),
+            Some(after) => {
+                if after.len() != plan.key.len() {
+                    return Err(Error::Protocol(format!(
+                        "snapshot bound of {} has {} values for a {}-column key",
+                        shape.table,
+                        after.len(),
+                        plan.key.len()
+                    )));
+                }
+                // (k1, k2) > (v1, v2) spelled out, which every version plans as a range.
+                let mut terms = Vec::new();
+                for i in 0..plan.key.len() {
+                    let mut term = Vec::new();
+                    for j in 0..=i {
+                        let ty = &shape.columns[plan.key[j]].1;
+                        let (placeholder, value) = bound_param(&after[j], ty)?;
+                        let op = if j == i { ">" } else { "=" };
+                        term.push(format!("{} {op} {placeholder}", names[j]));
+                        params.push(value);
+                    }
+                    terms.push(format!("({})", term.join(" AND ")));
+                }
+                format!(" WHERE {}", terms.join(" OR "))
+            }
+        };
         let statement = format!(
-            "SELECT {} FROM {}.{}",
-            columns.join(", "),
-            quote(&table.schema),
-            quote(&table.name)
+            "SELECT {} FROM {}{filter} ORDER BY {} LIMIT {limit}",
+            select_list(shape),
+            quote_table(&shape.table),
+            names.join(", ")
         );
+        let mut out = Out::Collect(Vec::new());
+        let (rows, last) = self
+            .select(
+                shape, statement, params, &plan.key, max_rows, position, &mut out,
+            )
+            .await?;
+        let Out::Collect(mut batches) = out else {
+            return Err(Error::Protocol("chunk rows went astray".into()));
+        };
+        if batches.is_empty() {
+            // An empty chunk still closes its window (and ends the table).
+            batches.push(RecordBatch::new_empty(shape.schema()));
+        }
+        let upper = match last {
+            Some(last) if rows >= limit as u64 => Some(last),
+            _ => None,
+        };
+        Ok(ChunkRead {
+            batches,
+            rows: rows as usize,
+            upper,
+        })
+    }
+
+    /// Run `statement` and stream its rows into builders of `shape`, handing each full batch
+    /// to `out`. Returns the row count and the last row's `key` columns as bound text.
+    #[allow(clippy::too_many_arguments)]
+    async fn select(
+        &mut self,
+        shape: &Arc<MyShape>,
+        statement: String,
+        params: Vec<Value>,
+        key: &[usize],
+        max_rows: usize,
+        position: RowPosition,
+        out: &mut Out<'_>,
+    ) -> Result<(u64, Option<Vec<String>>)> {
+        let table = &shape.table;
         let mut builder = MyTableBuilder::new(shape.clone(), max_rows.min(8192));
         let mut result = self
             .conn
-            .exec_iter(statement, ())
+            .exec_iter(statement, params)
             .await
             .map_err(sql(format!("copying {table}")))?;
         let mut stream = result
@@ -126,6 +268,7 @@ impl Consistent {
             .ok_or_else(|| Error::Protocol(format!("copying {table}: no result set")))?;
         let describe = || "snapshot".to_string();
         let mut rows = 0u64;
+        let mut last: Option<Vec<Value>> = None;
         while let Some(row) = stream.next().await {
             let row = row.map_err(sql(format!("copying {table}")))?;
             let values = row.unwrap();
@@ -141,16 +284,26 @@ impl Consistent {
                 cells.push(Some(cell));
             }
             builder.append(Op::Read, position, &cells, &describe)?;
+            drop(cells);
+            if !key.is_empty() {
+                last = Some(values);
+            }
             rows += 1;
             if builder.rows() >= max_rows {
-                progress.fetch_add(builder.rows() as u64, Ordering::Relaxed);
-                send(&mut builder, tx).await?;
+                out.take(&mut builder).await?;
             }
         }
         drop(stream);
-        progress.fetch_add(builder.rows() as u64, Ordering::Relaxed);
-        send(&mut builder, tx).await?;
-        Ok(rows)
+        out.take(&mut builder).await?;
+        let last = match last {
+            Some(values) => Some(
+                key.iter()
+                    .map(|&k| bound_text(&values[k], &shape.columns[k].1))
+                    .collect::<Result<Vec<_>>>()?,
+            ),
+            None => None,
+        };
+        Ok((rows, last))
     }
 
     /// End the snapshot transaction.
@@ -160,21 +313,175 @@ impl Consistent {
     }
 }
 
-async fn send(builder: &mut MyTableBuilder, tx: &queue::Sender<Event>) -> Result<()> {
-    let Some(batch) = builder.take()? else {
-        return Ok(());
-    };
-    let event = Event::Snapshot {
-        tables: vec![TableBatch {
-            table: builder.shape().table.clone(),
-            batch,
-        }],
-    };
-    let permit = tx
-        .reserve(event.memory_size())
+/// Where [`Consistent::select`] hands its batches.
+enum Out<'a> {
+    /// To the sinks, with backpressure, counting rows.
+    Queue {
+        tx: &'a queue::Sender<Event>,
+        progress: &'a AtomicU64,
+    },
+    /// Kept (one chunk).
+    Collect(Vec<RecordBatch>),
+}
+
+impl Out<'_> {
+    async fn take(&mut self, builder: &mut MyTableBuilder) -> Result<()> {
+        let rows = builder.rows() as u64;
+        let Some(batch) = builder.take()? else {
+            return Ok(());
+        };
+        match self {
+            Out::Collect(batches) => batches.push(batch),
+            Out::Queue { tx, progress } => {
+                progress.fetch_add(rows, Ordering::Relaxed);
+                let event = Event::Snapshot {
+                    tables: vec![TableBatch {
+                        table: builder.shape().table.clone(),
+                        batch,
+                    }],
+                };
+                let permit = tx
+                    .reserve(event.memory_size())
+                    .await
+                    .map_err(|_| Error::SinkStopped)?;
+                tx.send(event, permit).map_err(|_| Error::SinkStopped)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How to read a table in primary-key chunks.
+pub struct KeyPlan {
+    /// The table's shape (as of planning).
+    pub shape: Arc<MyShape>,
+    /// Primary key columns (indices into the shape's columns), in key order.
+    pub key: Vec<usize>,
+    /// The server's estimate of the table's rows.
+    pub estimate: u64,
+}
+
+impl KeyPlan {
+    /// Primary key column names, in key order.
+    pub fn key_names(&self) -> Vec<String> {
+        self.key
+            .iter()
+            .map(|&k| self.shape.columns[k].0.clone())
+            .collect()
+    }
+}
+
+/// Plan keyset chunks of `table`: its shape and primary key. A table without one, or with a
+/// key column whose order Sluice cannot bound exactly (float, bit, enum, set, json, latin1
+/// text), is refused with [`Error::NoPrimaryKey`].
+pub async fn plan(conn: &mut Conn, table: &TableName) -> Result<KeyPlan> {
+    let shape = shape(conn, table).await?;
+    let names: Vec<String> = conn
+        .exec(
+            "SELECT COLUMN_NAME FROM information_schema.KEY_COLUMN_USAGE
+              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? AND CONSTRAINT_NAME = 'PRIMARY'
+              ORDER BY ORDINAL_POSITION",
+            (&table.schema, &table.name),
+        )
         .await
-        .map_err(|_| Error::SinkStopped)?;
-    tx.send(event, permit).map_err(|_| Error::SinkStopped)
+        .map_err(sql(format!("reading the primary key of {table}")))?;
+    let key: Vec<usize> = names
+        .iter()
+        .filter_map(|n| shape.columns.iter().position(|(c, _)| c == n))
+        .collect();
+    let boundable = key.iter().all(|&k| {
+        matches!(
+            shape.columns[k].1,
+            MyType::Int16
+                | MyType::Int32
+                | MyType::Int64
+                | MyType::UInt64
+                | MyType::Year
+                | MyType::Decimal { .. }
+                | MyType::Text(Charset::Utf8)
+                | MyType::Binary
+                | MyType::Date
+                | MyType::DateTime
+                | MyType::Timestamp
+                | MyType::Time
+        )
+    });
+    if key.is_empty() || key.len() != names.len() || !boundable {
+        return Err(Error::NoPrimaryKey {
+            table: table.to_string(),
+        });
+    }
+    let estimate: Option<u64> = conn
+        .exec_first(
+            "SELECT TABLE_ROWS FROM information_schema.TABLES
+              WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+            (&table.schema, &table.name),
+        )
+        .await
+        .map_err(sql(format!("estimating the rows of {table}")))?
+        .flatten();
+    Ok(KeyPlan {
+        shape: Arc::new(shape),
+        key,
+        estimate: estimate.unwrap_or(0),
+    })
+}
+
+fn select_list(shape: &MyShape) -> String {
+    let columns: Vec<String> = shape.columns.iter().map(|(n, _)| quote(n)).collect();
+    columns.join(", ")
+}
+
+fn quote_table(table: &TableName) -> String {
+    format!("{}.{}", quote(&table.schema), quote(&table.name))
+}
+
+/// A key value as the text a chunk bound keeps (see [`bound_param`]).
+fn bound_text(value: &Value, ty: &MyType) -> Result<String> {
+    let bad = || {
+        Error::Protocol(format!(
+            "key value {value:?} of type {ty:?} cannot bound a chunk"
+        ))
+    };
+    Ok(match (value, ty) {
+        (Value::Int(i), _) => i.to_string(),
+        (Value::UInt(u), _) => u.to_string(),
+        (Value::Bytes(b), MyType::Binary) => b.iter().map(|x| format!("{x:02x}")).collect(),
+        (Value::Bytes(b), _) => String::from_utf8(b.clone()).map_err(|_| bad())?,
+        (Value::Date(y, m, d, ..), MyType::Date) => format!("{y:04}-{m:02}-{d:02}"),
+        (Value::Date(y, m, d, h, mi, s, us), _) => {
+            format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}")
+        }
+        (Value::Time(neg, days, h, m, s, us), _) => format!(
+            "{}{}:{m:02}:{s:02}.{us:06}",
+            if *neg { "-" } else { "" },
+            days * 24 + u32::from(*h)
+        ),
+        _ => return Err(bad()),
+    })
+}
+
+/// The SQL placeholder and parameter comparing a key column of type `ty` with bound `text`,
+/// exactly (integers as integers, decimals as decimals: never through a double).
+fn bound_param(text: &str, ty: &MyType) -> Result<(String, Value)> {
+    let bad = || Error::Protocol(format!("bad chunk bound {text:?} for a {ty:?} key"));
+    Ok(match ty {
+        MyType::Int16 | MyType::Int32 | MyType::Int64 | MyType::Year => {
+            ("?".into(), Value::Int(text.parse().map_err(|_| bad())?))
+        }
+        MyType::UInt64 => ("?".into(), Value::UInt(text.parse().map_err(|_| bad())?)),
+        MyType::Decimal { precision, scale } => (
+            format!("CAST(? AS DECIMAL({precision}, {scale}))"),
+            Value::from(text),
+        ),
+        MyType::Binary => ("UNHEX(?)".into(), Value::from(text)),
+        MyType::Date => ("CAST(? AS DATE)".into(), Value::from(text)),
+        MyType::DateTime | MyType::Timestamp => {
+            ("CAST(? AS DATETIME(6))".into(), Value::from(text))
+        }
+        MyType::Time => ("CAST(? AS TIME(6))".into(), Value::from(text)),
+        _ => ("?".into(), Value::from(text)),
+    })
 }
 
 /// A value of the binary protocol as a cell of the column's type.

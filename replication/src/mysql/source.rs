@@ -34,11 +34,12 @@ use super::events::{self, Kind};
 use super::position::BinlogPosition;
 use super::rows::{image, Present};
 use super::shape::{MyShape, MyTableBuilder};
-use crate::cdc::{Op, RowPosition};
+use crate::cdc::{now_micros, Op, RowPosition};
 use crate::change::{Event, TableBatch, TableName};
 use crate::postgres::source::SourceExit;
 use crate::postgres::BatchLimits;
 use crate::queue;
+use crate::window::{SnapshotLink, Step, Windows};
 use crate::{Error, Lsn, Result};
 
 /// Heartbeat period asked of the server: an idle server still shows its position this often.
@@ -121,6 +122,10 @@ struct Source {
     /// stripped by the decoder).
     seen_format: bool,
     events: Vec<Event>,
+    /// Incremental-snapshot chunks in flight (positioned windows).
+    windows: Windows,
+    /// Whether the snapshot driver has nothing queued (`None`: no driver).
+    snapshots_idle: Option<watch::Receiver<bool>>,
 }
 
 /// Where a restart may resume: a transaction boundary, and the GTID set as of it (MariaDB).
@@ -133,12 +138,13 @@ pub struct Resume {
 }
 
 /// Read the binlog until cancelled, caught up, or an error. `resume` receives the position a
-/// restart may resume from as it moves.
+/// restart may resume from as it moves; `link` connects the incremental-snapshot driver.
 pub async fn run(
     options: MySourceOptions,
     tx: queue::Sender<Event>,
     durable: watch::Receiver<Lsn>,
     resume: watch::Sender<Resume>,
+    link: Option<SnapshotLink>,
     cancel: CancellationToken,
 ) -> Result<SourceExit> {
     let mut conn = super::catalog::connect(&options.info).await?;
@@ -225,6 +231,8 @@ pub async fn run(
             .collect(),
         pending_gtid: None,
         events: Vec::new(),
+        snapshots_idle: link.as_ref().map(|l| l.idle.clone()),
+        windows: Windows::positioned(link.map(|l| l.chunks)),
     };
     let result = source.stream(&mut stream, &cancel).await;
     if result.is_ok() {
@@ -287,12 +295,21 @@ impl Source {
             if self.open.is_none() && self.deadline.is_some_and(|d| d <= Instant::now()) {
                 self.flush()?;
             }
+            if self.open.is_none() && self.windows.ready(self.seen_end) {
+                // Everything up to the boundary goes first, through the windows.
+                self.flush()?;
+                if !self.deliver_all(cancel).await? {
+                    return Ok(SourceExit::Cancelled);
+                }
+                let chunks = self.windows.settle_ready(self.seen_end, now_micros())?;
+                self.events.extend(chunks);
+            }
             if !self.deliver_all(cancel).await? {
                 return Ok(SourceExit::Cancelled);
             }
             self.report_resume();
             if let Some(target) = self.options.until {
-                if self.idle() && self.resume_point() >= target {
+                if self.idle() && self.snapshots_idle() && self.resume_point() >= target {
                     return Ok(SourceExit::CaughtUp);
                 }
             }
@@ -326,6 +343,15 @@ impl Source {
         self.open.is_none()
             && self.pending_commit.is_none()
             && *self.durable.borrow() >= self.forwarded_end
+    }
+
+    /// No incremental snapshot queued or in flight.
+    fn snapshots_idle(&mut self) -> bool {
+        !self.windows.busy()
+            && self
+                .snapshots_idle
+                .as_ref()
+                .is_none_or(|idle| *idle.borrow())
     }
 
     fn resume_point(&self) -> Lsn {
@@ -514,6 +540,7 @@ impl Source {
             });
         }
         let shape = Arc::new(shape);
+        self.windows.schema_changed(&shape.table);
         if let Some(old) = self.slots.remove(&shape.table) {
             if old.builder.rows() > old.committed {
                 return Err(Error::Protocol(format!(
@@ -824,10 +851,12 @@ impl Source {
     /// Queue the events; false when cancelled first.
     async fn deliver_all(&mut self, cancel: &CancellationToken) -> Result<bool> {
         for event in std::mem::take(&mut self.events) {
+            // The binlog carries no requests: every step is a delivery.
+            let (Step::Deliver(event) | Step::Request(_, event)) = self.windows.observe(event)?;
             let end = match &event {
-                Event::Committed { end_lsn, .. } | Event::StreamCommit { end_lsn, .. } => {
-                    Some(*end_lsn)
-                }
+                Event::Committed { end_lsn, .. }
+                | Event::StreamCommit { end_lsn, .. }
+                | Event::SnapshotChunk { end_lsn, .. } => Some(*end_lsn),
                 _ => None,
             };
             let permit = tokio::select! {

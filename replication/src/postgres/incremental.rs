@@ -23,8 +23,8 @@ use super::catalog::TypeSupport;
 use super::copy::CopyDecoder;
 use super::snapshot::{self, TablePlan};
 use super::table::{Op, RowPosition, TableBuilder};
-use super::window::Marker;
 use crate::change::{quote_ident, quote_literal, TableName, MARKER_PREFIX};
+use crate::window::{ChunkRead, Marker};
 use crate::{Error, Lsn, Result};
 
 /// A table planned for keyset reads.
@@ -130,17 +130,6 @@ pub async fn emit(client: &SqlClient, marker: &Marker) -> Result<Lsn> {
         })?
         .get(0);
     lsn.parse().map_err(Error::Protocol)
-}
-
-/// One chunk read.
-#[derive(Debug)]
-pub struct ChunkRead {
-    /// The rows, op `r`, positions to be stamped at the high watermark.
-    pub batches: Vec<RecordBatch>,
-    /// Rows read.
-    pub rows: usize,
-    /// The chunk's last key (text, per key column); `None`: this was the last chunk.
-    pub upper: Option<Vec<String>>,
 }
 
 /// Read the chunk of at most `size` rows after key `after` (from the start when `None`),

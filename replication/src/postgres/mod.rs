@@ -24,6 +24,5 @@ pub mod stream;
 pub mod table;
 pub mod tls;
 pub mod value;
-pub mod window;
 
 pub use assembler::{Assembler, BatchLimits};

@@ -28,10 +28,10 @@ use super::conninfo::ConnInfo;
 use super::pgoutput::Decoder;
 use super::pgoutput::Message;
 use super::stream::{self, ServerMessage};
-use super::window::{RequestSender, SnapshotRequest, Step, ToSource, Windows};
 use super::{Assembler, BatchLimits};
 use crate::change::{quote_ident, quote_literal, Event, TableName};
 use crate::queue;
+use crate::window::{RequestSender, SnapshotLink, SnapshotRequest, Step, Windows};
 use crate::{Error, ErrorClass, Lsn, Result};
 
 /// Status updates are sent at least this often, and more often if `wal_sender_timeout`
@@ -63,17 +63,6 @@ pub struct SourceOptions {
     pub until: Option<Lsn>,
     /// Pipeline name: the watermarks and requests addressed to it are the ones acted on.
     pub pipeline: String,
-}
-
-/// The source's end of the incremental-snapshot machinery.
-#[derive(Debug)]
-pub struct SnapshotLink {
-    /// Chunks to track and their rows.
-    pub chunks: tokio::sync::mpsc::UnboundedReceiver<ToSource>,
-    /// Where snapshot requests found in the stream go to be persisted.
-    pub requests: RequestSender,
-    /// Whether no incremental snapshot is pending (`--until caught-up` waits for it).
-    pub idle: watch::Receiver<bool>,
 }
 
 /// How the source ended without error.

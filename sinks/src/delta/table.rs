@@ -222,6 +222,10 @@ impl ChangelogTable {
     /// Commit one incremental-snapshot chunk: its rows (possibly none) and, in the same
     /// commit, the chunk's number beside the source position, so that the chunk's progress is
     /// durable exactly when its rows are.
+    ///
+    /// A chunk is recognised as committed by its number, not by position: its rows may share
+    /// the position of the transaction just before it (MySQL/MariaDB place a chunk at the
+    /// boundary the stream stands at).
     pub async fn commit_chunk(
         &mut self,
         batch: RecordBatch,
@@ -229,11 +233,11 @@ impl ChangelogTable {
         commit_lsn: Lsn,
         chunk: u64,
     ) -> Result<()> {
-        if self.table.is_none() {
-            self.create(&batch).await?;
+        if self.snapshot_chunk.is_some_and(|done| chunk <= done) {
+            return Ok(());
         }
         let mut pending = PendingCommit::default();
-        self.write(&mut pending, batch).await?;
+        self.append(&mut pending, batch).await?;
         if pending.writer.is_none() {
             pending.writer = Some(self.writer()?);
         }
@@ -256,9 +260,14 @@ impl ChangelogTable {
     /// [`ChangelogTable::finish`]). Creates the table on its first rows; columns the batch adds
     /// are added to the schema by the commit.
     pub async fn write(&mut self, pending: &mut PendingCommit, batch: RecordBatch) -> Result<()> {
-        let Some(batch) = self.unseen(batch)? else {
-            return Ok(());
-        };
+        match self.unseen(batch)? {
+            Some(batch) => self.append(pending, batch).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`ChangelogTable::write`] without the position filter.
+    async fn append(&mut self, pending: &mut PendingCommit, batch: RecordBatch) -> Result<()> {
         if self.table.is_none() {
             self.create(&batch).await?;
         }

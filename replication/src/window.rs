@@ -1,5 +1,5 @@
-//! The stream side of incremental snapshots (DBLog watermarks): the source's view of each
-//! chunk's window, and the messages Sluice writes into the WAL.
+//! The stream side of incremental snapshots (DBLog): the source's view of each chunk's
+//! window, and the messages Sluice writes into the PostgreSQL WAL.
 //!
 //! ```text
 //!  driver:  register(id) ─ emit LOW(id) ─ SELECT chunk ─ send rows(id) ─ emit HIGH(id)
@@ -19,6 +19,21 @@
 //!
 //! Watermarks the source does not know (a previous run's, after a crash) are ignored: that
 //! chunk is read again with new watermarks, and its old rows were never committed.
+//!
+//! **Positioned windows (MySQL/MariaDB).** The binlog has no logical messages, and Sluice does
+//! not write to the source. Instead each chunk is read in its own consistent-snapshot
+//! transaction, which names the exact binlog position `at` its rows are as of. The window opens
+//! when the source takes the registration (the driver waits for that, through a
+//! [`ToSource::Ping`], before it starts the read, so the window opens at or before `at`) and
+//! closes at the first transaction boundary at or after `at` where the stream stands once the
+//! rows arrived. Keys changed between registration and `at` are dropped too: their streamed
+//! changes carry whole rows (`binlog_row_image = FULL`), so the latest one already is the row.
+//!
+//! ```text
+//!  driver:  register(id) ─ ping ─ consistent snapshot (at) ─ SELECT chunk ─ rows(id, at)
+//!  stream:  … register … changes to k₁ … at … changes to k₂ … boundary ≥ at, rows here
+//!  at the boundary: chunk rows minus {k₁, k₂} ─▶ Event::SnapshotChunk at the boundary
+//! ```
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -100,13 +115,31 @@ pub enum ChunkOutcome {
     Retry { reason: &'static str },
 }
 
+/// One chunk read.
+#[derive(Debug)]
+pub struct ChunkRead {
+    /// The rows, op `r`, positions to be stamped when the window closes.
+    pub batches: Vec<RecordBatch>,
+    /// Rows read.
+    pub rows: usize,
+    /// The chunk's last key (text, per key column); `None`: this was the last chunk.
+    pub upper: Option<Vec<String>>,
+}
+
 /// Driver → source.
 #[derive(Debug)]
 pub enum ToSource {
     /// Track this chunk's window (sent before its low watermark is written).
     Register(ChunkWindow, oneshot::Sender<ChunkOutcome>),
-    /// The chunk's rows (sent before its high watermark is written).
-    Rows { id: u64, batches: Vec<RecordBatch> },
+    /// The chunk's rows (sent before its high watermark is written); `at`: the source
+    /// position they are as of, for positioned windows.
+    Rows {
+        id: u64,
+        batches: Vec<RecordBatch>,
+        at: Option<Lsn>,
+    },
+    /// Answered once every message sent before it was taken.
+    Ping(oneshot::Sender<()>),
     /// The chunk failed before its high watermark: stop tracking it.
     Forget { id: u64 },
 }
@@ -126,6 +159,8 @@ struct Window {
     converter: Option<RowConverter>,
     retry: Option<&'static str>,
     rows: Option<Vec<RecordBatch>>,
+    /// Positioned windows: the position the rows are as of.
+    at: Option<Lsn>,
 }
 
 /// What the source does with an event after the windows saw it.
@@ -143,6 +178,20 @@ pub struct Windows {
     windows: HashMap<u64, Window>,
     /// Tables touched by each streamed transaction in progress.
     streams: HashMap<u32, HashSet<Arc<TableName>>>,
+    /// Windows open on registration and close at a position (MySQL/MariaDB), instead of at
+    /// watermarks.
+    positioned: bool,
+}
+
+/// The source's end of the incremental-snapshot driver.
+#[derive(Debug)]
+pub struct SnapshotLink {
+    /// Chunks to track and their rows.
+    pub chunks: mpsc::UnboundedReceiver<ToSource>,
+    /// Where snapshot requests found in the stream go to be persisted.
+    pub requests: RequestSender,
+    /// Whether no incremental snapshot is pending (`--until caught-up` waits for it).
+    pub idle: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Windows {
@@ -153,6 +202,15 @@ impl Windows {
             rx,
             windows: HashMap::new(),
             streams: HashMap::new(),
+            positioned: false,
+        }
+    }
+
+    /// Positioned windows (see the module doc), for a source without watermarks.
+    pub fn positioned(rx: Option<mpsc::UnboundedReceiver<ToSource>>) -> Self {
+        Windows {
+            positioned: true,
+            ..Windows::new(String::new(), rx)
         }
     }
 
@@ -162,7 +220,8 @@ impl Windows {
         !self.windows.is_empty()
     }
 
-    fn drain(&mut self) {
+    /// Take the driver's messages.
+    pub fn drain(&mut self) {
         let Some(rx) = &mut self.rx else { return };
         while let Ok(message) = rx.try_recv() {
             match message {
@@ -172,18 +231,23 @@ impl Windows {
                         Window {
                             spec,
                             reply,
-                            open: false,
+                            open: self.positioned,
                             changed: HashSet::new(),
                             converter: None,
                             retry: None,
                             rows: None,
+                            at: None,
                         },
                     );
                 }
-                ToSource::Rows { id, batches } => {
+                ToSource::Rows { id, batches, at } => {
                     if let Some(w) = self.windows.get_mut(&id) {
                         w.rows = Some(batches);
+                        w.at = at;
                     }
+                }
+                ToSource::Ping(reply) => {
+                    let _ = reply.send(());
                 }
                 ToSource::Forget { id } => {
                     self.windows.remove(&id);
@@ -251,7 +315,7 @@ impl Windows {
                 Ok(Step::Deliver(event))
             }
             MarkerBody::High { id } => {
-                let Some(mut w) = self.windows.remove(&id) else {
+                let Some(w) = self.windows.remove(&id) else {
                     return Ok(Step::Deliver(event));
                 };
                 let Event::Marker {
@@ -263,25 +327,9 @@ impl Windows {
                 else {
                     return Ok(Step::Deliver(event));
                 };
-                match w.resolve(commit_lsn, commit_ts)? {
-                    Some(batch) => {
-                        let rows = batch.num_rows();
-                        let _ = w.reply.send(ChunkOutcome::Emitted { end_lsn, rows });
-                        Ok(Step::Deliver(Event::SnapshotChunk {
-                            table: TableBatch {
-                                table: w.spec.table.clone(),
-                                batch,
-                            },
-                            chunk: w.spec.chunk,
-                            commit_lsn,
-                            end_lsn,
-                        }))
-                    }
-                    None => {
-                        let reason = w.retry.unwrap_or("the chunk's rows never arrived");
-                        let _ = w.reply.send(ChunkOutcome::Retry { reason });
-                        Ok(Step::Deliver(event))
-                    }
+                match w.settle(commit_lsn, end_lsn, commit_ts)? {
+                    Some(chunk) => Ok(Step::Deliver(chunk)),
+                    None => Ok(Step::Deliver(event)),
                 }
             }
             MarkerBody::Request(request) => Ok(Step::Request(request, event)),
@@ -289,7 +337,68 @@ impl Windows {
     }
 }
 
+impl Windows {
+    /// Positioned windows: whether a chunk's rows are in and its position `at` was reached by
+    /// `boundary`, the transaction boundary the stream stands at.
+    pub fn ready(&mut self, boundary: Lsn) -> bool {
+        self.drain();
+        self.windows
+            .values()
+            .any(|w| w.rows.is_some() && w.at.is_some_and(|at| at <= boundary))
+    }
+
+    /// Positioned windows: settle every ready chunk at `boundary` (everything up to it was
+    /// observed), in registration order. Returns the chunk events to deliver.
+    pub fn settle_ready(&mut self, boundary: Lsn, commit_ts: i64) -> Result<Vec<Event>> {
+        let mut ready: Vec<u64> = self
+            .windows
+            .iter()
+            .filter(|(_, w)| w.rows.is_some() && w.at.is_some_and(|at| at <= boundary))
+            .map(|(id, _)| *id)
+            .collect();
+        ready.sort_unstable();
+        let mut out = Vec::new();
+        for id in ready {
+            if let Some(w) = self.windows.remove(&id) {
+                out.extend(w.settle(boundary, boundary, commit_ts)?);
+            }
+        }
+        Ok(out)
+    }
+}
+
 impl Window {
+    /// Close the window at `commit_lsn`: the chunk event to deliver (the driver told it was
+    /// emitted), or `None` with the driver told to read the chunk again.
+    fn settle(mut self, commit_lsn: Lsn, end_lsn: Lsn, commit_ts: i64) -> Result<Option<Event>> {
+        let (outcome, event) = match self.resolve(commit_lsn, commit_ts)? {
+            Some(batch) => (
+                ChunkOutcome::Emitted {
+                    end_lsn,
+                    rows: batch.num_rows(),
+                },
+                Some(Event::SnapshotChunk {
+                    table: TableBatch {
+                        table: self.spec.table.clone(),
+                        batch,
+                    },
+                    chunk: self.spec.chunk,
+                    commit_lsn,
+                    end_lsn,
+                }),
+            ),
+            None => (
+                ChunkOutcome::Retry {
+                    reason: self.retry.unwrap_or("the chunk's rows never arrived"),
+                },
+                None,
+            ),
+        };
+        // A closed reply: the driver is gone, and the session with it.
+        let _ = self.reply.send(outcome);
+        Ok(event)
+    }
+
     fn key_columns(&self, batch: &RecordBatch) -> Result<Option<Vec<ArrayRef>>> {
         let mut out = Vec::with_capacity(self.spec.key.len());
         for name in &self.spec.key {
@@ -490,6 +599,7 @@ mod tests {
         deliver(w.observe(marker(MarkerBody::Low { id: 9 }, 100)).unwrap());
         deliver(w.observe(committed(&["u", "d"], &[2, 3])).unwrap());
         tx.send(ToSource::Rows {
+            at: None,
             id: 9,
             batches: vec![batch(&["r"; 4], &[1, 2, 3, 4])],
         })
@@ -551,6 +661,7 @@ mod tests {
             deliver(w.observe(marker(MarkerBody::Low { id: 9 }, 100)).unwrap());
             deliver(w.observe(disturbance).unwrap());
             tx.send(ToSource::Rows {
+                at: None,
                 id: 9,
                 batches: vec![batch(&["r"], &[1])],
             })
