@@ -182,6 +182,7 @@ pub async fn run(
         },
         max_latency: settings.max_batch_latency,
         until,
+        lake_schemas: std::collections::HashMap::new(),
     };
     with_retries(&cancel, || {
         session(settings, options.clone(), store.clone(), cancel.clone())
@@ -310,10 +311,14 @@ async fn session(
         options.start_gtid = state.binlog_gtid;
     }
     let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
-    let committed = sink
-        .positions()
-        .into_iter()
+    let positions = sink.positions();
+    let committed = positions
+        .iter()
         .map(|p| ((*p.table).clone(), p.snapshot_chunk))
+        .collect();
+    options.lake_schemas = positions
+        .into_iter()
+        .filter_map(|p| Some(((*p.table).clone(), p.schema?)))
         .collect();
     let (tx, durable, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
     let (snapshots, link) = snapshots::session(
@@ -338,16 +343,7 @@ async fn session(
     let saver = tokio::spawn(save_resume(resume_rx.clone(), store.clone()));
     // The driver failing stops the source; the source ending stops the driver.
     let stop = cancel.child_token();
-    let driver = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let result = snapshots.run(stop.clone()).await;
-            if result.is_err() {
-                stop.cancel();
-            }
-            result
-        })
-    };
+    let driver = snapshots.spawn(stop.clone());
     let source_result =
         binlog::run(options, tx, durable, resume_tx, Some(link), stop.clone()).await;
     stop.cancel();

@@ -307,16 +307,7 @@ async fn session(
     };
     // The driver failing stops the source; the source ending stops the driver.
     let stop = cancel.child_token();
-    let driver = {
-        let stop = stop.clone();
-        tokio::spawn(async move {
-            let result = snapshots.run(stop.clone()).await;
-            if result.is_err() {
-                stop.cancel();
-            }
-            result
-        })
-    };
+    let driver = snapshots.spawn(stop.clone());
     let source_result = source::run(options, tx, durable_rx, Some(link), stop.clone()).await;
     stop.cancel();
     let driver_result = driver.await.unwrap_or(Ok(()));

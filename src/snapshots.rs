@@ -159,6 +159,20 @@ pub fn session<R: ChunkReader>(
 }
 
 impl<R: ChunkReader> Session<R> {
+    /// [`Session::run`] on a task of its own; a failure cancels `stop` (and so the source).
+    pub fn spawn(
+        self,
+        stop: CancellationToken,
+    ) -> tokio::task::JoinHandle<Result<(), PipelineError>> {
+        tokio::spawn(async move {
+            let result = self.run(stop.clone()).await;
+            if result.is_err() {
+                stop.cancel();
+            }
+            result
+        })
+    }
+
     /// Run the driver and the request persister until cancelled or the source goes away.
     /// A definite failure of a `sluice snapshot` request drops that request (logged); any
     /// other failure ends the session with it.

@@ -361,6 +361,45 @@ async fn mysql_changes_across_three_tables_with_add_column() {
     );
 }
 
+/// A column changed while Sluice was stopped is recognised at the table's first table map
+/// after the restart (against the lake's columns): the same one-line error, nothing written.
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_incompatible_change_while_stopped_is_named() {
+    let _server = SERVER.lock().await;
+    let mut db = my_admin().await;
+    let p = MyPipeline::new("my_alter", &mut db).await;
+    exec(
+        &mut db,
+        "CREATE TABLE my_alter.t (id int PRIMARY KEY, v int, w int); INSERT INTO my_alter.t VALUES (1, 1, 1)",
+    )
+    .await;
+    let config = p.config(&["t"], 5109);
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    exec(&mut db, "INSERT INTO my_alter.t VALUES (2, 2, 2)").await;
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let before = p.rows("t").len();
+    exec(
+        &mut db,
+        "ALTER TABLE my_alter.t DROP COLUMN v; INSERT INTO my_alter.t VALUES (3, 3)",
+    )
+    .await;
+    let out = run_sluice(&["run", "--until", "caught-up"], &config);
+    assert!(!out.status.success());
+    let errors = error_lines(&out);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(
+        errors[0].contains("table my_alter.t column v at binlog binlog.")
+            && errors[0].contains("incompatible schema change: column dropped"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(
+        p.rows("t").len(),
+        before,
+        "nothing written after the change"
+    );
+}
+
 /// Inserts, updates and deletes in 1..50-row transactions until `rows` changes were made.
 async fn workload(db_name: &'static str, tables: &'static [&'static str], rows: usize, seed: u64) {
     let mut db = my_admin().await;

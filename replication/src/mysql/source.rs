@@ -73,6 +73,9 @@ pub struct MySourceOptions {
     pub max_latency: Duration,
     /// Stop once everything committed before this (packed) position is durable.
     pub until: Option<Lsn>,
+    /// The columns each table already has in the lake: a table's first table map is checked
+    /// against them (a change made while Sluice was stopped).
+    pub lake_schemas: HashMap<TableName, deltalake::arrow::datatypes::SchemaRef>,
 }
 
 struct Slot {
@@ -524,6 +527,16 @@ impl Source {
 
     /// Take a table map's shape, evolving the table's builder when columns were added.
     fn evolve(&mut self, shape: MyShape, log_pos: u32) -> Result<Arc<MyShape>> {
+        if let Some(schema) = self.options.lake_schemas.remove(&*shape.table) {
+            if let Err((column, reason)) = shape.check_against(&schema) {
+                return Err(Error::MysqlSchemaChange {
+                    table: shape.table.to_string(),
+                    column,
+                    position: self.describe(log_pos),
+                    reason,
+                });
+            }
+        }
         let Some(slot) = self.slots.get(&shape.table) else {
             return Ok(Arc::new(shape));
         };

@@ -40,6 +40,8 @@ pub struct TablePosition {
     pub position: Option<Lsn>,
     /// Last incremental-snapshot chunk committed to it.
     pub snapshot_chunk: Option<u64>,
+    /// Its columns (`None`: not created yet).
+    pub schema: Option<deltalake::arrow::datatypes::SchemaRef>,
 }
 
 /// A set of changelog tables under one directory.
@@ -89,6 +91,7 @@ impl DeltaSink {
                 delta_version: t.version(),
                 position: t.position(),
                 snapshot_chunk: t.snapshot_chunk(),
+                schema: t.arrow_schema(),
             })
             .collect();
         out.sort_by(|a, b| a.table.cmp(&b.table));

@@ -115,6 +115,12 @@ impl ChangelogTable {
         self.table.as_ref().and_then(|t| t.version())
     }
 
+    /// The table's Arrow schema (`None`: not created yet).
+    pub fn arrow_schema(&self) -> Option<deltalake::arrow::datatypes::SchemaRef> {
+        let state = self.table.as_ref()?.snapshot().ok()?;
+        Some(state.snapshot().arrow_schema())
+    }
+
     fn url(&self) -> Result<url::Url> {
         let absolute = std::path::absolute(&self.path).map_err(|source| Error::Io {
             path: self.path.display().to_string(),
