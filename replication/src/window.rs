@@ -220,38 +220,57 @@ impl Windows {
         !self.windows.is_empty()
     }
 
+    /// Wait for the driver's next message and take it (never returns without a driver).
+    pub async fn message(&mut self) {
+        let message = match &mut self.rx {
+            Some(rx) => rx.recv().await,
+            None => None,
+        };
+        match message {
+            Some(message) => self.take(message),
+            // The driver is gone: nothing more will come.
+            None => {
+                self.rx = None;
+                std::future::pending().await
+            }
+        }
+    }
+
     /// Take the driver's messages.
     pub fn drain(&mut self) {
-        let Some(rx) = &mut self.rx else { return };
-        while let Ok(message) = rx.try_recv() {
-            match message {
-                ToSource::Register(spec, reply) => {
-                    self.windows.insert(
-                        spec.id,
-                        Window {
-                            spec,
-                            reply,
-                            open: self.positioned,
-                            changed: HashSet::new(),
-                            converter: None,
-                            retry: None,
-                            rows: None,
-                            at: None,
-                        },
-                    );
+        while let Some(message) = self.rx.as_mut().and_then(|rx| rx.try_recv().ok()) {
+            self.take(message);
+        }
+    }
+
+    fn take(&mut self, message: ToSource) {
+        match message {
+            ToSource::Register(spec, reply) => {
+                self.windows.insert(
+                    spec.id,
+                    Window {
+                        spec,
+                        reply,
+                        open: self.positioned,
+                        changed: HashSet::new(),
+                        converter: None,
+                        retry: None,
+                        rows: None,
+                        at: None,
+                    },
+                );
+            }
+            ToSource::Rows { id, batches, at } => {
+                if let Some(w) = self.windows.get_mut(&id) {
+                    w.rows = Some(batches);
+                    w.at = at;
                 }
-                ToSource::Rows { id, batches, at } => {
-                    if let Some(w) = self.windows.get_mut(&id) {
-                        w.rows = Some(batches);
-                        w.at = at;
-                    }
-                }
-                ToSource::Ping(reply) => {
-                    let _ = reply.send(());
-                }
-                ToSource::Forget { id } => {
-                    self.windows.remove(&id);
-                }
+            }
+            ToSource::Ping(reply) => {
+                let _ = reply.send(());
+            }
+            ToSource::Forget { id } => {
+                self.windows.remove(&id);
             }
         }
     }

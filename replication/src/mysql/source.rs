@@ -326,6 +326,8 @@ impl Source {
                     return Ok(SourceExit::Cancelled);
                 }
                 _ = tick.tick() => {}
+                // A chunk's registration or rows: taken at once (the driver waits on them).
+                () = self.windows.message() => {}
                 event = stream.next() => {
                     let Some(event) = event else {
                         // A server shutting down closes the dump: reconnect and resume.
