@@ -17,9 +17,11 @@
 #
 # MariaDB runs as the `mysql` OS user on 127.0.0.1:$SLUICE_DEV_MY_PORT with log_bin,
 # binlog_format=ROW, binlog_row_image=FULL, binlog_row_metadata=FULL, gtid_strict_mode=ON,
-# server_id=1, a password user `sluice` with replication grants, database `shop`; `root` may
+# server_id=1, TLS (the PostgreSQL certificate above), a password user `sluice` with
+# replication grants and its twin `sluice_tls` that must use TLS, database `shop`; `root` may
 # log in without a password over loopback, for test set-up only. A misconfigured one (no
-# binlog, STATEMENT format, MINIMAL images, compressed events) runs on $SLUICE_DEV_BAD_MY_PORT.
+# binlog, STATEMENT format, MINIMAL images, compressed events, no TLS) runs on
+# $SLUICE_DEV_BAD_MY_PORT. A changed configuration restarts a running server.
 set -euo pipefail
 # runuser, mariadbd and friends live in sbin, which a minimal PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -167,7 +169,7 @@ start_mariadb_one() {
   local dir=$BASE/$name
   mkdir -p "$dir"
   chown "$MY_USER" "$dir"
-  cat >"$dir/my.cnf" <<CNF
+  cat >"$dir/my.cnf.new" <<CNF
 [mariadbd]
 datadir = $dir/data
 port = $port
@@ -181,6 +183,11 @@ innodb_log_file_size = 64M
 max_connections = 200
 $extra
 CNF
+  if ! cmp -s "$dir/my.cnf.new" "$dir/my.cnf" && mariadb-admin --socket="$dir/mariadb.sock" -uroot ping >/dev/null 2>&1; then
+    # The configuration changed: restart with it.
+    mariadb-admin --socket="$dir/mariadb.sock" -uroot shutdown >/dev/null 2>&1 || true
+  fi
+  mv "$dir/my.cnf.new" "$dir/my.cnf"
   if [ ! -d "$dir/data/mysql" ]; then
     runuser -u "$MY_USER" -- mariadb-install-db --defaults-file="$dir/my.cnf" --auth-root-authentication-method=normal >/dev/null
   fi
@@ -201,7 +208,16 @@ start_mariadb() {
     apt-get update -qq
     apt-get install -y -qq mariadb-server mariadb-client >/dev/null
   fi
-  start_mariadb_one mariadb "$MY_PORT" "server_id = 1
+  # TLS with the certificate PostgreSQL uses (signed by the dev CA, for 127.0.0.1).
+  mkdir -p "$BASE/mariadb"
+  for f in root.crt server.crt server.key; do
+    mode=644; [ "$f" = server.key ] && mode=600
+    cmp -s "$DATA/$f" "$BASE/mariadb/$f" || install -o "$MY_USER" -m "$mode" "$DATA/$f" "$BASE/mariadb/$f"
+  done
+  start_mariadb_one mariadb "$MY_PORT" "ssl_ca = $BASE/mariadb/root.crt
+ssl_cert = $BASE/mariadb/server.crt
+ssl_key = $BASE/mariadb/server.key
+server_id = 1
 log_bin = $BASE/mariadb/data/binlog
 binlog_format = ROW
 binlog_row_image = FULL
@@ -216,6 +232,8 @@ CREATE USER IF NOT EXISTS 'sluice'@'127.0.0.1' IDENTIFIED BY '$PASSWORD';
 ALTER USER 'sluice'@'127.0.0.1' IDENTIFIED BY '$PASSWORD';
 GRANT SELECT, RELOAD, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'sluice'@'127.0.0.1';
 CREATE USER IF NOT EXISTS 'sluice_nogrant'@'127.0.0.1' IDENTIFIED BY '$PASSWORD';
+CREATE USER IF NOT EXISTS 'sluice_tls'@'127.0.0.1' IDENTIFIED BY '$PASSWORD' REQUIRE SSL;
+GRANT SELECT, RELOAD, REPLICATION SLAVE, BINLOG MONITOR ON *.* TO 'sluice_tls'@'127.0.0.1';
 CREATE DATABASE IF NOT EXISTS shop;
 SQL
   start_mariadb_one mariadb-bad "$BAD_MY_PORT" "server_id = 2

@@ -62,12 +62,18 @@ impl MyPipeline {
 
     /// A config with `source` lines added to its `[source]` section.
     fn config_with(&self, tables: &[&str], port: u16, server_id: u32, source: &str) -> PathBuf {
+        let url = format!("mysql://sluice@127.0.0.1:{port}/{}", self.name);
+        self.config_url(tables, &url, server_id, source)
+    }
+
+    /// A config reading from `url`, with `source` lines added to its `[source]` section.
+    fn config_url(&self, tables: &[&str], url: &str, server_id: u32, source: &str) -> PathBuf {
         let tables: Vec<String> = tables
             .iter()
             .map(|t| format!("\"{}.{t}\"", self.name))
             .collect();
         let text = format!(
-            "[pipeline]\nname = \"{name}\"\n\n[source]\nkind = \"mysql\"\nurl = \"mysql://sluice@127.0.0.1:{port}/{name}\"\ntables = [{tables}]\nserver_id = {server_id}\n{source}\n\n[[sinks]]\nkind = \"delta\"\npath = \"{lake}\"\nmax_batch_rows = 20000\nmax_batch_latency = \"100ms\"\n",
+            "[pipeline]\nname = \"{name}\"\n\n[source]\nkind = \"mysql\"\nurl = \"{url}\"\ntables = [{tables}]\nserver_id = {server_id}\n{source}\n\n[[sinks]]\nkind = \"delta\"\npath = \"{lake}\"\nmax_batch_rows = 20000\nmax_batch_latency = \"100ms\"\n",
             name = self.name,
             tables = tables.join(", "),
             lake = self.lake().display(),
@@ -398,6 +404,57 @@ async fn mysql_incompatible_change_while_stopped_is_named() {
         before,
         "nothing written after the change"
     );
+}
+
+/// TLS to MariaDB: `sluice_tls` may only connect encrypted. The default (preferred) and
+/// verify_identity with the dev CA replicate; disabled is refused by the server; verification
+/// without the CA and required against a server without TLS fail with one line each.
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_tls_modes() {
+    let _server = SERVER.lock().await;
+    let mut db = my_admin().await;
+    let p = MyPipeline::new("my_tls", &mut db).await;
+    exec(
+        &mut db,
+        "CREATE TABLE my_tls.t (id int PRIMARY KEY, v int); INSERT INTO my_tls.t VALUES (1, 1)",
+    )
+    .await;
+    let dev = std::env::var("SLUICE_DEV_DIR").unwrap_or_else(|_| "/var/tmp/sluice-dev".into());
+    let ca = format!("{dev}/mariadb/root.crt");
+    let url = |port: u16, query: &str| format!("mysql://sluice_tls@127.0.0.1:{port}/my_tls{query}");
+
+    let config = p.config_url(&["t"], &url(MY_PORT, ""), 5110, "");
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    exec(&mut db, "INSERT INTO my_tls.t VALUES (2, 2)").await;
+    let verified = url(MY_PORT, &format!("?ssl-mode=verify_identity&ssl-ca={ca}"));
+    let config = p.config_url(&["t"], &verified, 5110, "");
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    assert_eq!(replay(&p.rows("t")), source(&mut db, "my_tls.t").await);
+
+    for (query, port, expected) in [
+        (
+            "?ssl-mode=disabled",
+            MY_PORT,
+            "Access denied for user 'sluice_tls'",
+        ),
+        (
+            "?ssl-mode=verify_identity",
+            MY_PORT,
+            "certificate was refused (name its CA with ssl-ca=",
+        ),
+        (
+            "?ssl-mode=required",
+            BAD_MY_PORT,
+            "the server does not offer TLS",
+        ),
+    ] {
+        let config = p.config_url(&["t"], &url(port, query), 5110, "");
+        let out = run_sluice(&["check"], &config);
+        assert!(!out.status.success(), "{query}");
+        let errors = error_lines(&out);
+        assert_eq!(errors.len(), 1, "{query}: {errors:?}");
+        assert!(errors[0].contains(expected), "{query}: {}", errors[0]);
+    }
 }
 
 /// Inserts, updates and deletes in 1..50-row transactions until `rows` changes were made.

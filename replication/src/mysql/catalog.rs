@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Conn, Row};
+use mysql_async::{Conn, DriverError, Row};
 
-use super::conninfo::MyConnInfo;
+use super::conninfo::{MyConnInfo, SslMode};
 use super::position::BinlogPosition;
 use crate::change::TableName;
 use crate::{Error, Result};
@@ -20,7 +20,32 @@ fn sql(context: &str) -> impl FnOnce(mysql_async::Error) -> Error + '_ {
 
 /// Connect with ordinary (non-replication) SQL.
 pub async fn connect(info: &MyConnInfo) -> Result<Conn> {
-    Conn::new(info.opts()).await.map_err(|source| match source {
+    // mysql_async's TLS takes rustls' process-wide provider; the dependency tree enables more
+    // than one, so name it (once; a provider installed before is kept).
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tls = info.ssl_mode != SslMode::Disabled;
+    let connected = match Conn::new(info.opts(tls)).await {
+        // `preferred`: a server without TLS is used in the clear.
+        Err(mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer))
+            if info.ssl_mode == SslMode::Preferred =>
+        {
+            Conn::new(info.opts(false)).await
+        }
+        other => other,
+    };
+    connected.map_err(|source| match source {
+        source if source.to_string().contains("invalid peer certificate") => Error::Mysql {
+            context: format!(
+                "connecting to {info}: the server's certificate was refused (name its CA with ssl-ca=/path/to/ca.pem, or use ssl-mode=required to encrypt without verifying)"
+            ),
+            source,
+        },
+        mysql_async::Error::Driver(DriverError::NoClientSslFlagFromServer) => Error::Mysql {
+            context: format!(
+                "connecting to {info}: the server does not offer TLS (enable it on the server, or use ssl-mode=preferred)"
+            ),
+            source,
+        },
         mysql_async::Error::Server(e) if e.code == 1045 => Error::Auth {
             user: info.user.clone(),
             message: format!(
