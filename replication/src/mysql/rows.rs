@@ -71,8 +71,8 @@ pub enum Cell<'a> {
 /// Why a row could not be decoded.
 pub type RowError = String;
 
-struct Cursor<'a> {
-    buf: &'a [u8],
+pub(super) struct Cursor<'a> {
+    pub(super) buf: &'a [u8],
 }
 
 impl<'a> Cursor<'a> {
@@ -124,7 +124,7 @@ fn frac_micros(cur: &mut Cursor<'_>, fsp: u8) -> Result<u32, RowError> {
 const DIG2BYTES: [usize; 10] = [0, 1, 1, 2, 2, 3, 3, 4, 4, 4];
 
 /// MySQL's binary DECIMAL(precision, scale) as text.
-fn decimal(cur: &mut Cursor<'_>, precision: u8, scale: u8) -> Result<String, RowError> {
+pub(super) fn decimal(cur: &mut Cursor<'_>, precision: u8, scale: u8) -> Result<String, RowError> {
     let (precision, scale) = (usize::from(precision), usize::from(scale));
     if scale > precision {
         return Err("decimal scale above precision".into());
@@ -339,23 +339,10 @@ fn value<'a>(cur: &mut Cursor<'a>, col: &RawColumn) -> Result<Cell<'a>, RowError
         My::MYSQL_TYPE_JSON => {
             let len = cur.le(usize::from(meta(0)).clamp(1, 4))? as usize;
             let bytes = cur.take(len)?;
-            Cell::Json(json_text(bytes)?)
+            Cell::Json(super::json::text(bytes)?)
         }
         other => return Err(format!("column type {other:?} cannot be decoded")),
     })
-}
-
-/// MySQL's binary JSON as JSON text (mysql_common's parser).
-fn json_text(bytes: &[u8]) -> Result<String, RowError> {
-    use mysql_common::binlog::jsonb;
-    use mysql_common::io::ParseBuf;
-    use mysql_common::proto::MyDeserialize;
-    if bytes.is_empty() {
-        return Ok("null".into());
-    }
-    let value = jsonb::Value::deserialize((), &mut ParseBuf(bytes)).map_err(|e| e.to_string())?;
-    let json = serde_json::Value::try_from(value).map_err(|e| e.to_string())?;
-    Ok(json.to_string())
 }
 
 /// The columns an image holds.

@@ -245,6 +245,14 @@ pub async fn run(
     result
 }
 
+/// Whether `name` ends in a binlog file's numeric suffix (`….000123`).
+fn numbered(name: &[u8]) -> bool {
+    name.rsplit(|b| *b == b'.')
+        .next()
+        .is_some_and(|suffix| !suffix.is_empty() && suffix.iter().all(u8::is_ascii_digit))
+        && name.contains(&b'.')
+}
+
 fn batch_of(builder: &mut MyTableBuilder) -> Result<Option<TableBatch>> {
     Ok(builder.take()?.map(|batch| TableBatch {
         table: builder.shape().table.clone(),
@@ -419,10 +427,10 @@ impl Source {
             Kind::Rotate => {
                 let rotate: RotateEvent<'_> = event.read_event().map_err(bad)?;
                 let mut name = rotate.name_raw();
-                if !self.seen_format && self.options.checksum && name.len() > 4 {
-                    // The first (fake) rotate precedes the format description: its checksum
-                    // is still attached.
-                    name = &name[..name.len() - 4];
+                if !self.seen_format && self.options.checksum && !numbered(name) {
+                    // The first (fake) rotate precedes the format description: MariaDB
+                    // leaves its checksum attached (MySQL does not).
+                    name = &name[..name.len().saturating_sub(4)];
                 }
                 self.file = String::from_utf8_lossy(name).into_owned();
             }
