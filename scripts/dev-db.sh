@@ -22,6 +22,12 @@
 # log in without a password over loopback, for test set-up only. A misconfigured one (no
 # binlog, STATEMENT format, MINIMAL images, compressed events, no TLS) runs on
 # $SLUICE_DEV_BAD_MY_PORT. A changed configuration restarts a running server.
+#
+# MySQL (Debian 12 packages none) comes from Debian unstable's mysql-server-core, unpacked with
+# its whole dependency closure (C library included) under $BASE/mysql-root, never installed
+# into the system, and run through that closure's own dynamic loader. It runs as the `mysql` OS
+# user on 127.0.0.1:$SLUICE_DEV_MYSQL_PORT with GTIDs on, binlog_row_metadata=FULL and the same
+# `sluice` user.
 set -euo pipefail
 # runuser, mariadbd and friends live in sbin, which a minimal PATH may lack.
 export PATH="$PATH:/usr/sbin:/sbin"
@@ -37,6 +43,7 @@ OS_USER=postgres
 MY_PORT=${SLUICE_DEV_MY_PORT:-33069}
 BAD_MY_PORT=${SLUICE_DEV_BAD_MY_PORT:-33070}
 MY_USER=mysql
+MYSQL_PORT=${SLUICE_DEV_MYSQL_PORT:-33071}
 
 find_bin() {
   for d in /usr/lib/postgresql/15/bin /usr/lib/postgresql/*/bin; do
@@ -131,6 +138,7 @@ SELECT 'CREATE DATABASE shop OWNER sluice' WHERE NOT EXISTS (SELECT 1 FROM pg_da
 SQL
   echo "dev-db: postgresql running on 127.0.0.1:$PORT (data in $DATA)"
   start_mariadb
+  start_mysql
 }
 
 # The misconfigured cluster: wal_level=replica and no free replication slot.
@@ -250,12 +258,91 @@ SQL
   echo "dev-db: mariadb running on 127.0.0.1:$MY_PORT (data in $BASE/mariadb)"
 }
 
+# MySQL from Debian unstable, unpacked privately (see the header).
+MYSQL_ROOT=$BASE/mysql-root
+# mysqld through its own C library's loader.
+MYSQLD="$MYSQL_ROOT/usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2 --library-path $MYSQL_ROOT/usr/lib/x86_64-linux-gnu $MYSQL_ROOT/usr/sbin/mysqld"
+
+fetch_mysql() {
+  [ -x "$MYSQL_ROOT/usr/sbin/mysqld" ] && return 0
+  echo "dev-db: fetching mysql-server-core and its libraries from Debian unstable" >&2
+  local apt=$BASE/mysql-apt
+  mkdir -p "$apt/lists/partial" "$apt/archives/partial"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian sid main" >"$apt/sources.list"
+  : >"$apt/status"
+  local opts=(-o Dir::Etc::SourceList="$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o Dir::State::Lists="$apt/lists" -o Dir::State::status="$apt/status"
+    -o Dir::Cache="$apt" -o Dir::Cache::archives="$apt/archives" -o Debug::NoLocking=1
+    -o APT::Sandbox::User=root -qq)
+  apt-get "${opts[@]}" update
+  apt-get "${opts[@]}" -y --download-only install mysql-server-core >/dev/null
+  rm -rf "$MYSQL_ROOT.new" && mkdir -p "$MYSQL_ROOT.new"
+  for deb in "$apt"/archives/*.deb; do dpkg-deb -x "$deb" "$MYSQL_ROOT.new"; done
+  rm -rf "$MYSQL_ROOT" && mv "$MYSQL_ROOT.new" "$MYSQL_ROOT"
+  rm -rf "$apt"
+}
+
+start_mysql() {
+  fetch_mysql
+  local dir=$BASE/mysql
+  mkdir -p "$dir"
+  chown "$MY_USER" "$dir"
+  cat >"$dir/my.cnf" <<CNF
+[mysqld]
+datadir = $dir/data
+basedir = $MYSQL_ROOT/usr
+lc-messages-dir = $MYSQL_ROOT/usr/share/mysql
+plugin-dir = $MYSQL_ROOT/usr/lib/mysql/plugin
+port = $MYSQL_PORT
+bind-address = 127.0.0.1
+socket = $dir/mysqld.sock
+pid-file = $dir/mysqld.pid
+log-error = $dir/error.log
+secure-file-priv = ""
+mysqlx = OFF
+skip-name-resolve
+innodb_buffer_pool_size = 128M
+server_id = 1
+log_bin = binlog
+binlog_format = ROW
+binlog_row_image = FULL
+binlog_row_metadata = FULL
+gtid_mode = ON
+enforce_gtid_consistency = ON
+CNF
+  if [ ! -d "$dir/data/mysql" ]; then
+    runuser -u "$MY_USER" -- $MYSQLD --defaults-file="$dir/my.cnf" --initialize-insecure >/dev/null 2>&1 ||
+      { echo "dev-db: mysql did not initialize; see $dir/error.log" >&2; exit 1; }
+  fi
+  if ! mariadb-admin --socket="$dir/mysqld.sock" -uroot ping >/dev/null 2>&1; then
+    runuser -u "$MY_USER" -- bash -c "nohup $MYSQLD --defaults-file='$dir/my.cnf' >/dev/null 2>&1 &"
+    for _ in $(seq 1 120); do
+      mariadb-admin --socket="$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 && break
+      sleep 0.5
+    done
+  fi
+  mariadb-admin --socket="$dir/mysqld.sock" -uroot ping >/dev/null 2>&1 || { echo "dev-db: mysql did not start; see $dir/error.log" >&2; exit 1; }
+  mariadb --socket="$dir/mysqld.sock" -uroot <<SQL
+CREATE USER IF NOT EXISTS 'root'@'127.0.0.1';
+GRANT ALL PRIVILEGES ON *.* TO 'root'@'127.0.0.1' WITH GRANT OPTION;
+CREATE USER IF NOT EXISTS 'sluice'@'127.0.0.1' IDENTIFIED BY '$PASSWORD';
+ALTER USER 'sluice'@'127.0.0.1' IDENTIFIED BY '$PASSWORD';
+GRANT SELECT, RELOAD, REPLICATION SLAVE, REPLICATION CLIENT ON *.* TO 'sluice'@'127.0.0.1';
+CREATE DATABASE IF NOT EXISTS shop;
+SQL
+  echo "dev-db: mysql $(mariadb --socket="$dir/mysqld.sock" -uroot -N -e 'SELECT VERSION()') running on 127.0.0.1:$MYSQL_PORT (data in $dir)"
+}
+
 stop_mariadb() {
   for name in mariadb mariadb-bad; do
     if [ -S "$BASE/$name/mariadb.sock" ]; then
       mariadb-admin --socket="$BASE/$name/mariadb.sock" -uroot shutdown >/dev/null 2>&1 || true
     fi
   done
+  if [ -S "$BASE/mysql/mysqld.sock" ]; then
+    # MySQL 8+ has no COM_SHUTDOWN; the SHUTDOWN statement does it.
+    mariadb --socket="$BASE/mysql/mysqld.sock" -uroot -e SHUTDOWN >/dev/null 2>&1 || true
+  fi
 }
 
 stop() {
@@ -281,6 +368,7 @@ export SLUICE_DEV_BAD_PG_URL='postgres://sluice@127.0.0.1:$BAD_PORT/shop'
 export SLUICE_DEV_MY_URL='mysql://sluice@127.0.0.1:$MY_PORT/shop'
 export SLUICE_DEV_MY_ADMIN_URL='mysql://root@127.0.0.1:$MY_PORT/shop'
 export SLUICE_DEV_BAD_MY_URL='mysql://sluice@127.0.0.1:$BAD_MY_PORT/shop'
+export SLUICE_DEV_MYSQL_URL='mysql://sluice@127.0.0.1:$MYSQL_PORT/shop'
 ENV
 }
 

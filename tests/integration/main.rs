@@ -1,4 +1,5 @@
-//! Integration tests against the real PostgreSQL started by `scripts/dev-db.sh start`.
+//! Integration tests against the real PostgreSQL, MariaDB and MySQL started by
+//! `scripts/dev-db.sh start`.
 //! Every test uses its own schema, slot, publication and temp lake; none skips when the
 //! database is missing: it fails and says how to start it.
 
@@ -9,6 +10,7 @@ mod exactly_once;
 mod incremental;
 mod large_transaction;
 mod mysql;
+mod mysql_upstream;
 mod server_problems;
 mod shutdown;
 mod snapshot;

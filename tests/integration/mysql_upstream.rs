@@ -1,0 +1,215 @@
+//! Oracle's MySQL (the dev-db's, from Debian unstable's mysql-server-core) → Delta: every type,
+//! changes across tables with ADD COLUMN and MySQL GTIDs in the commit metadata, and SIGKILLs
+//! under a workload while a table added later is snapshotted in chunks (each chunk's snapshot
+//! position read under MySQL's brief global read lock). The shared helpers are MariaDB's
+//! (`mysql.rs`); these tests take a lock of their own.
+
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use crate::mysql::{
+    admin_at, churn, every_type_lands_exactly, exec, pending_snapshots, replay, source, MyPipeline,
+};
+use crate::support::{ok, run_sluice, spawn_run};
+
+pub const MYSQL_PORT: u16 = 33071;
+
+static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_upstream_every_type_lands_exactly() {
+    let _server = SERVER.lock().await;
+    every_type_lands_exactly(MYSQL_PORT, "up_types", 6101).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_upstream_changes_add_column_and_gtids() {
+    let _server = SERVER.lock().await;
+    let mut db = admin_at(MYSQL_PORT).await;
+    let p = MyPipeline::new("up_e2e", &mut db).await;
+    exec(
+        &mut db,
+        "CREATE TABLE up_e2e.a (id int PRIMARY KEY, v int);
+         CREATE TABLE up_e2e.b (id int PRIMARY KEY, v int);
+         INSERT INTO up_e2e.a VALUES (1, 1);",
+    )
+    .await;
+    let config = p.config_with(&["a", "b"], MYSQL_PORT, 6102, "");
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    exec(
+        &mut db,
+        "START TRANSACTION;
+         INSERT INTO up_e2e.a VALUES (2, 2);
+         INSERT INTO up_e2e.b VALUES (1, 10);
+         COMMIT;
+         UPDATE up_e2e.a SET v = 20 WHERE id = 2;
+         UPDATE up_e2e.a SET id = 3 WHERE id = 1;
+         DELETE FROM up_e2e.b WHERE id = 1;
+         ALTER TABLE up_e2e.a ADD COLUMN note varchar(20);
+         INSERT INTO up_e2e.a VALUES (4, 4, 'new column');",
+    )
+    .await;
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let a = p.rows("a");
+    let ops: Vec<(&str, i64)> = a
+        .iter()
+        .map(|r| (r["_sluice_op"].as_str().unwrap(), r["id"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(
+        ops,
+        [("r", 1), ("c", 2), ("u", 2), ("d", 1), ("u", 3), ("c", 4)]
+    );
+    assert_eq!(a.last().unwrap()["note"], "new column");
+    let b = p.rows("b");
+    assert_eq!(
+        a[1]["_sluice_lsn"], b[0]["_sluice_lsn"],
+        "one transaction, one position"
+    );
+    for t in ["a", "b"] {
+        assert_eq!(
+            replay(&p.rows(t)),
+            source(&mut db, &format!("up_e2e.{t}")).await,
+            "table {t}"
+        );
+    }
+    // The last commit of b records the server's GTID (uuid:transaction number) as of it.
+    let log = p.lake().join("up_e2e/b/_delta_log");
+    let mut commits: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    commits.sort();
+    let last = std::fs::read_to_string(commits.last().unwrap()).unwrap();
+    let info: Value = last
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v.get("commitInfo").is_some())
+        .unwrap();
+    let gtid = info["commitInfo"]["sluice.gtid"]
+        .as_str()
+        .unwrap_or_default();
+    let uuid: String = db
+        .query_first("SELECT @@server_uuid")
+        .await
+        .unwrap()
+        .unwrap();
+    let executed: String = db
+        .query_first("SELECT @@gtid_executed")
+        .await
+        .unwrap()
+        .unwrap();
+    let upto = |set: &str| {
+        set.rsplit(['-', ':'])
+            .next()
+            .and_then(|n| n.trim().parse::<u64>().ok())
+    };
+    let n = gtid
+        .strip_prefix(&format!("{uuid}:"))
+        .and_then(|n| n.parse::<u64>().ok());
+    assert!(
+        n.is_some_and(|n| n > 0 && Some(n) <= upto(&executed)),
+        "commit gtid {gtid:?}, server at {executed:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_upstream_sigkills_during_streaming_and_a_chunked_snapshot() {
+    const ROWS: i64 = 30_000;
+    let _server = SERVER.lock().await;
+    let mut db = admin_at(MYSQL_PORT).await;
+    let p = MyPipeline::new("up_kill", &mut db).await;
+    exec(
+        &mut db,
+        &format!(
+            "CREATE TABLE up_kill.a (id int PRIMARY KEY, v int);
+             CREATE TABLE up_kill.big (id int PRIMARY KEY, v int);
+             SET SESSION cte_max_recursion_depth = {ROWS};
+             INSERT INTO up_kill.big WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {ROWS}) SELECT n, 0 FROM s;"
+        ),
+    )
+    .await;
+    let config = p.config_with(&["a"], MYSQL_PORT, 6103, "");
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    // `big` joins the pipeline: snapshotted in 500-row chunks while both tables change.
+    let config = p.config_with(&["a", "big"], MYSQL_PORT, 6103, "snapshot_chunk_rows = 500");
+    let stop = tokio_util::sync::CancellationToken::new();
+    let churned = tokio::spawn(churn(
+        MYSQL_PORT,
+        "up_kill.big".into(),
+        ROWS,
+        3,
+        stop.clone(),
+    ));
+    let inserted = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut db = admin_at(MYSQL_PORT).await;
+            let mut id = 0;
+            while !stop.is_cancelled() {
+                id += 1;
+                exec(&mut db, &format!("INSERT INTO up_kill.a VALUES ({id}, {id}); UPDATE up_kill.a SET v = v + 1 WHERE id = {}", id / 2 + 1)).await;
+            }
+        }
+    });
+    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
+    for kill in 1..=8 {
+        let mut child = spawn_run(&config);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1200))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            pending_snapshots(&p) > 0,
+            "the snapshot finished before kill {kill}: the table is too small for this test"
+        );
+    }
+    stop.cancel();
+    churned.await.unwrap();
+    inserted.await.unwrap();
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    assert_eq!(pending_snapshots(&p), 0, "the snapshot finished");
+    for t in ["a", "big"] {
+        let replayed = replay(&p.rows(t));
+        let source = source(&mut db, &format!("up_kill.{t}")).await;
+        assert_eq!(replayed.len(), source.len(), "table {t}: row counts");
+        assert!(
+            replayed == source,
+            "table {t}: changelog differs from the source"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_upstream_check_names_problems_with_their_fixes() {
+    let _server = SERVER.lock().await;
+    let mut db = admin_at(MYSQL_PORT).await;
+    let p = MyPipeline::new("up_check", &mut db).await;
+    exec(
+        &mut db,
+        "CREATE TABLE up_check.t (id int PRIMARY KEY);
+         DROP USER IF EXISTS 'up_nogrant'@'127.0.0.1';
+         CREATE USER 'up_nogrant'@'127.0.0.1' IDENTIFIED BY 'sluice-dev-password';
+         GRANT SELECT ON up_check.* TO 'up_nogrant'@'127.0.0.1';
+         SET GLOBAL binlog_row_metadata = MINIMAL;",
+    )
+    .await;
+    let url = format!("mysql://up_nogrant@127.0.0.1:{MYSQL_PORT}/up_check");
+    let config = p.config_url(&["t"], &url, 6104, "");
+    let out = run_sluice(&["check"], &config);
+    exec(&mut db, "SET GLOBAL binlog_row_metadata = FULL").await;
+    assert!(!out.status.success());
+    let errors = crate::support::error_lines(&out);
+    assert_eq!(errors.len(), 2, "{errors:?}");
+    assert!(
+        errors[0].contains("binlog_row_metadata is MINIMAL"),
+        "{}",
+        errors[0]
+    );
+    assert!(
+        errors[1].contains("lacks REPLICATION SLAVE and REPLICATION CLIENT"),
+        "{}",
+        errors[1]
+    );
+}
