@@ -63,7 +63,8 @@ enum Command {
         config: PathBuf,
     },
     /// Re-snapshot one table (or the rows matching --where) while streaming continues. The
-    /// request travels through the WAL: the running pipeline (or the next run) takes it up.
+    /// request travels through the WAL (PostgreSQL) or the lake's request mailbox
+    /// (MySQL/MariaDB): the running pipeline (or the next run) takes it up.
     Snapshot {
         #[arg(long, short)]
         config: PathBuf,
@@ -128,16 +129,6 @@ fn validated(path: PathBuf) -> Result<Validated, ExitCode> {
     Config::load(&path)
         .and_then(Config::validate)
         .map_err(|problems| fail(&problems))
-}
-
-/// The settings of a PostgreSQL pipeline; `what` names the command for the MySQL refusal.
-fn settings(path: PathBuf, what: &str) -> Result<Settings, ExitCode> {
-    match validated(path)? {
-        Validated::Postgres(s) => Ok(s),
-        Validated::Mysql(_) => Err(fail(&[format!(
-            "sluice {what} is not available for mysql sources yet"
-        )])),
-    }
 }
 
 fn error_lines(e: &pipeline::PipelineError) -> Vec<String> {
@@ -320,33 +311,7 @@ async fn status(config: PathBuf) -> ExitCode {
         let sink =
             DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
         if let Ok(Some(state)) = &state {
-            for job in &state.incremental {
-                let committed = sink
-                    .positions()
-                    .into_iter()
-                    .find(|p| p.table.to_string() == job.table)
-                    .and_then(|p| p.snapshot_chunk);
-                let done = job
-                    .chunks
-                    .iter()
-                    .filter(|c| Some(c.chunk) <= committed)
-                    .count();
-                println!(
-                    "incremental snapshot of {} ({}{}): {}",
-                    job.table,
-                    job.reason,
-                    if job.filter.is_some() {
-                        ", filtered"
-                    } else {
-                        ""
-                    },
-                    if done == 0 {
-                        "queued".to_string()
-                    } else {
-                        format!("in progress, chunk {} committed", committed.unwrap_or(0))
-                    }
-                );
-            }
+            print_incremental(state, &sink);
         }
         for p in sink.positions() {
             println!(
@@ -367,8 +332,9 @@ async fn status(config: PathBuf) -> ExitCode {
 }
 
 async fn snapshot(config: PathBuf, table: String, filter: Option<String>) -> ExitCode {
-    let settings = match settings(config, "snapshot") {
-        Ok(s) => s,
+    let settings = match validated(config) {
+        Ok(Validated::Postgres(s)) => s,
+        Ok(Validated::Mysql(m)) => return mysql_snapshot(&m, table, filter).await,
         Err(code) => return code,
     };
     let Some(name) = TableName::parse(&table).filter(|t| settings.tables.contains(t)) else {
@@ -420,6 +386,56 @@ async fn snapshot(config: PathBuf, table: String, filter: Option<String>) -> Exi
     }
 }
 
+/// `sluice snapshot` for MySQL/MariaDB: checked here, left in the lake's request mailbox.
+async fn mysql_snapshot(settings: &MySettings, table: String, filter: Option<String>) -> ExitCode {
+    let Some(name) = TableName::parse(&table).filter(|t| settings.tables.contains(t)) else {
+        return fail(&[format!(
+            "table {table} is not one of the pipeline's [source] tables: add it there and restart (or send SIGHUP); a table added is snapshotted then"
+        )]);
+    };
+    match crate::mysql::request_snapshot(settings, &name, filter.as_deref()).await {
+        Ok(()) => {
+            println!(
+                "ok: snapshot of {name}{} requested; the running pipeline takes it up within a second (or its next run); see sluice status",
+                if filter.is_some() { " (rows matching --where)" } else { "" }
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&error_lines(&e)),
+    }
+}
+
+/// The incremental snapshots a state file has queued or in progress.
+fn print_incremental(state: &crate::state::State, sink: &DeltaSink) {
+    for job in &state.incremental {
+        let committed = sink
+            .positions()
+            .into_iter()
+            .find(|p| p.table.to_string() == job.table)
+            .and_then(|p| p.snapshot_chunk);
+        let done = job
+            .chunks
+            .iter()
+            .filter(|c| Some(c.chunk) <= committed)
+            .count();
+        println!(
+            "incremental snapshot of {} ({}{}): {}",
+            job.table,
+            job.reason,
+            if job.filter.is_some() {
+                ", filtered"
+            } else {
+                ""
+            },
+            if done == 0 {
+                "queued".to_string()
+            } else {
+                format!("in progress, chunk {} committed", committed.unwrap_or(0))
+            }
+        );
+    }
+}
+
 async fn mysql_status(settings: &MySettings) -> ExitCode {
     let result: Result<(), pipeline::PipelineError> = async {
         let mut conn = replication::mysql::catalog::connect(&settings.info).await?;
@@ -427,7 +443,7 @@ async fn mysql_status(settings: &MySettings) -> ExitCode {
         let state = crate::state::State::load(&settings.lake, &settings.name)
             .ok()
             .flatten();
-        let resume = state.and_then(|s| s.binlog);
+        let resume = state.as_ref().and_then(|s| s.binlog.clone());
         let lag = match (resume.as_ref().and_then(|r| r.packed()), current.packed()) {
             (Some(r), Some(c)) if r.0 >> 32 == c.0 >> 32 => {
                 format!(" lag {} bytes", c.0.saturating_sub(r.0))
@@ -440,6 +456,14 @@ async fn mysql_status(settings: &MySettings) -> ExitCode {
         );
         let sink =
             DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
+        if let Some(state) = &state {
+            print_incremental(state, &sink);
+        }
+        let requested =
+            crate::state::mailbox_requests(&settings.lake, &settings.name).map_or(0, |r| r.len());
+        if requested > 0 {
+            println!("snapshot requests waiting for the pipeline to take them: {requested}");
+        }
         for p in sink.positions() {
             println!(
                 "table {}: delta version {} position {} ({})",

@@ -190,6 +190,47 @@ pub async fn run(
     .await
 }
 
+/// Check a `sluice snapshot` request (the pipeline has started, the table has a usable key,
+/// the predicate is valid) and leave it in the pipeline's request mailbox.
+pub async fn request_snapshot(
+    settings: &MySettings,
+    table: &TableName,
+    filter: Option<&str>,
+) -> Result<(), PipelineError> {
+    let started = State::load(&settings.lake, &settings.name)
+        .map_err(|e| PipelineError::state(&settings.lake, e))?
+        .is_some_and(|s| s.binlog.is_some());
+    if !started {
+        return Err(replication::Error::Preflight {
+            problems: vec![format!(
+                "pipeline {} has not started yet: its first run snapshots every table",
+                settings.name
+            )],
+        }
+        .into());
+    }
+    let mut conn = catalog::connect(&settings.info).await?;
+    my_snapshot::plan(&mut conn, table).await?;
+    if let Some(predicate) = filter {
+        my_snapshot::check_filter(&mut conn, table, predicate)
+            .await
+            .map_err(|e| replication::Error::Preflight {
+                problems: vec![format!(
+                    "--where is not a valid predicate on {table}: {}: fix the predicate",
+                    e.to_string()
+                        .trim_start_matches(&format!("checking the predicate on {table}: "))
+                )],
+            })?;
+    }
+    let request = replication::window::SnapshotRequest {
+        table: table.to_string(),
+        filter: filter.map(str::to_string),
+    };
+    crate::state::post_request(&settings.lake, &settings.name, &request)
+        .map_err(|e| PipelineError::state(&settings.lake, e))?;
+    Ok(())
+}
+
 /// Tables to snapshot before streaming alone is enough: those an interrupted initial load did
 /// not commit (`resume`) and those new to the configuration (`added`), unless already queued.
 fn catch_up_snapshots(
@@ -336,6 +377,7 @@ async fn session(
         committed,
         durable.clone(),
     );
+    let snapshots = snapshots.with_mailbox(&settings.lake, &settings.name);
     let (resume_tx, resume_rx) = watch::channel(Resume {
         position: options.start.clone(),
         gtid: options.start_gtid.clone(),

@@ -119,6 +119,8 @@ pub struct Sizes {
 pub struct Session<R: ChunkReader> {
     driver: Driver<R>,
     requests: mpsc::UnboundedReceiver<(SnapshotRequest, Lsn, oneshot::Sender<()>)>,
+    /// The lake and pipeline whose request mailbox to watch.
+    mailbox: Option<(std::path::PathBuf, String)>,
 }
 
 /// Wire a session: the driver, and the link the source takes. `committed` holds each table's
@@ -149,7 +151,11 @@ pub fn session<R: ChunkReader>(
         registered: None,
     };
     (
-        Session { driver, requests },
+        Session {
+            driver,
+            requests,
+            mailbox: None,
+        },
         SnapshotLink {
             chunks,
             requests: requests_tx,
@@ -159,6 +165,23 @@ pub fn session<R: ChunkReader>(
 }
 
 impl<R: ChunkReader> Session<R> {
+    /// Also take the requests `sluice snapshot` leaves in the lake for `pipeline`: those
+    /// already there now (so `--until caught-up` waits for them), the others as they come.
+    pub fn with_mailbox(mut self, lake: &std::path::Path, pipeline: &str) -> Self {
+        take_mailbox(lake, pipeline, &self.intake());
+        self.mailbox = Some((lake.to_path_buf(), pipeline.to_string()));
+        self
+    }
+
+    fn intake(&self) -> Intake {
+        Intake {
+            store: self.driver.store.clone(),
+            tables: self.driver.tables.clone(),
+            wake: self.driver.wake.clone(),
+            idle: self.driver.idle.clone(),
+        }
+    }
+
     /// [`Session::run`] on a task of its own; a failure cancels `stop` (and so the source).
     pub fn spawn(
         self,
@@ -173,77 +196,141 @@ impl<R: ChunkReader> Session<R> {
         })
     }
 
-    /// Run the driver and the request persister until cancelled or the source goes away.
+    /// Run the driver and the request intake (from the stream, or from the mailbox) until
+    /// cancelled or the source goes away.
     /// A definite failure of a `sluice snapshot` request drops that request (logged); any
     /// other failure ends the session with it.
     pub async fn run(self, cancel: CancellationToken) -> Result<(), PipelineError> {
+        let intake = self.intake();
         let Session {
             mut driver,
             requests,
+            mailbox,
         } = self;
-        let persister = persist_requests(
-            requests,
-            driver.store.clone(),
-            driver.tables.clone(),
-            driver.wake.clone(),
-            driver.idle.clone(),
-        );
-        let reporter = driver.progress.clone().report(cancel.clone());
         // The persister ends when its source has no requests to send (MySQL); the driver
         // goes on.
-        let persister = async {
-            persister.await;
-            std::future::pending::<()>().await
+        let persister = {
+            let intake = intake.clone();
+            async move {
+                persist_requests(requests, intake).await;
+                std::future::pending::<()>().await
+            }
         };
+        let mailbox = async {
+            match mailbox {
+                Some((lake, pipeline)) => watch_mailbox(lake, pipeline, intake).await,
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let reporter = driver.progress.clone().report(cancel.clone());
         tokio::select! {
             r = driver.run(&cancel) => r,
             () = persister => Ok(()),
+            () = mailbox => Ok(()),
             () = reporter => Ok(()),
         }
+    }
+}
+
+/// Takes snapshot requests into the state file's queue and wakes the driver.
+#[derive(Clone)]
+struct Intake {
+    store: Arc<Store>,
+    tables: Vec<TableName>,
+    wake: Arc<Notify>,
+    idle: Arc<watch::Sender<bool>>,
+}
+
+impl Intake {
+    /// Queue `request` (a table outside the pipeline is ignored with a warning), recording
+    /// `seen` as the last request taken.
+    fn take(&self, request: &SnapshotRequest, seen: String) -> Result<(), PipelineError> {
+        let Some(table) = TableName::parse(&request.table).filter(|t| self.tables.contains(t))
+        else {
+            tracing::warn!(table = %request.table, "snapshot request ignored: the table is not in this pipeline");
+            return Ok(());
+        };
+        self.store.update(|s| {
+            s.requests_seen = Some(seen);
+            s.incremental.push(Incremental {
+                table: table.to_string(),
+                filter: request.filter.clone(),
+                reason: "requested".into(),
+                chunks: Vec::new(),
+            });
+        })?;
+        tracing::info!(%table, filtered = request.filter.is_some(), "incremental snapshot requested");
+        // Busy before the source moves on, so `--until caught-up` waits for it.
+        self.idle.send_replace(false);
+        self.wake.notify_one();
+        Ok(())
     }
 }
 
 /// Store every request the source finds, then acknowledge it.
 async fn persist_requests(
     mut requests: mpsc::UnboundedReceiver<(SnapshotRequest, Lsn, oneshot::Sender<()>)>,
-    store: Arc<Store>,
-    tables: Vec<TableName>,
-    wake: Arc<Notify>,
-    idle: Arc<watch::Sender<bool>>,
+    intake: Intake,
 ) {
     while let Some((request, lsn, ack)) = requests.recv().await {
-        let table = TableName::parse(&request.table).filter(|t| tables.contains(t));
-        let seen = store
+        let seen = intake
+            .store
             .get()
             .requests_seen
             .and_then(|s| s.parse::<Lsn>().ok());
-        match table {
-            _ if seen.is_some_and(|seen| lsn <= seen) => {}
-            None => {
-                tracing::warn!(table = %request.table, "snapshot request ignored: the table is not in this pipeline");
-            }
-            Some(table) => {
-                let stored = store.update(|s| {
-                    s.requests_seen = Some(lsn.to_string());
-                    s.incremental.push(Incremental {
-                        table: table.to_string(),
-                        filter: request.filter.clone(),
-                        reason: "requested".into(),
-                        chunks: Vec::new(),
-                    });
-                });
-                if let Err(e) = stored {
-                    // Not acknowledged: the source stops and the request is read again.
-                    tracing::error!(error = %e, "storing a snapshot request");
-                    return;
-                }
-                tracing::info!(%table, filtered = request.filter.is_some(), "incremental snapshot requested");
-                // Busy before the source moves on, so `--until caught-up` waits for it.
-                idle.send_replace(false);
-                wake.notify_one();
+        if seen.is_none_or(|seen| lsn > seen) {
+            if let Err(e) = intake.take(&request, lsn.to_string()) {
+                // Not acknowledged: the source stops and the request is read again.
+                tracing::error!(error = %e, "storing a snapshot request");
+                return;
             }
         }
         let _ = ack.send(());
+    }
+}
+
+/// How often the mailbox is looked at.
+const MAILBOX_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Take the requests `sluice snapshot` leaves in the pipeline's mailbox (see
+/// [`crate::state::mailbox`]), every [`MAILBOX_EVERY`].
+async fn watch_mailbox(lake: std::path::PathBuf, pipeline: String, intake: Intake) {
+    let mut tick = tokio::time::interval(MAILBOX_EVERY);
+    loop {
+        tick.tick().await;
+        take_mailbox(&lake, &pipeline, &intake);
+    }
+}
+
+/// Store each request of the mailbox in the state file, then remove its file (a request stored
+/// but not yet removed is known by its name and not taken twice).
+fn take_mailbox(lake: &std::path::Path, pipeline: &str, intake: &Intake) {
+    let requests = match crate::state::mailbox_requests(lake, pipeline) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "reading the snapshot request mailbox");
+            return;
+        }
+    };
+    let dir = crate::state::mailbox(lake, pipeline);
+    for (name, request) in requests {
+        let seen = intake.store.get().requests_seen;
+        if seen.is_none_or(|seen| name > seen) {
+            match request {
+                Ok(request) => {
+                    if let Err(e) = intake.take(&request, name.clone()) {
+                        tracing::error!(error = %e, "storing a snapshot request");
+                        return;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(file = %name, error = %e, "unreadable snapshot request removed")
+                }
+            }
+        }
+        if let Err(e) = std::fs::remove_file(dir.join(&name)) {
+            tracing::warn!(file = %name, error = %e, "removing a snapshot request");
+        }
     }
 }
 
@@ -612,12 +699,6 @@ impl ChunkJob for MyJob {
         size: usize,
         max_rows: usize,
     ) -> Result<(ChunkRead, Option<Lsn>), PipelineError> {
-        if filter.is_some() {
-            return Err(replication::Error::Protocol(
-                "filtered snapshots are not supported for MySQL/MariaDB".into(),
-            )
-            .into());
-        }
         self.snapshot.renew().await?;
         let at = self.snapshot.position.packed().ok_or_else(|| {
             replication::Error::Protocol(format!(
@@ -632,7 +713,7 @@ impl ChunkJob for MyJob {
         };
         let read = self
             .snapshot
-            .read_chunk(&self.plan, after, size, max_rows, position)
+            .read_chunk(&self.plan, after, filter, size, max_rows, position)
             .await?;
         self.snapshot.release().await?;
         Ok((read, Some(at)))

@@ -148,6 +148,64 @@ impl State {
     }
 }
 
+/// Where `sluice snapshot` leaves requests for a pipeline whose source has no channel of its
+/// own for them (MySQL/MariaDB: the binlog carries no messages Sluice could write without
+/// writing to the source): `<lake>/_sluice_state/<pipeline>.requests/`, one file per request,
+/// named so that names sort in the order they were made.
+pub fn mailbox(lake: &Path, pipeline: &str) -> PathBuf {
+    lake.join("_sluice_state")
+        .join(format!("{pipeline}.requests"))
+}
+
+/// Leave `request` in the pipeline's mailbox (written atomically). Returns its name.
+pub fn post_request(
+    lake: &Path,
+    pipeline: &str,
+    request: &replication::window::SnapshotRequest,
+) -> std::io::Result<String> {
+    use std::io::Write;
+    let dir = mailbox(lake, pipeline);
+    std::fs::create_dir_all(&dir)?;
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let name = format!("{nanos:020}-{}.json", std::process::id());
+    let tmp = dir.join(format!(".{name}.tmp"));
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(&serde_json::to_vec(request).map_err(std::io::Error::other)?)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, dir.join(&name))?;
+    std::fs::File::open(&dir)?.sync_all()?;
+    Ok(name)
+}
+
+/// The requests in the pipeline's mailbox, oldest first (a file that does not parse is
+/// returned as an error line with its name, to be reported and removed).
+pub fn mailbox_requests(
+    lake: &Path,
+    pipeline: &str,
+) -> std::io::Result<Vec<(String, Result<replication::window::SnapshotRequest, String>)>> {
+    let dir = mailbox(lake, pipeline);
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut out = Vec::new();
+    for entry in entries {
+        let name = entry?.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') || !name.ends_with(".json") {
+            continue;
+        }
+        let parsed = std::fs::read(dir.join(&name))
+            .map_err(|e| e.to_string())
+            .and_then(|bytes| serde_json::from_slice(&bytes).map_err(|e| e.to_string()));
+        out.push((name, parsed));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
 /// The state file shared by the tasks of a running pipeline: every change is written
 /// atomically before it counts.
 pub struct Store {

@@ -109,7 +109,7 @@ pub enum Error {
     #[error("{}", problems.join("\n"))]
     Preflight { problems: Vec<String> },
     /// An incremental snapshot needs a primary key to read the table in order.
-    #[error("table {table} has no primary key, which an incremental snapshot needs to read it in key order (REPLICA IDENTITY FULL does not give one): add a primary key, or load the table with snapshot = \"initial\" in a new pipeline")]
+    #[error("table {table} has no primary key, which an incremental snapshot needs to read it in key order (on PostgreSQL REPLICA IDENTITY FULL does not give one; on MySQL/MariaDB the key's columns must be integers, decimals, utf8 text, binary or dates and times): add a primary key, or load the table with snapshot = \"initial\" in a new pipeline")]
     NoPrimaryKey { table: String },
     /// A MySQL/MariaDB statement or the binlog stream failed.
     #[error("{context}: {source}")]

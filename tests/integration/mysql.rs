@@ -812,6 +812,78 @@ async fn mysql_interrupted_snapshot_finishes_in_chunks_through_sigkills() {
     }
 }
 
+/// `sluice snapshot` on MariaDB: the request is left in the lake's mailbox; a running pipeline
+/// takes it up (reading exactly the matching rows, in chunks), a stopped one on its next run.
+/// Bad requests are refused with one line and leave nothing behind.
+#[tokio::test(flavor = "multi_thread")]
+async fn mysql_snapshot_requests_reread_the_matching_rows() {
+    let _server = SERVER.lock().await;
+    let mut db = my_admin().await;
+    let p = MyPipeline::new("my_req", &mut db).await;
+    exec(
+        &mut db,
+        "CREATE TABLE my_req.t (id int PRIMARY KEY, v int);
+         INSERT INTO my_req.t SELECT seq, 0 FROM my_req.seq_1_to_3000;
+         CREATE TABLE my_req.nokey (id int, v int);",
+    )
+    .await;
+    let config = p.config_with(&["t", "nokey"], MY_PORT, 5111, "snapshot_chunk_rows = 200");
+    let snapshot = |args: &[&str]| {
+        let mut all = vec!["snapshot"];
+        all.extend_from_slice(args);
+        run_sluice(&all, &config)
+    };
+    let mailbox = p.lake().join("_sluice_state/my_req.requests");
+    let refused = |out: std::process::Output, expected: &str| {
+        assert!(!out.status.success(), "{expected}");
+        let errors = error_lines(&out);
+        assert_eq!(errors.len(), 1, "{errors:?}");
+        assert!(errors[0].contains(expected), "{}", errors[0]);
+        let left = std::fs::read_dir(&mailbox).map_or(0, |d| d.count());
+        assert_eq!(left, 0, "nothing left in the mailbox");
+    };
+    refused(snapshot(&["--table", "my_req.t"]), "has not started yet");
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    refused(
+        snapshot(&["--table", "my_req.other"]),
+        "is not one of the pipeline's [source] tables",
+    );
+    refused(snapshot(&["--table", "my_req.nokey"]), "has no primary key");
+    refused(
+        snapshot(&["--table", "my_req.t", "--where", "nosuch > 1"]),
+        "--where is not a valid predicate on my_req.t",
+    );
+
+    let reads = |p: &MyPipeline| {
+        let mut count = BTreeMap::<i64, usize>::new();
+        for r in p.rows("t").iter().filter(|r| r["_sluice_op"] == "r") {
+            *count.entry(r["id"].as_i64().unwrap()).or_default() += 1;
+        }
+        count
+    };
+    let child = crate::support::spawn_run(&config);
+    ok(snapshot(&["--table", "my_req.t", "--where", "id <= 700"]));
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while reads(&p).values().sum::<usize>() < 3700 || pending_snapshots(&p) > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the running pipeline never took the request"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    terminate(child);
+
+    ok(snapshot(&["--table", "my_req.t", "--where", "id > 2900"]));
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let count = reads(&p);
+    assert_eq!(count.len(), 3000);
+    for (id, n) in count {
+        let expected = if id <= 700 || id > 2900 { 2 } else { 1 };
+        assert_eq!(n, expected, "row {id} read {n} times");
+    }
+    assert_eq!(pending_snapshots(&p), 0);
+}
+
 /// A transaction far larger than the batch limits is handed over in chunks and committed
 /// once, at its own position, with memory bounded; the committed rows before it stay apart.
 #[tokio::test(flavor = "multi_thread")]

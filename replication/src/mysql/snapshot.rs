@@ -166,13 +166,14 @@ impl Consistent {
     }
 
     /// Read one keyset chunk of `plan`'s table as of the snapshot: at most `limit` rows with a
-    /// key above `after` (from the start: `None`), in key order, as batches of at most
-    /// `max_rows` rows at `position`. The chunk's upper bound is `None` when it reached the
-    /// table's end.
+    /// key above `after` (from the start: `None`) matching `filter` (an SQL predicate), in key
+    /// order, as batches of at most `max_rows` rows at `position`. The chunk's upper bound is
+    /// `None` when it reached the table's end.
     pub async fn read_chunk(
         &mut self,
         plan: &KeyPlan,
         after: Option<&[String]>,
+        filter: Option<&str>,
         limit: usize,
         max_rows: usize,
         position: RowPosition,
@@ -184,32 +185,38 @@ impl Consistent {
             .map(|&k| quote(&shape.columns[k].0))
             .collect();
         let mut params = Vec::new();
-        let filter = match after {
-            None => String::new(),
-            Some(after) => {
-                if after.len() != plan.key.len() {
-                    return Err(Error::Protocol(format!(
-                        "snapshot bound of {} has {} values for a {}-column key",
-                        shape.table,
-                        after.len(),
-                        plan.key.len()
-                    )));
-                }
-                // (k1, k2) > (v1, v2) spelled out, which every version plans as a range.
-                let mut terms = Vec::new();
-                for i in 0..plan.key.len() {
-                    let mut term = Vec::new();
-                    for j in 0..=i {
-                        let ty = &shape.columns[plan.key[j]].1;
-                        let (placeholder, value) = bound_param(&after[j], ty)?;
-                        let op = if j == i { ">" } else { "=" };
-                        term.push(format!("{} {op} {placeholder}", names[j]));
-                        params.push(value);
-                    }
-                    terms.push(format!("({})", term.join(" AND ")));
-                }
-                format!(" WHERE {}", terms.join(" OR "))
+        let mut conditions = Vec::new();
+        if let Some(after) = after {
+            if after.len() != plan.key.len() {
+                return Err(Error::Protocol(format!(
+                    "snapshot bound of {} has {} values for a {}-column key",
+                    shape.table,
+                    after.len(),
+                    plan.key.len()
+                )));
             }
+            // (k1, k2) > (v1, v2) spelled out, which every version plans as a range.
+            let mut terms = Vec::new();
+            for i in 0..plan.key.len() {
+                let mut term = Vec::new();
+                for j in 0..=i {
+                    let ty = &shape.columns[plan.key[j]].1;
+                    let (placeholder, value) = bound_param(&after[j], ty)?;
+                    let op = if j == i { ">" } else { "=" };
+                    term.push(format!("{} {op} {placeholder}", names[j]));
+                    params.push(value);
+                }
+                terms.push(format!("({})", term.join(" AND ")));
+            }
+            conditions.push(format!("({})", terms.join(" OR ")));
+        }
+        if let Some(predicate) = filter {
+            conditions.push(format!("({predicate})"));
+        }
+        let filter = if conditions.is_empty() {
+            String::new()
+        } else {
+            format!(" WHERE {}", conditions.join(" AND "))
         };
         let statement = format!(
             "SELECT {} FROM {}{filter} ORDER BY {} LIMIT {limit}",
@@ -425,6 +432,16 @@ pub async fn plan(conn: &mut Conn, table: &TableName) -> Result<KeyPlan> {
         key,
         estimate: estimate.unwrap_or(0),
     })
+}
+
+/// Whether `predicate` is a valid condition on `table` (the server's error otherwise).
+pub async fn check_filter(conn: &mut Conn, table: &TableName, predicate: &str) -> Result<()> {
+    conn.query_drop(format!(
+        "SELECT 1 FROM {} WHERE ({predicate}) LIMIT 0",
+        quote_table(table)
+    ))
+    .await
+    .map_err(sql(format!("checking the predicate on {table}")))
 }
 
 fn select_list(shape: &MyShape) -> String {
