@@ -21,7 +21,7 @@ use replication::mysql::position::BinlogPosition;
 use replication::mysql::source::{self as binlog, MySourceOptions, Resume};
 use replication::postgres::source::SourceExit;
 use replication::postgres::BatchLimits;
-use sinks::delta::{DeltaSink, TablePosition};
+use sinks::delta::DeltaSink;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -106,7 +106,7 @@ pub async fn run(
         let todo = if settings.snapshot == SnapshotMode::Never {
             Vec::new()
         } else {
-            catch_up_snapshots(settings, &state, &positions)
+            snapshots::catch_up(&state, &settings.tables, &positions)
         };
         // Tables with a primary key are snapshotted in chunks beside the stream; the others
         // are copied now, at a fresh consistent position (the sink skips their binlog changes
@@ -229,33 +229,6 @@ pub async fn request_snapshot(
     crate::state::post_request(&settings.lake, &settings.name, &request)
         .map_err(|e| PipelineError::state(&settings.lake, e))?;
     Ok(())
-}
-
-/// Tables to snapshot before streaming alone is enough: those an interrupted initial load did
-/// not commit (`resume`) and those new to the configuration (`added`), unless already queued.
-fn catch_up_snapshots(
-    settings: &MySettings,
-    state: &State,
-    positions: &[TablePosition],
-) -> Vec<(TableName, &'static str)> {
-    let queued = |t: &TableName| state.incremental.iter().any(|j| j.table == t.to_string());
-    let mut todo: Vec<(TableName, &'static str)> = Vec::new();
-    if state.snapshot == SnapshotState::Pending {
-        for p in positions {
-            if p.position.is_none() && !queued(&p.table) {
-                todo.push(((*p.table).clone(), "resume"));
-            }
-        }
-    }
-    if let Some(known) = &state.tables {
-        for t in &settings.tables {
-            let new = !known.contains(&t.to_string());
-            if new && !queued(t) && !todo.iter().any(|(q, _)| q == t) {
-                todo.push((t.clone(), "added"));
-            }
-        }
-    }
-    todo
 }
 
 /// Copy the tables a previous run did not finish (all of them on a first run; of `only`, when

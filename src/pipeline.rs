@@ -224,35 +224,19 @@ where
     }
 }
 
-/// Tables that need an incremental snapshot before streaming alone is enough: those an
-/// interrupted initial load did not commit (`resume`), and those new to the configuration
-/// (`added`). Nothing is changed here.
+/// Tables that need an incremental snapshot before streaming alone is enough (see
+/// [`snapshots::catch_up`]; the initial load commits each table once, at consistent point
+/// − 1, so a table without a position was not finished). Nothing is changed here.
 async fn catch_up_snapshots(
     settings: &Settings,
     state: &State,
 ) -> Result<Vec<(TableName, &'static str)>, PipelineError> {
-    let mut todo = Vec::new();
-    let queued = |t: &TableName| state.incremental.iter().any(|j| j.table == t.to_string());
-    if state.snapshot == SnapshotState::Pending {
-        // The initial load commits each table once, at consistent point - 1: a table without
-        // a position was not finished.
-        let sink =
-            DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
-        for p in sink.positions() {
-            if p.position.is_none() && !queued(&p.table) {
-                todo.push(((*p.table).clone(), "resume"));
-            }
-        }
-    }
-    if let Some(known) = &state.tables {
-        for t in &settings.tables {
-            let new = !known.contains(&t.to_string());
-            if new && !queued(t) && !todo.iter().any(|(q, _)| q == t) {
-                todo.push((t.clone(), "added"));
-            }
-        }
-    }
-    Ok(todo)
+    let sink = DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
+    Ok(snapshots::catch_up(
+        state,
+        &settings.tables,
+        &sink.positions(),
+    ))
 }
 
 /// One connection's worth of streaming, with the incremental snapshots beside it.

@@ -115,6 +115,34 @@ pub struct Sizes {
     pub inflight_bytes: usize,
 }
 
+/// Tables that need an incremental snapshot before streaming alone is enough: those an
+/// interrupted initial load did not commit (`resume`: no position in the lake) and those new
+/// to the configuration (`added`), unless already queued.
+pub fn catch_up(
+    state: &State,
+    tables: &[TableName],
+    positions: &[sinks::delta::TablePosition],
+) -> Vec<(TableName, &'static str)> {
+    let queued = |t: &TableName| state.incremental.iter().any(|j| j.table == t.to_string());
+    let mut todo: Vec<(TableName, &'static str)> = Vec::new();
+    if state.snapshot == crate::state::SnapshotState::Pending {
+        for p in positions {
+            if p.position.is_none() && !queued(&p.table) {
+                todo.push(((*p.table).clone(), "resume"));
+            }
+        }
+    }
+    if let Some(known) = &state.tables {
+        for t in tables {
+            let new = !known.contains(&t.to_string());
+            if new && !queued(t) && !todo.iter().any(|(q, _)| q == t) {
+                todo.push((t.clone(), "added"));
+            }
+        }
+    }
+    todo
+}
+
 /// The driver's handles for one session, and the source's ends.
 pub struct Session<R: ChunkReader> {
     driver: Driver<R>,

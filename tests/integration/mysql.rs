@@ -11,7 +11,9 @@ use mysql_async::prelude::Queryable;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
 
-use crate::support::{error_lines, ok, read_delta, run_sluice, sluice, terminate, PASSWORD};
+use crate::support::{
+    error_lines, ok, one_error, read_delta, run_sluice, sluice, terminate, PASSWORD,
+};
 
 pub const MY_PORT: u16 = 33069;
 pub const BAD_MY_PORT: u16 = 33070;
@@ -148,6 +150,19 @@ pub(crate) fn replay(rows: &[Value]) -> BTreeMap<i64, i64> {
         }
     }
     state
+}
+
+/// Assert that each of `tables` (in database `name`) replays to exactly the source's rows.
+pub(crate) async fn assert_replays(p: &MyPipeline, db: &mut mysql_async::Conn, tables: &[&str]) {
+    for t in tables {
+        let replayed = replay(&p.rows(t));
+        let source = source(db, &format!("{}.{t}", p.name)).await;
+        assert_eq!(replayed.len(), source.len(), "table {t}: row counts");
+        assert!(
+            replayed == source,
+            "table {t}: changelog differs from the source"
+        );
+    }
 }
 
 pub(crate) async fn source(db: &mut mysql_async::Conn, table: &str) -> BTreeMap<i64, i64> {
@@ -366,29 +381,19 @@ async fn mysql_changes_across_three_tables_with_add_column() {
         seq(&gtid).is_some_and(|n| n > 0 && Some(n) <= pos.as_deref().and_then(seq)),
         "commit gtid {gtid:?}, server at {pos:?}"
     );
-    for t in ["a", "b", "c"] {
-        let replayed = replay(&p.rows(t));
-        assert_eq!(
-            replayed,
-            source(&mut db, &format!("my_e2e.{t}")).await,
-            "table {t}"
-        );
-    }
+    assert_replays(&p, &mut db, &["a", "b", "c"]).await;
     // An incompatible change stops the table with table, column and position.
     exec(
         &mut db,
         "INSERT INTO my_e2e.c VALUES (9, 90); ALTER TABLE my_e2e.c MODIFY v varchar(10); INSERT INTO my_e2e.c VALUES (8, 'x')",
     )
     .await;
-    let out = run_sluice(&["run", "--until", "caught-up"], &config);
-    assert!(!out.status.success());
-    let errors = error_lines(&out);
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0].contains("table my_e2e.c column v at binlog binlog.")
-            && errors[0].contains("incompatible schema change"),
-        "{}",
-        errors[0]
+    one_error(
+        &run_sluice(&["run", "--until", "caught-up"], &config),
+        &[
+            "table my_e2e.c column v at binlog binlog.",
+            "incompatible schema change",
+        ],
     );
 }
 
@@ -414,15 +419,12 @@ async fn mysql_incompatible_change_while_stopped_is_named() {
         "ALTER TABLE my_alter.t DROP COLUMN v; INSERT INTO my_alter.t VALUES (3, 3)",
     )
     .await;
-    let out = run_sluice(&["run", "--until", "caught-up"], &config);
-    assert!(!out.status.success());
-    let errors = error_lines(&out);
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(
-        errors[0].contains("table my_alter.t column v at binlog binlog.")
-            && errors[0].contains("incompatible schema change: column dropped"),
-        "{}",
-        errors[0]
+    one_error(
+        &run_sluice(&["run", "--until", "caught-up"], &config),
+        &[
+            "table my_alter.t column v at binlog binlog.",
+            "incompatible schema change: column dropped",
+        ],
     );
     assert_eq!(
         p.rows("t").len(),
@@ -474,11 +476,7 @@ async fn mysql_tls_modes() {
         ),
     ] {
         let config = p.config_url(&["t"], &url(port, query), 5110, "");
-        let out = run_sluice(&["check"], &config);
-        assert!(!out.status.success(), "{query}");
-        let errors = error_lines(&out);
-        assert_eq!(errors.len(), 1, "{query}: {errors:?}");
-        assert!(errors[0].contains(expected), "{query}: {}", errors[0]);
+        one_error(&run_sluice(&["check"], &config), &[expected]);
     }
 }
 
@@ -539,15 +537,7 @@ async fn mysql_sigkill_at_random_moments_loses_and_duplicates_nothing() {
     }
     writer.await.unwrap();
     ok(run_sluice(&["run", "--until", "caught-up"], &config));
-    for t in ["a", "b"] {
-        let replayed = replay(&p.rows(t));
-        let source = source(&mut db, &format!("my_kill.{t}")).await;
-        assert_eq!(replayed.len(), source.len(), "table {t}: row counts");
-        assert!(
-            replayed == source,
-            "table {t}: changelog differs from the source"
-        );
-    }
+    assert_replays(&p, &mut db, &["a", "b"]).await;
 }
 
 /// Restart the shared MariaDB (the dev-db script starts it again).
@@ -801,15 +791,7 @@ async fn mysql_interrupted_snapshot_finishes_in_chunks_through_sigkills() {
     writer.await.unwrap();
     ok(run_sluice(&["run", "--until", "caught-up"], &config));
     assert_eq!(pending_snapshots(&p), 0, "every snapshot finished");
-    for t in ["t", "small"] {
-        let replayed = replay(&p.rows(t));
-        let source = source(&mut db, &format!("my_snap.{t}")).await;
-        assert_eq!(replayed.len(), source.len(), "table {t}: row counts");
-        assert!(
-            replayed == source,
-            "table {t}: changelog differs from the source"
-        );
-    }
+    assert_replays(&p, &mut db, &["t", "small"]).await;
 }
 
 /// `sluice snapshot` on MariaDB: the request is left in the lake's mailbox; a running pipeline
@@ -835,10 +817,7 @@ async fn mysql_snapshot_requests_reread_the_matching_rows() {
     };
     let mailbox = p.lake().join("_sluice_state/my_req.requests");
     let refused = |out: std::process::Output, expected: &str| {
-        assert!(!out.status.success(), "{expected}");
-        let errors = error_lines(&out);
-        assert_eq!(errors.len(), 1, "{errors:?}");
-        assert!(errors[0].contains(expected), "{}", errors[0]);
+        one_error(&out, &[expected]);
         let left = std::fs::read_dir(&mailbox).map_or(0, |d| d.count());
         assert_eq!(left, 0, "nothing left in the mailbox");
     };

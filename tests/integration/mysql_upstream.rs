@@ -11,7 +11,8 @@ use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::mysql::{
-    admin_at, churn, every_type_lands_exactly, exec, pending_snapshots, replay, source, MyPipeline,
+    admin_at, assert_replays, churn, every_type_lands_exactly, exec, pending_snapshots, replay,
+    source, MyPipeline,
 };
 use crate::support::{ok, run_sluice, spawn_run};
 
@@ -170,15 +171,7 @@ async fn mysql_upstream_sigkills_during_streaming_and_a_chunked_snapshot() {
     inserted.await.unwrap();
     ok(run_sluice(&["run", "--until", "caught-up"], &config));
     assert_eq!(pending_snapshots(&p), 0, "the snapshot finished");
-    for t in ["a", "big"] {
-        let replayed = replay(&p.rows(t));
-        let source = source(&mut db, &format!("up_kill.{t}")).await;
-        assert_eq!(replayed.len(), source.len(), "table {t}: row counts");
-        assert!(
-            replayed == source,
-            "table {t}: changelog differs from the source"
-        );
-    }
+    assert_replays(&p, &mut db, &["a", "big"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

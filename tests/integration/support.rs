@@ -159,6 +159,18 @@ pub fn error_lines(output: &Output) -> Vec<String> {
         .collect()
 }
 
+/// Assert that the command failed with exactly one error line containing each of `expected`;
+/// returns that line.
+pub fn one_error(output: &Output, expected: &[&str]) -> String {
+    assert!(!output.status.success(), "expected a failure: {expected:?}");
+    let errors = error_lines(output);
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    for e in expected {
+        assert!(errors[0].contains(e), "{e:?} not in {}", errors[0]);
+    }
+    errors[0].clone()
+}
+
 /// Wait (polling the catalog) until the replication slot exists.
 pub async fn wait_for_slot(db: &Client, slot: &str) {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
