@@ -76,7 +76,10 @@ pub async fn run(
         State::fresh(&settings.tables, SnapshotState::Skipped),
     )?;
     let state = store.get();
-    let interrupted = state.snapshot == SnapshotState::Pending;
+    // An interrupted initial load is finished by incremental snapshots beside the stream; with
+    // initial_only there is no stream, so its unfinished tables are copied again instead.
+    let interrupted =
+        state.snapshot == SnapshotState::Pending && settings.snapshot != SnapshotMode::InitialOnly;
     let first_run = state.binlog.is_none() && !interrupted;
     let snapshotted = first_run && settings.snapshot != SnapshotMode::Never;
     let mut queued = Vec::new();
