@@ -30,10 +30,12 @@ use replication::change::TableName;
 use replication::mysql::snapshot::{self as my_snapshot, Consistent};
 
 use crate::config::{MySettings, SnapshotMode};
-use crate::pipeline::{finish_snapshot, join_sink, spawn_sink, with_retries, PipelineError};
+use crate::pipeline::{
+    finish_snapshot, join_sink, spawn_sink, with_retries, PipelineError, SinkHandle,
+};
 use crate::progress::Progress;
 use crate::snapshots::{self, MyReader, Sizes};
-use crate::state::{Incremental, SnapshotState, State, Store};
+use crate::state::{SnapshotState, State, Store};
 
 /// How often the resume position is written while it moves.
 const SAVE_EVERY: Duration = Duration::from_secs(1);
@@ -138,7 +140,6 @@ pub async fn run(
         }
         .into());
     }
-    let configured: Vec<String> = settings.tables.iter().map(ToString::to_string).collect();
     store.update(|s| {
         if s.binlog.as_ref() != Some(&start) {
             // A position found here (snapshot, table positions, now) has no GTID set.
@@ -148,20 +149,9 @@ pub async fn run(
             s.snapshot = SnapshotState::Done;
         }
         s.binlog = Some(start.clone());
-        s.tables = Some(configured.clone());
-        s.incremental.retain(|j| configured.contains(&j.table));
-        for (table, reason) in &queued {
-            s.incremental.push(Incremental {
-                table: table.to_string(),
-                filter: None,
-                reason: (*reason).to_string(),
-                chunks: Vec::new(),
-            });
-        }
+        snapshots::queue_catch_up(s, &settings.tables, &queued);
     })?;
-    for (table, reason) in &queued {
-        tracing::info!(%table, reason, "incremental snapshot queued");
-    }
+    snapshots::log_queued(&queued);
     drop(conn);
     tracing::info!(server = %server.version, mariadb = server.mariadb, position = %start, "starting from binlog position");
     let until = if until_caught_up {
@@ -264,7 +254,11 @@ async fn initial_snapshot(
         replication::Error::Protocol(format!("binlog position {position} cannot be ordered"))
     })?;
     tracing::info!(%position, tables = todo.len(), "initial snapshot started");
-    let (tx, _durable, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
+    let SinkHandle {
+        tx,
+        task: sink_task,
+        ..
+    } = spawn_sink(sink, settings.max_inflight_bytes);
     let progress = Progress::new("snapshot");
     let stop_reporting = CancellationToken::new();
     let reporter = tokio::spawn(progress.clone().report(stop_reporting.clone()));
@@ -337,7 +331,12 @@ async fn session(
         .into_iter()
         .filter_map(|p| Some(((*p.table).clone(), p.schema?)))
         .collect();
-    let (tx, durable, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
+    let SinkHandle {
+        tx,
+        durable,
+        chunks,
+        task: sink_task,
+    } = spawn_sink(sink, settings.max_inflight_bytes);
     let (snapshots, link) = snapshots::session(
         MyReader {
             settings: settings.clone(),
@@ -351,7 +350,7 @@ async fn session(
         settings.tables.clone(),
         store.clone(),
         committed,
-        durable.clone(),
+        chunks,
     );
     let snapshots = snapshots.with_mailbox(&settings.lake, &settings.name);
     let (resume_tx, resume_rx) = watch::channel(Resume {

@@ -33,7 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Settings, SnapshotMode};
 use crate::progress::Progress;
 use crate::snapshots;
-use crate::state::{Incremental, SnapshotState, State, Store};
+use crate::state::{SnapshotState, State, Store};
 
 /// First and longest wait between retries of a transient failure.
 pub(crate) const BACKOFF: (Duration, Duration) =
@@ -165,23 +165,11 @@ pub async fn run(
                 (e, _) => e,
             })?;
             catalog::ensure_publication(&client, &settings.publication, &settings.tables).await?;
-            let configured: Vec<String> = settings.tables.iter().map(ToString::to_string).collect();
             store.update(|s| {
                 s.snapshot = SnapshotState::Done;
-                s.tables = Some(configured.clone());
-                s.incremental.retain(|j| configured.contains(&j.table));
-                for (table, reason) in &todo {
-                    s.incremental.push(Incremental {
-                        table: table.to_string(),
-                        filter: None,
-                        reason: (*reason).to_string(),
-                        chunks: Vec::new(),
-                    });
-                }
+                snapshots::queue_catch_up(s, &settings.tables, &todo);
             })?;
-            for (table, reason) in &todo {
-                tracing::info!(%table, reason, "incremental snapshot queued");
-            }
+            snapshots::log_queued(&todo);
             store
         }
     };
@@ -262,7 +250,12 @@ async fn session(
         }
         committed.insert((*p.table).clone(), p.snapshot_chunk);
     }
-    let (tx, durable_rx, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
+    let SinkHandle {
+        tx,
+        durable: durable_rx,
+        chunks,
+        task: sink_task,
+    } = spawn_sink(sink, settings.max_inflight_bytes);
     let (snapshots, link) = snapshots::session(
         snapshots::PgReader(settings.clone()),
         snapshots::Sizes {
@@ -273,7 +266,7 @@ async fn session(
         settings.tables.clone(),
         store,
         committed,
-        durable_rx.clone(),
+        chunks,
     );
     let options = SourceOptions {
         conninfo: settings.conninfo.clone(),
@@ -305,25 +298,51 @@ async fn session(
 
 pub(crate) type SinkTask = tokio::task::JoinHandle<Result<(), sinks::Error>>;
 
-/// Run the sink on its own task behind a byte-bounded queue; it publishes the durable position.
-pub(crate) fn spawn_sink(
-    mut sink: DeltaSink,
-    budget: usize,
-) -> (queue::Sender<Event>, watch::Receiver<Lsn>, SinkTask) {
+/// The last incremental-snapshot chunk the sink committed: table and chunk number.
+pub(crate) type CommittedChunk = Option<(Arc<TableName>, u64)>;
+
+/// The sink running on its own task behind a byte-bounded queue.
+pub(crate) struct SinkHandle {
+    pub tx: queue::Sender<Event>,
+    /// The durable source position.
+    pub durable: watch::Receiver<Lsn>,
+    /// The last snapshot chunk committed. A chunk's position may equal the transaction's
+    /// before it (MySQL places chunks at the boundary the stream stands at), so its
+    /// durability is told by number, not by the durable position.
+    pub chunks: watch::Receiver<CommittedChunk>,
+    pub task: SinkTask,
+}
+
+/// Run the sink on its own task behind a byte-bounded queue; it publishes the durable position
+/// and the chunks it committed.
+pub(crate) fn spawn_sink(mut sink: DeltaSink, budget: usize) -> SinkHandle {
     let (tx, mut rx) = queue::channel::<Event>(budget);
-    let (durable_tx, durable_rx) = watch::channel(Lsn::ZERO);
+    let (durable_tx, durable) = watch::channel(Lsn::ZERO);
+    let (chunks_tx, chunks) = watch::channel(None);
     let task = tokio::spawn(async move {
         while let Some((event, permit)) = rx.recv().await {
             let rows = event.rows();
+            let chunk = match &event {
+                Event::SnapshotChunk { table, chunk, .. } => Some((table.table.clone(), *chunk)),
+                _ => None,
+            };
             if let Some(end) = sink.apply(event).await? {
                 tracing::debug!(rows, %end, "durable");
                 durable_tx.send_replace(end);
+            }
+            if chunk.is_some() {
+                chunks_tx.send_replace(chunk);
             }
             drop(permit);
         }
         Ok::<_, sinks::Error>(())
     });
-    (tx, durable_rx, task)
+    SinkHandle {
+        tx,
+        durable,
+        chunks,
+        task,
+    }
 }
 
 /// End a snapshot's stream to the sink: make it visible (`commit`: at `.0`, durable up to
@@ -369,7 +388,11 @@ async fn initial_snapshot(settings: &Settings, temporary: bool) -> Result<Lsn, P
     let plans = snapshot::plan(&client, &settings.tables, &types).await?;
     drop(client);
     let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
-    let (tx, _durable, sink_task) = spawn_sink(sink, settings.max_inflight_bytes);
+    let SinkHandle {
+        tx,
+        task: sink_task,
+        ..
+    } = spawn_sink(sink, settings.max_inflight_bytes);
     // One below the consistent point: see replication::postgres::snapshot.
     let commit_lsn = Lsn(point.0.saturating_sub(1));
     let options = SnapshotOptions {

@@ -15,8 +15,10 @@
 //! Used for tables added to the configuration of a running pipeline, for `sluice snapshot`,
 //! and to finish an initial load that was interrupted (its exported snapshot died with its
 //! connection). One chunk is in flight at a time: its bound is stored before it can commit,
-//! and the next chunk starts once it is durable, so after a crash the chunk number the Delta
-//! table holds names exactly the last chunk whose rows are in it.
+//! and the next bound is stored only once the sink reports that chunk committed (by number:
+//! a MySQL chunk may share its position with the transaction before it, so the durable
+//! position cannot tell), so after a crash the chunk number the Delta table holds is always
+//! one of the two bounds kept.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -37,7 +39,7 @@ use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{MySettings, Settings};
-use crate::pipeline::PipelineError;
+use crate::pipeline::{CommittedChunk, PipelineError};
 use crate::progress::Progress;
 use crate::state::{Incremental, State, Store};
 
@@ -143,6 +145,29 @@ pub fn catch_up(
     todo
 }
 
+/// Record in `state` that the pipeline now covers `tables` (dropping queued snapshots of tables
+/// it no longer has) and queue `todo` (from [`catch_up`]).
+pub fn queue_catch_up(state: &mut State, tables: &[TableName], todo: &[(TableName, &'static str)]) {
+    let configured: Vec<String> = tables.iter().map(ToString::to_string).collect();
+    state.incremental.retain(|j| configured.contains(&j.table));
+    state.tables = Some(configured);
+    for (table, reason) in todo {
+        state.incremental.push(Incremental {
+            table: table.to_string(),
+            filter: None,
+            reason: (*reason).to_string(),
+            chunks: Vec::new(),
+        });
+    }
+}
+
+/// Log what [`queue_catch_up`] queued (once it is stored).
+pub fn log_queued(todo: &[(TableName, &'static str)]) {
+    for (table, reason) in todo {
+        tracing::info!(%table, reason, "incremental snapshot queued");
+    }
+}
+
 /// The driver's handles for one session, and the source's ends.
 pub struct Session<R: ChunkReader> {
     driver: Driver<R>,
@@ -159,7 +184,7 @@ pub fn session<R: ChunkReader>(
     tables: Vec<TableName>,
     store: Arc<Store>,
     committed: HashMap<TableName, Option<u64>>,
-    durable: watch::Receiver<Lsn>,
+    committed_chunks: watch::Receiver<CommittedChunk>,
 ) -> (Session<R>, SnapshotLink) {
     let (to_source, chunks) = mpsc::unbounded_channel();
     let (requests_tx, requests): (RequestSender, _) = mpsc::unbounded_channel();
@@ -172,7 +197,7 @@ pub fn session<R: ChunkReader>(
         store,
         committed,
         to_source,
-        durable,
+        committed_chunks,
         idle: Arc::new(idle_tx),
         wake: Arc::new(Notify::new()),
         progress: Progress::new("incremental snapshot"),
@@ -369,7 +394,8 @@ struct Driver<R: ChunkReader> {
     store: Arc<Store>,
     committed: HashMap<TableName, Option<u64>>,
     to_source: mpsc::UnboundedSender<ToSource>,
-    durable: watch::Receiver<Lsn>,
+    /// The last chunk the sink committed.
+    committed_chunks: watch::Receiver<CommittedChunk>,
     idle: Arc<watch::Sender<bool>>,
     wake: Arc<Notify>,
     progress: Arc<Progress>,
@@ -437,7 +463,7 @@ impl<R: ChunkReader> Driver<R> {
         // The previous chunk, emitted but perhaps not durable yet: its Delta commit overlaps
         // the next chunk's read. It must be durable before the next bound is stored, so the
         // chunk number a crash leaves in the table is always one of the two bounds kept.
-        let mut emitted: Option<(u64, Lsn, usize)> = None;
+        let mut emitted: Option<(u64, usize)> = None;
         // Chunks are sized by bytes too: the first is small, the next ones hold as many rows
         // as fit half the in-flight budget (at most snapshot_chunk_rows), so a table of wide
         // rows cannot blow the memory bound.
@@ -477,8 +503,8 @@ impl<R: ChunkReader> Driver<R> {
             if let Some(per_row) = bytes.checked_div(read.rows) {
                 size = (budget / per_row.max(1)).clamp(1, self.sizes.chunk_rows);
             }
-            if let Some((chunk, end, rows)) = emitted.take() {
-                if !self.wait_durable(end, cancel).await {
+            if let Some((chunk, rows)) = emitted.take() {
+                if !self.wait_committed(&table, chunk, cancel).await {
                     return Ok(Ended::Stopped);
                 }
                 self.durable_chunk(&table, chunk, rows, &counted);
@@ -515,9 +541,9 @@ impl<R: ChunkReader> Driver<R> {
                     // The table's shape may be what changed.
                     job_reader.replan().await?;
                 }
-                Ok(ChunkOutcome::Emitted { end_lsn, rows }) => {
+                Ok(ChunkOutcome::Emitted { rows, .. }) => {
                     retries = 0;
-                    emitted = Some((number, end_lsn, rows));
+                    emitted = Some((number, rows));
                     number += 1;
                     match read.upper {
                         Some(upper) => after = Some(upper),
@@ -526,8 +552,8 @@ impl<R: ChunkReader> Driver<R> {
                 }
             }
         }
-        if let Some((chunk, end, rows)) = emitted {
-            if !self.wait_durable(end, cancel).await {
+        if let Some((chunk, rows)) = emitted {
+            if !self.wait_committed(&table, chunk, cancel).await {
                 return Ok(Ended::Stopped);
             }
             self.durable_chunk(&table, chunk, rows, &counted);
@@ -549,15 +575,23 @@ impl<R: ChunkReader> Driver<R> {
         counted.fetch_add(rows as u64, Ordering::Relaxed);
     }
 
-    /// Wait until `end` is durable in every table; false when the session is ending.
-    async fn wait_durable(&mut self, end: Lsn, cancel: &CancellationToken) -> bool {
-        while *self.durable.borrow_and_update() < end {
+    /// Wait until the sink committed chunk `chunk` of `table`; false when the session is ending.
+    async fn wait_committed(
+        &mut self,
+        table: &TableName,
+        chunk: u64,
+        cancel: &CancellationToken,
+    ) -> bool {
+        loop {
+            let last = self.committed_chunks.borrow_and_update().clone();
+            if last.is_some_and(|(t, n)| *t == *table && n >= chunk) {
+                return true;
+            }
             tokio::select! {
-                changed = self.durable.changed() => if changed.is_err() { return false },
+                changed = self.committed_chunks.changed() => if changed.is_err() { return false },
                 () = cancel.cancelled() => return false,
             }
         }
-        true
     }
 }
 

@@ -731,6 +731,27 @@ pub(crate) async fn churn(
     }
 }
 
+/// Start `sluice run` and SIGKILL it `kills` times at random moments (seeded), each time while an
+/// incremental snapshot is still queued.
+pub(crate) async fn kill_during_snapshot(
+    p: &MyPipeline,
+    config: &std::path::Path,
+    kills: usize,
+    seed: u64,
+) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    for kill in 1..=kills {
+        let mut child = crate::support::spawn_run(config);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..1200))).await;
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(
+            pending_snapshots(p) > 0,
+            "the snapshot finished before kill {kill}: the table is too small for this test"
+        );
+    }
+}
+
 /// Incremental snapshots still queued in the pipeline's state file.
 pub(crate) fn pending_snapshots(p: &MyPipeline) -> usize {
     let path = p
@@ -776,17 +797,7 @@ async fn mysql_interrupted_snapshot_finishes_in_chunks_through_sigkills() {
 
     let stop = tokio_util::sync::CancellationToken::new();
     let writer = tokio::spawn(churn(MY_PORT, "my_snap.t".into(), ROWS, 12, stop.clone()));
-    let mut rng = rand::rngs::StdRng::seed_from_u64(6);
-    for kill in 1..=10 {
-        let mut child = crate::support::spawn_run(&config);
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(200..1200))).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(
-            pending_snapshots(&p) > 0,
-            "the snapshot finished before kill {kill}: the table is too small for this test"
-        );
-    }
+    kill_during_snapshot(&p, &config, 10, 6).await;
     stop.cancel();
     writer.await.unwrap();
     ok(run_sluice(&["run", "--until", "caught-up"], &config));

@@ -4,17 +4,14 @@
 //! position read under MySQL's brief global read lock). The shared helpers are MariaDB's
 //! (`mysql.rs`); these tests take a lock of their own.
 
-use std::time::Duration;
-
 use mysql_async::prelude::Queryable;
-use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
 use crate::mysql::{
-    admin_at, assert_replays, churn, every_type_lands_exactly, exec, pending_snapshots, replay,
-    source, MyPipeline,
+    admin_at, assert_replays, churn, every_type_lands_exactly, exec, kill_during_snapshot,
+    pending_snapshots, replay, source, MyPipeline,
 };
-use crate::support::{ok, run_sluice, spawn_run};
+use crate::support::{ok, run_sluice};
 
 pub const MYSQL_PORT: u16 = 33071;
 
@@ -155,17 +152,7 @@ async fn mysql_upstream_sigkills_during_streaming_and_a_chunked_snapshot() {
             }
         }
     });
-    let mut rng = rand::rngs::StdRng::seed_from_u64(8);
-    for kill in 1..=8 {
-        let mut child = spawn_run(&config);
-        tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1200))).await;
-        child.kill().unwrap();
-        child.wait().unwrap();
-        assert!(
-            pending_snapshots(&p) > 0,
-            "the snapshot finished before kill {kill}: the table is too small for this test"
-        );
-    }
+    kill_during_snapshot(&p, &config, 8, 8).await;
     stop.cancel();
     churned.await.unwrap();
     inserted.await.unwrap();
