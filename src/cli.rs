@@ -357,12 +357,7 @@ async fn snapshot(config: PathBuf, table: String, filter: Option<String>) -> Exi
         if let Some(filter) = &filter {
             incremental::check_filter(&client, &name, filter)
                 .await
-                .map_err(|e| replication::Error::Preflight {
-                    problems: vec![format!(
-                        "--where is not a valid predicate on {name}: {}: fix the predicate",
-                        e.to_string().trim_start_matches(&format!("checking the predicate on {name}: "))
-                    )],
-                })?;
+                .map_err(|e| crate::snapshots::bad_predicate(&name, &e))?;
         }
         let marker = Marker {
             pipeline: settings.name.clone(),

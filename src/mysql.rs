@@ -207,13 +207,7 @@ pub async fn request_snapshot(
     if let Some(predicate) = filter {
         my_snapshot::check_filter(&mut conn, table, predicate)
             .await
-            .map_err(|e| replication::Error::Preflight {
-                problems: vec![format!(
-                    "--where is not a valid predicate on {table}: {}: fix the predicate",
-                    e.to_string()
-                        .trim_start_matches(&format!("checking the predicate on {table}: "))
-                )],
-            })?;
+            .map_err(|e| snapshots::bad_predicate(table, &e))?;
     }
     let request = replication::window::SnapshotRequest {
         table: table.to_string(),

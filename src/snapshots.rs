@@ -168,6 +168,17 @@ pub fn log_queued(todo: &[(TableName, &'static str)]) {
     }
 }
 
+/// A `--where` predicate the server refused (`e` from checking it), as one line with its fix.
+pub fn bad_predicate(table: &TableName, e: &replication::Error) -> replication::Error {
+    replication::Error::Preflight {
+        problems: vec![format!(
+            "--where is not a valid predicate on {table}: {}: fix the predicate",
+            e.to_string()
+                .trim_start_matches(&format!("checking the predicate on {table}: "))
+        )],
+    }
+}
+
 /// The driver's handles for one session, and the source's ends.
 pub struct Session<R: ChunkReader> {
     driver: Driver<R>,
