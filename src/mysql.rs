@@ -71,7 +71,7 @@ pub async fn run(
     }
     let server = catalog::server(&mut conn).await?;
     let charsets = catalog::charsets(&mut conn).await?;
-    let current = catalog::current_position(&mut conn).await?;
+    let (current, current_executed) = catalog::current_position_gtids(&mut conn).await?;
     let store = Store::load(
         &settings.lake,
         &settings.name,
@@ -85,9 +85,11 @@ pub async fn run(
     let first_run = state.binlog.is_none() && !interrupted;
     let snapshotted = first_run && settings.snapshot != SnapshotMode::Never;
     let mut queued = Vec::new();
+    // MySQL's executed GTID set as of `start`, when it is known (read with it).
+    let mut start_executed = None;
     let start = if snapshotted {
         store.update(|s| s.snapshot = SnapshotState::Pending)?;
-        let start = initial_snapshot(settings, server.mariadb, None).await?;
+        let (start, executed) = initial_snapshot(settings, server.mariadb, None).await?;
         if settings.snapshot == SnapshotMode::InitialOnly {
             store.update(|s| {
                 s.snapshot = SnapshotState::Done;
@@ -95,6 +97,7 @@ pub async fn run(
             })?;
             return Ok(SourceExit::CaughtUp);
         }
+        start_executed = executed;
         start
     } else {
         let sink =
@@ -105,7 +108,10 @@ pub async fn run(
             // No position kept: the oldest table position if the lake has any, else now.
             _ => match positions.iter().filter_map(|p| p.position).min() {
                 Some(lsn) => BinlogPosition::unpack(lsn, &current.file),
-                None => current.clone(),
+                None => {
+                    start_executed = current_executed;
+                    current.clone()
+                }
             },
         };
         let todo = if settings.snapshot == SnapshotMode::Never {
@@ -142,8 +148,10 @@ pub async fn run(
     }
     store.update(|s| {
         if s.binlog.as_ref() != Some(&start) {
-            // A position found here (snapshot, table positions, now) has no GTID set.
+            // A position found here (snapshot, table positions, now) has no MariaDB GTID set;
+            // MySQL's executed set is known when it was read with the position.
             s.binlog_gtid = None;
+            s.binlog_gtid_executed = start_executed.clone();
         }
         if snapshotted || interrupted {
             s.snapshot = SnapshotState::Done;
@@ -168,6 +176,7 @@ pub async fn run(
         tables: settings.tables.clone(),
         start,
         start_gtid: None,
+        start_executed: None,
         charsets,
         limits: BatchLimits {
             max_rows: settings.max_batch_rows,
@@ -219,15 +228,15 @@ pub async fn request_snapshot(
 }
 
 /// Copy the tables a previous run did not finish (all of them on a first run; of `only`, when
-/// given) at one
-/// consistent binlog position; each table commits once, at that position. Returns where
-/// streaming starts: the oldest position any table was copied at, so a table finished by an
-/// interrupted earlier run misses nothing (the sink skips what each table already holds).
+/// given) at one consistent binlog position; each table commits once, at that position.
+/// Returns where streaming starts: the oldest position any table was copied at, so a table
+/// finished by an interrupted earlier run misses nothing (the sink skips what each table
+/// already holds); with MySQL's executed GTID set when that is the snapshot's position.
 async fn initial_snapshot(
     settings: &MySettings,
     mariadb: bool,
     only: Option<&[TableName]>,
-) -> Result<BinlogPosition, PipelineError> {
+) -> Result<(BinlogPosition, Option<String>), PipelineError> {
     let started = std::time::Instant::now();
     let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
     let done: Vec<_> = sink
@@ -244,6 +253,7 @@ async fn initial_snapshot(
         .collect();
     let mut snapshot = Consistent::begin(&settings.info, mariadb).await?;
     let position = snapshot.position.clone();
+    let executed = snapshot.executed.clone();
     let packed = position.packed().ok_or_else(|| {
         replication::Error::Protocol(format!("binlog position {position} cannot be ordered"))
     })?;
@@ -298,8 +308,8 @@ async fn initial_snapshot(
     );
     let oldest = done.iter().map(|(_, at)| *at).min();
     Ok(match oldest {
-        Some(at) if at < packed => BinlogPosition::unpack(at, &position.file),
-        _ => position,
+        Some(at) if at < packed => (BinlogPosition::unpack(at, &position.file), None),
+        _ => (position, executed),
     })
 }
 
@@ -314,6 +324,7 @@ async fn session(
     if let Some(p) = state.binlog {
         options.start = p;
         options.start_gtid = state.binlog_gtid;
+        options.start_executed = state.binlog_gtid_executed;
     }
     let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
     let positions = sink.positions();
@@ -350,6 +361,7 @@ async fn session(
     let (resume_tx, resume_rx) = watch::channel(Resume {
         position: options.start.clone(),
         gtid: options.start_gtid.clone(),
+        executed: options.start_executed.clone(),
     });
     let saver = tokio::spawn(save_resume(resume_rx.clone(), store.clone()));
     // The driver failing stops the source; the source ending stops the driver.
@@ -378,6 +390,7 @@ fn save(store: &Store, resume: Resume) -> Result<(), PipelineError> {
     store.update(|s| {
         s.binlog = Some(resume.position);
         s.binlog_gtid = resume.gtid;
+        s.binlog_gtid_executed = resume.executed;
     })
 }
 

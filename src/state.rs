@@ -56,6 +56,10 @@ pub struct State {
     /// MySQL/MariaDB: the GTID set as of `binlog` (MariaDB resumes from it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub binlog_gtid: Option<String>,
+    /// MySQL: the complete executed GTID set as of `binlog`, when known (the dump resumes from
+    /// it with COM_BINLOG_DUMP_GTID; without it, by file and offset).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub binlog_gtid_executed: Option<String>,
 }
 
 /// One table's incremental snapshot.
@@ -119,6 +123,7 @@ impl State {
             requests_seen: None,
             binlog: None,
             binlog_gtid: None,
+            binlog_gtid_executed: None,
         }
     }
 

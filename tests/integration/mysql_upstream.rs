@@ -111,6 +111,18 @@ async fn mysql_upstream_changes_add_column_and_gtids() {
         n.is_some_and(|n| n > 0 && Some(n) <= upto(&executed)),
         "commit gtid {gtid:?}, server at {executed:?}"
     );
+    // Caught up and idle, the state keeps the server's whole executed set, which the next run
+    // resumes from (COM_BINLOG_DUMP_GTID).
+    let state_file = p.lake().join("_sluice_state/up_e2e.json");
+    let state: Value = serde_json::from_slice(&std::fs::read(&state_file).unwrap()).unwrap();
+    let compact = |s: &str| s.chars().filter(|c| !c.is_whitespace()).collect::<String>();
+    assert_eq!(
+        state["binlog_gtid_executed"].as_str().map(compact),
+        Some(compact(&executed))
+    );
+    exec(&mut db, "INSERT INTO up_e2e.b VALUES (2, 20)").await;
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    assert_replays(&p, &mut db, &["a", "b"]).await;
 }
 
 #[tokio::test(flavor = "multi_thread")]

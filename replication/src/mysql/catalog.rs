@@ -208,6 +208,12 @@ pub fn quote(ident: &str) -> String {
 
 /// The server's current binlog position (the end of the last write).
 pub async fn current_position(conn: &mut Conn) -> Result<BinlogPosition> {
+    Ok(current_position_gtids(conn).await?.0)
+}
+
+/// The server's current binlog position and, on MySQL with GTIDs, the executed GTID set as of
+/// it (read together, so they agree).
+pub async fn current_position_gtids(conn: &mut Conn) -> Result<(BinlogPosition, Option<String>)> {
     let row: Option<Row> = match conn.query_first("SHOW MASTER STATUS").await {
         Ok(row) => row,
         // MySQL 8.4 renamed it.
@@ -222,10 +228,19 @@ pub async fn current_position(conn: &mut Conn) -> Result<BinlogPosition> {
     })?;
     let file: Option<String> = row.get(0);
     let pos: Option<u64> = row.get(1);
-    Ok(BinlogPosition {
-        file: file.unwrap_or_default(),
-        pos: pos.unwrap_or(4),
-    })
+    // MySQL's Executed_Gtid_Set; MariaDB has no such column. Empty (no GTIDs, or none yet)
+    // is no set at all: an empty set would ask for the whole binlog.
+    let executed: Option<String> = row
+        .get::<Option<String>, _>(4)
+        .flatten()
+        .filter(|g| !g.trim().is_empty());
+    Ok((
+        BinlogPosition {
+            file: file.unwrap_or_default(),
+            pos: pos.unwrap_or(4),
+        },
+        executed,
+    ))
 }
 
 /// Binlog files the server still has, oldest first.

@@ -15,6 +15,7 @@
 pub mod catalog;
 pub mod conninfo;
 pub mod events;
+pub mod gtid;
 pub mod json;
 pub mod position;
 pub mod rows;

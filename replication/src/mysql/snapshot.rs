@@ -53,10 +53,13 @@ pub struct Consistent {
     mariadb: bool,
     /// Streaming from here continues exactly after what the snapshot shows.
     pub position: BinlogPosition,
+    /// MySQL with GTIDs: the executed GTID set as of `position`.
+    pub executed: Option<String>,
 }
 
-/// Start a consistent-snapshot transaction on `conn` and learn its binlog position.
-async fn start(conn: &mut Conn, mariadb: bool) -> Result<BinlogPosition> {
+/// Start a consistent-snapshot transaction on `conn` and learn its binlog position (and, on
+/// MySQL, the executed GTID set as of it).
+async fn start(conn: &mut Conn, mariadb: bool) -> Result<(BinlogPosition, Option<String>)> {
     let step = |what: &str| sql(format!("opening the snapshot: {what}"));
     let position = if mariadb {
         conn.query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
@@ -71,12 +74,13 @@ async fn start(conn: &mut Conn, mariadb: bool) -> Result<BinlogPosition> {
                 .find(|(n, _)| n.eq_ignore_ascii_case(name))
                 .map(|(_, v)| v.clone())
         };
-        BinlogPosition {
+        let position = BinlogPosition {
             file: get("binlog_snapshot_file").unwrap_or_default(),
             pos: get("binlog_snapshot_position")
                 .and_then(|p| p.parse().ok())
                 .unwrap_or(4),
-        }
+        };
+        (position, None)
     } else {
         conn.query_drop("FLUSH TABLES WITH READ LOCK")
             .await
@@ -84,14 +88,14 @@ async fn start(conn: &mut Conn, mariadb: bool) -> Result<BinlogPosition> {
         let started = conn
             .query_drop("START TRANSACTION WITH CONSISTENT SNAPSHOT, READ ONLY")
             .await;
-        let position = catalog::current_position(conn).await;
+        let position = catalog::current_position_gtids(conn).await;
         conn.query_drop("UNLOCK TABLES")
             .await
             .map_err(step("unlock"))?;
         started.map_err(step("start transaction"))?;
         position?
     };
-    if position.file.is_empty() {
+    if position.0.file.is_empty() {
         return Err(Error::Protocol(
             "the server reported no binlog position for the snapshot".into(),
         ));
@@ -111,11 +115,12 @@ impl Consistent {
         conn.query_drop("SET SESSION TRANSACTION ISOLATION LEVEL REPEATABLE READ")
             .await
             .map_err(sql("opening the snapshot: isolation".into()))?;
-        let position = start(&mut conn, mariadb).await?;
+        let (position, executed) = start(&mut conn, mariadb).await?;
         Ok(Consistent {
             conn,
             mariadb,
             position,
+            executed,
         })
     }
 
@@ -126,7 +131,7 @@ impl Consistent {
 
     /// Open a new snapshot transaction (ending the current one), as of a newer position.
     pub async fn renew(&mut self) -> Result<()> {
-        self.position = start(&mut self.conn, self.mariadb).await?;
+        (self.position, self.executed) = start(&mut self.conn, self.mariadb).await?;
         Ok(())
     }
 

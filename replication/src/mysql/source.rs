@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::conninfo::MyConnInfo;
 use super::events::{self, Kind};
+use super::gtid::GtidSet;
 use super::position::BinlogPosition;
 use super::rows::{image, Present};
 use super::shape::{MyShape, MyTableBuilder};
@@ -65,6 +66,9 @@ pub struct MySourceOptions {
     /// The GTID set at `start` (MariaDB): when known, the dump starts from it
     /// (`@slave_connect_state`), and `start` only checks that positions move forward.
     pub start_gtid: Option<String>,
+    /// MySQL: the complete executed GTID set at `start`; when known, the dump starts from it
+    /// (COM_BINLOG_DUMP_GTID), and `start` only checks that positions move forward.
+    pub start_executed: Option<String>,
     /// Collation id → character set name.
     pub charsets: HashMap<u16, String>,
     /// Batch closing limits.
@@ -77,6 +81,9 @@ pub struct MySourceOptions {
     /// against them (a change made while Sluice was stopped).
     pub lake_schemas: HashMap<TableName, deltalake::arrow::datatypes::SchemaRef>,
 }
+
+/// A commit position with the GTID metadata and MySQL's executed set as of it.
+type GtidsAt = (Lsn, Option<Arc<str>>, Option<Arc<str>>);
 
 struct Slot {
     builder: MyTableBuilder,
@@ -99,7 +106,7 @@ struct Source {
     resume: watch::Sender<Resume>,
     /// Commit positions handed to the sinks and the GTID set after each (for the resume
     /// point's GTID), oldest first.
-    committed_gtids: std::collections::VecDeque<(Lsn, Option<Arc<str>>)>,
+    committed_gtids: std::collections::VecDeque<GtidsAt>,
     /// Configured table id → shape (`None`: a table not replicated).
     tables: HashMap<u64, Option<Arc<MyShape>>>,
     slots: HashMap<Arc<TableName>, Slot>,
@@ -121,6 +128,8 @@ struct Source {
     gtids: std::collections::BTreeMap<String, String>,
     /// The GTID set as of the last pending commit.
     pending_gtid: Option<Arc<str>>,
+    /// MySQL: the complete executed GTID set as of the last event (`None`: not known complete).
+    executed: Option<GtidSet>,
     /// The format description was seen (before it, the rotate event's checksum is not
     /// stripped by the decoder).
     seen_format: bool,
@@ -131,13 +140,15 @@ struct Source {
     snapshots_idle: Option<watch::Receiver<bool>>,
 }
 
-/// Where a restart may resume: a transaction boundary, and the GTID set as of it (MariaDB).
+/// Where a restart may resume: a transaction boundary, and the GTID sets as of it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resume {
     /// File and offset.
     pub position: BinlogPosition,
     /// `gtid_binlog_pos`-style list, when the server has GTIDs.
     pub gtid: Option<String>,
+    /// MySQL: the complete executed GTID set, when known.
+    pub executed: Option<String>,
 }
 
 /// Read the binlog until cancelled, caught up, or an error. `resume` receives the position a
@@ -186,6 +197,11 @@ pub async fn run(
         (None, false) => None,
     };
     let by_gtid = options.mariadb && options.start_gtid.is_some();
+    let executed = match (&options.start_executed, options.mariadb) {
+        (Some(set), false) => GtidSet::parse(set),
+        _ => None,
+    };
+    let executed_sids = executed.as_ref().and_then(GtidSet::sids);
     if let (true, Some(gtid)) = (by_gtid, &options.start_gtid) {
         conn.exec_drop(
             "SET @slave_connect_state = ?, @slave_gtid_strict_mode = 1",
@@ -196,6 +212,11 @@ pub async fn run(
     }
     let request = if by_gtid {
         BinlogStreamRequest::new(options.server_id)
+    } else if let Some(sids) = executed_sids.clone() {
+        // MySQL: from right after the executed set, wherever that is in the binlog.
+        BinlogStreamRequest::new(options.server_id)
+            .with_gtid()
+            .with_gtid_set(sids)
     } else {
         BinlogStreamRequest::new(options.server_id)
             .with_filename(start.file.as_bytes())
@@ -205,6 +226,7 @@ pub async fn run(
         .get_binlog_stream(request)
         .await
         .map_err(|e| dump_error(e, options.server_id))?;
+    let by_gtid = by_gtid || executed_sids.is_some();
     tracing::info!(position = %start, by_gtid, server_id = options.server_id, "binlog streaming started");
     let seen_end = start.packed().unwrap_or(Lsn::ZERO);
     let mut source = Source {
@@ -233,6 +255,7 @@ pub async fn run(
             .filter_map(|g| Some((g.split('-').next()?.to_string(), g.to_string())))
             .collect(),
         pending_gtid: None,
+        executed,
         events: Vec::new(),
         snapshots_idle: link.as_ref().map(|l| l.idle.clone()),
         windows: Windows::positioned(link.map(|l| l.chunks)),
@@ -376,19 +399,31 @@ impl Source {
         }
     }
 
-    /// The GTID set as of the commit at `lsn` (commits before it are forgotten).
-    fn gtid_at(&mut self, lsn: Lsn) -> Option<Arc<str>> {
+    /// The GTID sets (metadata, MySQL's executed set) as of the commit at `lsn` (commits before
+    /// it are forgotten).
+    fn gtid_at(&mut self, lsn: Lsn) -> (Option<Arc<str>>, Option<Arc<str>>) {
         while self
             .committed_gtids
             .front()
-            .is_some_and(|(at, _)| *at < lsn)
+            .is_some_and(|(at, ..)| *at < lsn)
         {
             self.committed_gtids.pop_front();
         }
         match self.committed_gtids.front() {
-            Some((at, gtid)) if *at == lsn => gtid.clone(),
-            _ => None,
+            Some((at, gtid, executed)) if *at == lsn => (gtid.clone(), executed.clone()),
+            _ => (None, None),
         }
+    }
+
+    /// The executed set now (MySQL, when complete).
+    fn executed_set(&self) -> Option<Arc<str>> {
+        self.executed.as_ref().map(|e| e.to_string().into())
+    }
+
+    /// Remember the GTID sets as of the commit at `position`.
+    fn record_gtids(&mut self, position: Lsn, gtid: Option<Arc<str>>) {
+        let executed = self.executed_set();
+        self.committed_gtids.push_back((position, gtid, executed));
     }
 
     fn report_resume(&mut self) {
@@ -402,14 +437,15 @@ impl Source {
         if point == Lsn::ZERO || !moved {
             return;
         }
-        let gtid = if self.idle() && point == self.seen_end {
-            self.gtid_set()
+        let (gtid, executed) = if self.idle() && point == self.seen_end {
+            (self.gtid_set(), self.executed_set())
         } else {
             self.gtid_at(point)
         };
         self.resume.send_replace(Resume {
             position: BinlogPosition::unpack(point, &self.file),
             gtid: gtid.map(|g| g.to_string()),
+            executed: executed.map(|g| g.to_string()),
         });
     }
 
@@ -457,6 +493,11 @@ impl Source {
                 }
             }
             Kind::MysqlGtid => {
+                if code != 33 {
+                    // A tagged GTID (MySQL 8.4+): the executed set is not tracked with tags,
+                    // so resuming falls back to file and offset.
+                    self.executed = None;
+                }
                 if let Ok(Some(EventData::GtidEvent(g))) = event.read_data() {
                     let hex: String = g.sid().iter().map(|b| format!("{b:02x}")).collect();
                     let sid = format!(
@@ -467,7 +508,13 @@ impl Source {
                         &hex[16..20],
                         &hex[20..]
                     );
+                    if let Some(executed) = &mut self.executed {
+                        executed.add(&sid, g.gno());
+                    }
                     self.gtids.insert(sid.clone(), format!("{sid}:{}", g.gno()));
+                } else {
+                    // A GTID we could not read: the set would miss it.
+                    self.executed = None;
                 }
             }
             Kind::Query => {
@@ -784,7 +831,7 @@ impl Source {
         if let Some(xid) = open.streamed {
             let tables = self.take_all()?;
             self.pending_gtid = None;
-            self.committed_gtids.push_back((position, self.gtid_set()));
+            self.record_gtids(position, self.gtid_set());
             self.events.push(Event::StreamCommit {
                 xid,
                 tables,
@@ -810,8 +857,7 @@ impl Source {
         }
         self.pending_commit = Some(position);
         self.pending_gtid = self.gtid_set();
-        self.committed_gtids
-            .push_back((position, self.pending_gtid.clone()));
+        self.record_gtids(position, self.pending_gtid.clone());
         self.pending_rows += open.rows;
         self.pending_bytes += open.bytes;
         if self.deadline.is_none() {
