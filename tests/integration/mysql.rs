@@ -152,6 +152,26 @@ pub(crate) fn replay(rows: &[Value]) -> BTreeMap<i64, i64> {
     state
 }
 
+/// The `sluice.gtid` metadata of the last Delta commit of `table`.
+pub(crate) fn last_commit_gtid(p: &MyPipeline, table: &str) -> String {
+    let log = p.lake().join(&p.name).join(table).join("_delta_log");
+    let mut commits: Vec<_> = std::fs::read_dir(&log)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    commits.sort();
+    let last = std::fs::read_to_string(commits.last().unwrap()).unwrap();
+    let info: Value = last
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v.get("commitInfo").is_some())
+        .unwrap();
+    info["commitInfo"]["sluice.gtid"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
 /// Assert that each of `tables` (in database `name`) replays to exactly the source's rows.
 pub(crate) async fn assert_replays(p: &MyPipeline, db: &mut mysql_async::Conn, tables: &[&str]) {
     for t in tables {
@@ -359,22 +379,7 @@ async fn mysql_changes_across_three_tables_with_add_column() {
     // One source transaction across a and b: the same position in both.
     assert_eq!(a[0]["_sluice_lsn"], b[0]["_sluice_lsn"]);
     // The last commit of c records the server's GTID position as of its transaction.
-    let log = p.lake().join("my_e2e/c/_delta_log");
-    let mut commits: Vec<_> = std::fs::read_dir(&log)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    commits.sort();
-    let last = std::fs::read_to_string(commits.last().unwrap()).unwrap();
-    let info: Value = last
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|v| v.get("commitInfo").is_some())
-        .unwrap();
-    let gtid = info["commitInfo"]["sluice.gtid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let gtid = last_commit_gtid(&p, "c");
     let pos: Option<String> = db.query_first("SELECT @@gtid_binlog_pos").await.unwrap();
     let seq = |g: &str| g.strip_prefix("0-1-").and_then(|n| n.parse::<u64>().ok());
     assert!(

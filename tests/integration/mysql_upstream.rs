@@ -9,7 +9,7 @@ use serde_json::Value;
 
 use crate::mysql::{
     admin_at, assert_replays, churn, every_type_lands_exactly, exec, kill_during_snapshot,
-    pending_snapshots, replay, source, MyPipeline,
+    last_commit_gtid, pending_snapshots, MyPipeline,
 };
 use crate::support::{ok, run_sluice};
 
@@ -66,29 +66,9 @@ async fn mysql_upstream_changes_add_column_and_gtids() {
         a[1]["_sluice_lsn"], b[0]["_sluice_lsn"],
         "one transaction, one position"
     );
-    for t in ["a", "b"] {
-        assert_eq!(
-            replay(&p.rows(t)),
-            source(&mut db, &format!("up_e2e.{t}")).await,
-            "table {t}"
-        );
-    }
+    assert_replays(&p, &mut db, &["a", "b"]).await;
     // The last commit of b records the server's GTID (uuid:transaction number) as of it.
-    let log = p.lake().join("up_e2e/b/_delta_log");
-    let mut commits: Vec<_> = std::fs::read_dir(&log)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    commits.sort();
-    let last = std::fs::read_to_string(commits.last().unwrap()).unwrap();
-    let info: Value = last
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|v| v.get("commitInfo").is_some())
-        .unwrap();
-    let gtid = info["commitInfo"]["sluice.gtid"]
-        .as_str()
-        .unwrap_or_default();
+    let gtid = last_commit_gtid(&p, "b");
     let uuid: String = db
         .query_first("SELECT @@server_uuid")
         .await
