@@ -107,7 +107,7 @@ async fn mysql_upstream_changes_add_column_and_gtids() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn mysql_upstream_sigkills_during_streaming_and_a_chunked_snapshot() {
-    const ROWS: i64 = 30_000;
+    const ROWS: i64 = 60_000;
     let _server = SERVER.lock().await;
     let mut db = admin_at(MYSQL_PORT).await;
     let p = MyPipeline::new("up_kill", &mut db).await;
