@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Sluice in one command: a local PostgreSQL with a demo shop under live traffic, streamed into
 # Delta tables under ./lake, then a summary of what landed per table and operation.
+# `scripts/quickstart.sh mysql` does the same from the local MariaDB's binlog.
 set -euo pipefail
+SOURCE=${1:-postgres}
+case "$SOURCE" in
+  postgres | mysql) ;;
+  *) echo "usage: $0 [postgres|mysql]" >&2; exit 2 ;;
+esac
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -15,6 +21,7 @@ cargo build --release --quiet --bin sluice
 SLUICE=$CARGO_TARGET_DIR/release/sluice
 source scripts/reader-env.sh
 
+demo_postgres() {
 echo "== creating the demo tables"
 psql "$ADMIN" -q -v ON_ERROR_STOP=1 <<'SQL'
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'sluice_quickstart';
@@ -60,6 +67,56 @@ for i in $(seq 1 40); do
 done
 kill -TERM "$SLUICE_PID"
 wait "$SLUICE_PID"
+}
+
+demo_mysql() {
+echo "== creating the demo tables"
+my() { mariadb -h127.0.0.1 -P"${SLUICE_DEV_MY_PORT:-33069}" -uroot "$@"; }
+my <<'SQL'
+DROP DATABASE IF EXISTS demo;
+CREATE DATABASE demo;
+CREATE TABLE demo.customers (id int AUTO_INCREMENT PRIMARY KEY, name varchar(100) NOT NULL, email varchar(200));
+CREATE TABLE demo.orders (id bigint AUTO_INCREMENT PRIMARY KEY, customer_id int, amount decimal(10,2),
+                          status varchar(20), updated_at timestamp(6) DEFAULT CURRENT_TIMESTAMP(6));
+INSERT INTO demo.customers (name, email) SELECT CONCAT('customer ', seq), CONCAT('c', seq, '@example.com') FROM demo.seq_1_to_20;
+SQL
+
+rm -rf lake quickstart.toml
+cat > quickstart.toml <<EOF2
+[pipeline]
+name = "quickstart"
+
+[source]
+kind = "mysql"
+url = "${SLUICE_DEV_MY_URL%/shop}/demo"
+tables = ["demo.customers", "demo.orders"]
+server_id = 4242
+
+[[sinks]]
+kind = "delta"
+path = "./lake"
+max_batch_latency = "500ms"
+EOF2
+
+"$SLUICE" check --config quickstart.toml
+
+echo "== streaming for 8 seconds under a live trickle of inserts, updates and deletes"
+"$SLUICE" run --config quickstart.toml &
+SLUICE_PID=$!
+for i in $(seq 1 40); do
+  my -e "
+    INSERT INTO demo.orders (customer_id, amount, status)
+      SELECT 1 + FLOOR(RAND() * 20), ROUND(RAND() * 500, 2), 'new' FROM demo.seq_1_to_25;
+    UPDATE demo.orders SET status = 'paid', updated_at = NOW(6) WHERE id % 7 = $((i % 7)) AND status = 'new';
+    DELETE FROM demo.orders ORDER BY RAND() LIMIT 2;
+    UPDATE demo.customers SET email = CONCAT('vip', id, '@example.com') WHERE id = 1 + $i % 20;"
+  sleep 0.2
+done
+kill -TERM "$SLUICE_PID"
+wait "$SLUICE_PID"
+}
+
+demo_"$SOURCE"
 echo "== draining the rest (--until caught-up)"
 "$SLUICE" run --config quickstart.toml --until caught-up
 "$SLUICE" status --config quickstart.toml
