@@ -10,6 +10,7 @@ mod exactly_once;
 mod incremental;
 mod large_transaction;
 mod mysql;
+mod mysql_support;
 mod mysql_upstream;
 mod server_problems;
 mod shutdown;

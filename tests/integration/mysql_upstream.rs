@@ -1,13 +1,13 @@
 //! Oracle's MySQL (the dev-db's, from Debian unstable's mysql-server-core) → Delta: every type,
 //! changes across tables with ADD COLUMN and MySQL GTIDs in the commit metadata, and SIGKILLs
 //! under a workload while a table added later is snapshotted in chunks (each chunk's snapshot
-//! position read under MySQL's brief global read lock). The shared helpers are MariaDB's
-//! (`mysql.rs`); these tests take a lock of their own.
+//! position read under MySQL's brief global read lock). The helpers are shared with the
+//! MariaDB tests (`mysql_support.rs`); these tests take a lock of their own.
 
 use mysql_async::prelude::Queryable;
 use serde_json::Value;
 
-use crate::mysql::{
+use crate::mysql_support::{
     admin_at, assert_replays, churn, every_type_lands_exactly, exec, kill_during_snapshot,
     last_commit_gtid, pending_snapshots, MyPipeline,
 };
