@@ -21,9 +21,9 @@ cargo build --release --quiet --bin sluice
 SLUICE=$CARGO_TARGET_DIR/release/sluice
 source scripts/reader-env.sh
 
-demo_postgres() {
-echo "== creating the demo tables"
-psql "$ADMIN" -q -v ON_ERROR_STOP=1 <<'SQL'
+# Per source: create the demo tables, print the [source] block, make one step of traffic.
+setup_postgres() {
+  psql "$ADMIN" -q -v ON_ERROR_STOP=1 <<'SQL'
 SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'sluice_quickstart';
 DROP PUBLICATION IF EXISTS sluice_quickstart;
 DROP SCHEMA IF EXISTS demo CASCADE;
@@ -34,45 +34,22 @@ CREATE TABLE demo.orders (id bigserial PRIMARY KEY, customer_id int, amount nume
                           status text, updated_at timestamptz DEFAULT now());
 INSERT INTO demo.customers (name, email) SELECT 'customer ' || g, 'c' || g || '@example.com' FROM generate_series(1, 20) g;
 SQL
-
-rm -rf lake quickstart.toml
-cat > quickstart.toml <<EOF2
-[pipeline]
-name = "quickstart"
-
-[source]
-kind = "postgres"
-url = "$SLUICE_DEV_PG_URL?sslmode=require"
-tables = ["demo.customers", "demo.orders"]
-
-[[sinks]]
-kind = "delta"
-path = "./lake"
-max_batch_latency = "500ms"
-EOF2
-
-"$SLUICE" check --config quickstart.toml
-
-echo "== streaming for 8 seconds under a live trickle of inserts, updates and deletes"
-"$SLUICE" run --config quickstart.toml &
-SLUICE_PID=$!
-for i in $(seq 1 40); do
+}
+source_postgres() {
+  printf 'kind = "postgres"\nurl = "%s?sslmode=require"\n' "$SLUICE_DEV_PG_URL"
+}
+traffic_postgres() {
   psql "$ADMIN" -q -v ON_ERROR_STOP=1 -c "
     INSERT INTO demo.orders (customer_id, amount, status)
       SELECT 1 + (random() * 19)::int, round((random() * 500)::numeric, 2), 'new' FROM generate_series(1, 25);
-    UPDATE demo.orders SET status = 'paid', updated_at = now() WHERE id % 7 = $((i % 7)) AND status = 'new';
+    UPDATE demo.orders SET status = 'paid', updated_at = now() WHERE id % 7 = $(($1 % 7)) AND status = 'new';
     DELETE FROM demo.orders WHERE id IN (SELECT id FROM demo.orders ORDER BY random() LIMIT 2);
-    UPDATE demo.customers SET email = 'vip' || id || '@example.com' WHERE id = 1 + $i % 20;"
-  sleep 0.2
-done
-kill -TERM "$SLUICE_PID"
-wait "$SLUICE_PID"
+    UPDATE demo.customers SET email = 'vip' || id || '@example.com' WHERE id = 1 + $1 % 20;"
 }
 
-demo_mysql() {
-echo "== creating the demo tables"
 my() { mariadb -h127.0.0.1 -P"${SLUICE_DEV_MY_PORT:-33069}" -uroot "$@"; }
-my <<'SQL'
+setup_mysql() {
+  my <<'SQL'
 DROP DATABASE IF EXISTS demo;
 CREATE DATABASE demo;
 CREATE TABLE demo.customers (id int AUTO_INCREMENT PRIMARY KEY, name varchar(100) NOT NULL, email varchar(200));
@@ -80,17 +57,29 @@ CREATE TABLE demo.orders (id bigint AUTO_INCREMENT PRIMARY KEY, customer_id int,
                           status varchar(20), updated_at timestamp(6) DEFAULT CURRENT_TIMESTAMP(6));
 INSERT INTO demo.customers (name, email) SELECT CONCAT('customer ', seq), CONCAT('c', seq, '@example.com') FROM demo.seq_1_to_20;
 SQL
+}
+source_mysql() {
+  printf 'kind = "mysql"\nurl = "%s/demo"\nserver_id = 4242\n' "${SLUICE_DEV_MY_URL%/shop}"
+}
+traffic_mysql() {
+  my -e "
+    INSERT INTO demo.orders (customer_id, amount, status)
+      SELECT 1 + FLOOR(RAND() * 20), ROUND(RAND() * 500, 2), 'new' FROM demo.seq_1_to_25;
+    UPDATE demo.orders SET status = 'paid', updated_at = NOW(6) WHERE id % 7 = $(($1 % 7)) AND status = 'new';
+    DELETE FROM demo.orders ORDER BY RAND() LIMIT 2;
+    UPDATE demo.customers SET email = CONCAT('vip', id, '@example.com') WHERE id = 1 + $1 % 20;"
+}
 
+echo "== creating the demo tables"
+setup_"$SOURCE"
 rm -rf lake quickstart.toml
 cat > quickstart.toml <<EOF2
 [pipeline]
 name = "quickstart"
 
 [source]
-kind = "mysql"
-url = "${SLUICE_DEV_MY_URL%/shop}/demo"
+$(source_"$SOURCE")
 tables = ["demo.customers", "demo.orders"]
-server_id = 4242
 
 [[sinks]]
 kind = "delta"
@@ -104,19 +93,11 @@ echo "== streaming for 8 seconds under a live trickle of inserts, updates and de
 "$SLUICE" run --config quickstart.toml &
 SLUICE_PID=$!
 for i in $(seq 1 40); do
-  my -e "
-    INSERT INTO demo.orders (customer_id, amount, status)
-      SELECT 1 + FLOOR(RAND() * 20), ROUND(RAND() * 500, 2), 'new' FROM demo.seq_1_to_25;
-    UPDATE demo.orders SET status = 'paid', updated_at = NOW(6) WHERE id % 7 = $((i % 7)) AND status = 'new';
-    DELETE FROM demo.orders ORDER BY RAND() LIMIT 2;
-    UPDATE demo.customers SET email = CONCAT('vip', id, '@example.com') WHERE id = 1 + $i % 20;"
+  traffic_"$SOURCE" "$i"
   sleep 0.2
 done
 kill -TERM "$SLUICE_PID"
 wait "$SLUICE_PID"
-}
-
-demo_"$SOURCE"
 echo "== draining the rest (--until caught-up)"
 "$SLUICE" run --config quickstart.toml --until caught-up
 "$SLUICE" status --config quickstart.toml
