@@ -108,8 +108,9 @@ pub struct ChunkWindow {
 /// What became of a chunk.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChunkOutcome {
-    /// Handed to the sinks at the high watermark; durable once the durable position reaches
-    /// `end_lsn`.
+    /// Handed to the sinks at `end_lsn` (the high watermark, or a MySQL chunk's boundary);
+    /// durable once the sink reports its chunk number committed (the position may be shared
+    /// with the transaction before it, so it cannot tell).
     Emitted { end_lsn: Lsn, rows: usize },
     /// The window cannot be resolved by key; read the chunk again.
     Retry { reason: &'static str },
