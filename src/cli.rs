@@ -322,6 +322,7 @@ async fn status(config: PathBuf) -> ExitCode {
                 p.path.display()
             );
         }
+        print_schema_changes(&settings.lake, &settings.name, |l| l.to_string()).await?;
         Ok(())
     }
     .await;
@@ -470,6 +471,10 @@ async fn mysql_status(settings: &MySettings) -> ExitCode {
                 p.path.display()
             );
         }
+        print_schema_changes(&settings.lake, &settings.name, |l| {
+            BinlogPosition::unpack(l, &current.file).to_string()
+        })
+        .await?;
         Ok(())
     }
     .await;
@@ -477,6 +482,26 @@ async fn mysql_status(settings: &MySettings) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(&error_lines(&e)),
     }
+}
+
+/// The schema changes the pipeline's tables followed, oldest first (the schema history table).
+async fn print_schema_changes(
+    lake: &std::path::Path,
+    pipeline: &str,
+    position: impl Fn(Lsn) -> String,
+) -> Result<(), pipeline::PipelineError> {
+    for r in sinks::delta::SchemaHistory::records(lake).await? {
+        if r.pipeline == pipeline {
+            println!(
+                "schema change of {} at {}: {} ({})",
+                r.table,
+                position(r.position),
+                r.changes,
+                r.action
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), for the exit log line and benches.

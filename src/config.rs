@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use std::collections::HashMap;
+
 use replication::change::TableName;
+use replication::evolution::{SchemaPolicies, SchemaPolicy};
 use replication::mysql::conninfo::MyConnInfo;
 use replication::postgres::conninfo::ConnInfo;
 use serde::Deserialize;
@@ -30,6 +33,13 @@ pub struct PipelineConfig {
     /// Memory budget of decoded batches queued between the source and the sinks.
     #[serde(default = "default_inflight", deserialize_with = "de_bytes")]
     pub max_inflight_bytes: usize,
+    /// What a change of a source table's columns does: `evolve` (default), `resnapshot` or
+    /// `stop` (see the README's schema-drift section).
+    #[serde(default)]
+    pub on_schema_change: SchemaPolicy,
+    /// Per-table overrides of `on_schema_change`: `"schema.table" = "stop"`.
+    #[serde(default)]
+    pub on_schema_change_tables: HashMap<String, SchemaPolicy>,
 }
 
 /// `[source]`
@@ -204,6 +214,7 @@ struct Sink {
 #[derive(Debug, Clone)]
 pub struct MySettings {
     pub name: String,
+    pub policies: SchemaPolicies,
     pub info: MyConnInfo,
     pub tables: Vec<TableName>,
     pub server_id: u32,
@@ -220,6 +231,7 @@ pub struct MySettings {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub name: String,
+    pub policies: SchemaPolicies,
     pub conninfo: ConnInfo,
     pub tables: Vec<TableName>,
     pub slot: String,
@@ -233,6 +245,31 @@ pub struct Settings {
     pub snapshot_workers: usize,
     pub snapshot_chunk_pages: u64,
     pub snapshot_chunk_rows: usize,
+}
+
+/// The schema-change policies, each override naming one of the pipeline's `tables`.
+fn policies(
+    pipeline: &PipelineConfig,
+    tables: &[TableName],
+    problems: &mut Vec<String>,
+) -> SchemaPolicies {
+    let mut out = SchemaPolicies {
+        default: pipeline.on_schema_change,
+        tables: HashMap::new(),
+    };
+    let mut names: Vec<_> = pipeline.on_schema_change_tables.iter().collect();
+    names.sort_by(|a, b| a.0.cmp(b.0));
+    for (name, policy) in names {
+        match TableName::parse(name).filter(|t| tables.contains(t)) {
+            Some(t) => {
+                out.tables.insert(t, *policy);
+            }
+            None => problems.push(format!(
+                "[pipeline] on_schema_change_tables names {name:?}, which is not one of the [source] tables: fix the name or remove it"
+            )),
+        }
+    }
+    out
 }
 
 fn check_chunk_rows(rows: usize, problems: &mut Vec<String>) {
@@ -357,9 +394,11 @@ impl Config {
                 )),
             }
         }
+        let policies = policies(&self.pipeline, &parsed, &mut problems);
         match (info, server_id, sink) {
             (Some(info), Some(server_id), Some(sink)) if problems.is_empty() => Ok(MySettings {
                 name: self.pipeline.name,
+                policies,
                 info,
                 tables: parsed,
                 server_id,
@@ -441,9 +480,11 @@ impl Config {
                 ));
             }
         }
+        let policies = policies(&self.pipeline, &parsed, &mut problems);
         match (conninfo, sink) {
             (Some(conninfo), Some(sink)) if problems.is_empty() => Ok(Settings {
                 name,
+                policies,
                 conninfo,
                 tables: parsed,
                 slot,

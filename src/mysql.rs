@@ -184,7 +184,8 @@ pub async fn run(
         },
         max_latency: settings.max_batch_latency,
         until,
-        lake_schemas: std::collections::HashMap::new(),
+        policies: settings.policies.clone(),
+        known: std::collections::HashMap::new(),
     };
     with_retries(&cancel, || {
         session(settings, options.clone(), store.clone(), cancel.clone())
@@ -238,7 +239,13 @@ async fn initial_snapshot(
     only: Option<&[TableName]>,
 ) -> Result<(BinlogPosition, Option<String>), PipelineError> {
     let started = std::time::Instant::now();
-    let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
+    let sink = DeltaSink::open(
+        &settings.lake,
+        &settings.name,
+        &settings.tables,
+        settings.policies.clone(),
+    )
+    .await?;
     let done: Vec<_> = sink
         .positions()
         .into_iter()
@@ -326,16 +333,23 @@ async fn session(
         options.start_gtid = state.binlog_gtid;
         options.start_executed = state.binlog_gtid_executed;
     }
-    let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
+    let sink = DeltaSink::open(
+        &settings.lake,
+        &settings.name,
+        &settings.tables,
+        settings.policies.clone(),
+    )
+    .await?;
     let positions = sink.positions();
     let committed = positions
         .iter()
         .map(|p| ((*p.table).clone(), p.snapshot_chunk))
         .collect();
-    options.lake_schemas = positions
+    options.known = positions
         .into_iter()
-        .filter_map(|p| Some(((*p.table).clone(), p.schema?)))
+        .filter_map(|p| Some(((*p.table).clone(), p.shape?)))
         .collect();
+    let history = sink.history();
     let SinkHandle {
         tx,
         durable,
@@ -358,6 +372,7 @@ async fn session(
         chunks,
     );
     let snapshots = snapshots.with_mailbox(&settings.lake, &settings.name);
+    history.set_resnapshot(snapshots.resnapshots());
     let (resume_tx, resume_rx) = watch::channel(Resume {
         position: options.start.clone(),
         gtid: options.start_gtid.clone(),

@@ -242,14 +242,25 @@ async fn session(
     let wal_sender_timeout = catalog::wal_sender_timeout(&client).await?;
     drop(client);
 
-    let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
+    let sink = DeltaSink::open(
+        &settings.lake,
+        &settings.name,
+        &settings.tables,
+        settings.policies.clone(),
+    )
+    .await?;
     let mut committed = HashMap::new();
+    let mut known = HashMap::new();
     for p in sink.positions() {
         if let Some(position) = p.position {
             tracing::info!(table = %p.table, %position, "resuming after durable position");
         }
         committed.insert((*p.table).clone(), p.snapshot_chunk);
+        if let Some(shape) = p.shape {
+            known.insert((*p.table).clone(), shape);
+        }
     }
+    let history = sink.history();
     let SinkHandle {
         tx,
         durable: durable_rx,
@@ -268,6 +279,7 @@ async fn session(
         committed,
         chunks,
     );
+    history.set_resnapshot(snapshots.resnapshots());
     let options = SourceOptions {
         conninfo: settings.conninfo.clone(),
         slot: settings.slot.clone(),
@@ -281,6 +293,8 @@ async fn session(
         wal_sender_timeout,
         until,
         pipeline: settings.name.clone(),
+        policies: settings.policies.clone(),
+        known,
     };
     // The driver failing stops the source; the source ending stops the driver.
     let stop = cancel.child_token();
@@ -387,7 +401,13 @@ async fn initial_snapshot(settings: &Settings, temporary: bool) -> Result<Lsn, P
     tracing::info!(slot = %settings.slot, consistent_point = %point, tables = settings.tables.len(), "initial snapshot started");
     let plans = snapshot::plan(&client, &settings.tables, &types).await?;
     drop(client);
-    let sink = DeltaSink::open(&settings.lake, &settings.name, &settings.tables).await?;
+    let sink = DeltaSink::open(
+        &settings.lake,
+        &settings.name,
+        &settings.tables,
+        settings.policies.clone(),
+    )
+    .await?;
     let SinkHandle {
         tx,
         task: sink_task,

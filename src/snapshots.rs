@@ -35,6 +35,7 @@ use replication::window::{
     SnapshotRequest, ToSource,
 };
 use replication::{ErrorClass, Lsn};
+use sinks::delta::ResnapshotQueue;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
@@ -237,6 +238,13 @@ impl<R: ChunkReader> Session<R> {
         self
     }
 
+    /// Where the sink queues re-snapshots after a schema change (the `resnapshot` policy; see
+    /// `sinks::delta::DeltaSink::set_resnapshot`). It writes the state file itself, so it
+    /// works until the sink ends, also while the driver shuts down.
+    pub fn resnapshots(&self) -> Arc<dyn ResnapshotQueue> {
+        Arc::new(self.intake())
+    }
+
     fn intake(&self) -> Intake {
         Intake {
             store: self.driver.store.clone(),
@@ -309,19 +317,39 @@ impl Intake {
     /// Queue `request` (a table outside the pipeline is ignored with a warning), recording
     /// `seen` as the last request taken.
     fn take(&self, request: &SnapshotRequest, seen: String) -> Result<(), PipelineError> {
+        self.queue(request, Some(seen), "requested")
+    }
+
+    /// Queue `request` for `reason`, recording `seen` (when given) as the last request taken.
+    fn queue(
+        &self,
+        request: &SnapshotRequest,
+        seen: Option<String>,
+        reason: &str,
+    ) -> Result<(), PipelineError> {
         let Some(table) = TableName::parse(&request.table).filter(|t| self.tables.contains(t))
         else {
             tracing::warn!(table = %request.table, "snapshot request ignored: the table is not in this pipeline");
             return Ok(());
         };
         self.store.update(|s| {
-            s.requests_seen = Some(seen);
-            s.incremental.push(Incremental {
+            if let Some(seen) = seen {
+                s.requests_seen = Some(seen);
+            }
+            let job = Incremental {
                 table: table.to_string(),
                 filter: request.filter.clone(),
-                reason: "requested".into(),
+                reason: reason.into(),
                 chunks: Vec::new(),
-            });
+            };
+            // A re-snapshot asked for again (a replay after a crash) is queued once.
+            if !(reason == SCHEMA_CHANGE
+                && s.incremental
+                    .iter()
+                    .any(|j| same(j, &job) && j.chunks.is_empty()))
+            {
+                s.incremental.push(job);
+            }
         })?;
         tracing::info!(%table, filtered = request.filter.is_some(), "incremental snapshot requested");
         // Busy before the source moves on, so `--until caught-up` waits for it.
@@ -350,6 +378,19 @@ async fn persist_requests(
             }
         }
         let _ = ack.send(());
+    }
+}
+
+/// Why a table is re-snapshotted after a schema change (the `resnapshot` policy).
+const SCHEMA_CHANGE: &str = "schema change";
+
+impl ResnapshotQueue for Intake {
+    fn queue(&self, table: &TableName) -> Result<(), String> {
+        let request = SnapshotRequest {
+            table: table.to_string(),
+            filter: None,
+        };
+        Intake::queue(self, &request, None, SCHEMA_CHANGE).map_err(|e| e.to_string())
     }
 }
 

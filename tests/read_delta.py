@@ -3,7 +3,7 @@
 Uses the `deltalake` package from PyPI (delta-rs's Python binding, a separate
 implementation path from the Rust writer) and pyarrow. Usage:
     read_delta.py PATH [VERSION]
-Rows come sorted by (_sluice_lsn, _sluice_seq); values that JSON cannot hold are printed
+Rows of changelog tables come sorted by (_sluice_lsn, _sluice_seq); values that JSON cannot hold are printed
 with str().
 """
 import json
@@ -21,7 +21,8 @@ for row in rows:
     for key, value in row.items():
         if isinstance(value, float) and not math.isfinite(value):
             row[key] = str(value)
-rows.sort(key=lambda r: (r["_sluice_lsn"], r["_sluice_seq"]))
+if rows and "_sluice_lsn" in rows[0]:
+    rows.sort(key=lambda r: (r["_sluice_lsn"], r["_sluice_seq"]))
 for row in rows:
     print(json.dumps(row, default=str, sort_keys=True))
 sys.stdout.flush()

@@ -8,6 +8,7 @@
 pub mod cdc;
 pub mod change;
 mod error;
+pub mod evolution;
 mod lsn;
 pub mod mysql;
 pub mod postgres;

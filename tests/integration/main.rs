@@ -6,6 +6,7 @@
 mod auth;
 mod bad_input;
 mod changes;
+mod drift;
 mod exactly_once;
 mod incremental;
 mod large_transaction;

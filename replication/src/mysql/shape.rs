@@ -333,57 +333,13 @@ impl MyShape {
         Arc::new(Schema::new(fields))
     }
 
-    /// Whether this shape only adds columns to what the lake's table `schema` holds (its
-    /// columns in order, ignoring the CDC columns and `<column>__text` companions); otherwise
-    /// the first column that differs. Catches a change made while the pipeline was stopped.
-    pub fn check_against(&self, schema: &Schema) -> std::result::Result<(), (String, String)> {
-        let held = schema
-            .fields()
+    /// The table's source columns (name, Arrow type), as the lake compares shapes.
+    pub fn source_columns(&self) -> crate::evolution::Columns {
+        self.columns
             .iter()
-            .skip(cdc_fields().len())
-            .filter(|f| {
-                f.name()
-                    .strip_suffix("__text")
-                    .is_none_or(|base| !schema.fields().iter().any(|g| g.name() == base))
-            })
-            .map(|f| {
-                let ty = f.data_type();
-                (f.name().as_str(), ty.clone(), format!("{ty} (in the lake)"))
-            });
-        first_difference(held, self)
+            .map(|(name, ty)| (name.clone(), ty.arrow()))
+            .collect()
     }
-
-    /// Whether `next` only adds columns at the end; otherwise the first column that differs.
-    pub fn check_evolution(&self, next: &MyShape) -> std::result::Result<(), (String, String)> {
-        let held = self
-            .columns
-            .iter()
-            .map(|(n, t)| (n.as_str(), t.arrow(), t.name().to_string()));
-        first_difference(held, next)
-    }
-}
-
-/// The first of the `held` columns (name, Arrow type, type name) that `next` does not have in
-/// the same place with the same type, and what happened to it.
-fn first_difference<'a>(
-    held: impl Iterator<Item = (&'a str, DataType, String)>,
-    next: &MyShape,
-) -> std::result::Result<(), (String, String)> {
-    for (i, (name, arrow, type_name)) in held.enumerate() {
-        let reason = match next.columns.get(i) {
-            Some((n, t)) if n == name => {
-                if t.arrow() == arrow {
-                    continue;
-                }
-                format!("type changed from {type_name} to {}", t.name())
-            }
-            _ if !next.columns.iter().any(|(n, _)| n == name) => "column dropped".into(),
-            Some((n, _)) => format!("column renamed or moved (now {n})"),
-            None => "column moved".into(),
-        };
-        return Err((name.to_string(), reason));
-    }
-    Ok(())
 }
 
 enum Column {

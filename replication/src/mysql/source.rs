@@ -37,11 +37,12 @@ use super::rows::{image, Present};
 use super::shape::{MyShape, MyTableBuilder};
 use crate::cdc::{now_micros, Op, RowPosition};
 use crate::change::{Event, TableBatch, TableName};
+use crate::evolution::{self, ColumnChange, Columns, SchemaPolicy};
 use crate::postgres::source::SourceExit;
 use crate::postgres::BatchLimits;
 use crate::queue;
 use crate::window::{SnapshotLink, Step, Windows};
-use crate::{Error, Lsn, Result};
+use crate::{Error, ErrorClass, Lsn, Result};
 
 /// Heartbeat period asked of the server: an idle server still shows its position this often.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -77,9 +78,11 @@ pub struct MySourceOptions {
     pub max_latency: Duration,
     /// Stop once everything committed before this (packed) position is durable.
     pub until: Option<Lsn>,
-    /// The columns each table already has in the lake: a table's first table map is checked
-    /// against them (a change made while Sluice was stopped).
-    pub lake_schemas: HashMap<TableName, deltalake::arrow::datatypes::SchemaRef>,
+    /// What a change of a table's columns does.
+    pub policies: crate::evolution::SchemaPolicies,
+    /// Each table's columns as the lake last recorded them: under the `stop` policy a table's
+    /// first table map is checked against them (a change made while Sluice was stopped).
+    pub known: HashMap<TableName, crate::evolution::Columns>,
 }
 
 /// A commit position with the GTID metadata and MySQL's executed set as of it.
@@ -261,8 +264,15 @@ pub async fn run(
         windows: Windows::positioned(link.map(|l| l.chunks)),
     };
     let result = source.stream(&mut stream, &cancel).await;
-    if result.is_ok() {
-        source.finish().await;
+    match &result {
+        Ok(_) => source.finish().await,
+        // Stop at the change that cannot be applied, with everything before it durable.
+        Err(e) if e.class() == ErrorClass::Definite => {
+            if source.flush_before_error()? && source.deliver_all(&cancel).await? {
+                source.finish().await;
+            }
+        }
+        Err(_) => {}
     }
     let _ = stream.close().await;
     result
@@ -582,17 +592,14 @@ impl Source {
         Ok(())
     }
 
-    /// Take a table map's shape, evolving the table's builder when columns were added.
+    /// Take a table map's shape. A changed shape retires the table's builder (its rows keep
+    /// the old shape; the sink follows the new one, see crate::evolution); under the `stop`
+    /// policy any change but added columns is an error instead, also against the lake's
+    /// recorded shape for the table's first map (a change made while Sluice was stopped).
     fn evolve(&mut self, shape: MyShape, log_pos: u32) -> Result<Arc<MyShape>> {
-        if let Some(schema) = self.options.lake_schemas.remove(&*shape.table) {
-            if let Err((column, reason)) = shape.check_against(&schema) {
-                return Err(Error::MysqlSchemaChange {
-                    table: shape.table.to_string(),
-                    column,
-                    position: self.describe(log_pos),
-                    reason,
-                });
-            }
+        let stop = self.options.policies.of(&shape.table) == SchemaPolicy::Stop;
+        if let Some(known) = self.options.known.remove(&*shape.table).filter(|_| stop) {
+            self.stop_at(&shape, &known, log_pos)?;
         }
         let Some(slot) = self.slots.get(&shape.table) else {
             return Ok(Arc::new(shape));
@@ -601,13 +608,8 @@ impl Source {
         if *current == shape {
             return Ok(current);
         }
-        if let Err((column, reason)) = current.check_evolution(&shape) {
-            return Err(Error::MysqlSchemaChange {
-                table: shape.table.to_string(),
-                column,
-                position: self.describe(log_pos),
-                reason,
-            });
+        if stop {
+            self.stop_at(&shape, &current.source_columns(), log_pos)?;
         }
         let shape = Arc::new(shape);
         self.windows.schema_changed(&shape.table);
@@ -621,8 +623,24 @@ impl Source {
             }
             self.retired.push(old.builder);
         }
-        tracing::info!(table = %shape.table, columns = shape.columns.len(), "table gained columns");
+        tracing::info!(table = %shape.table, columns = shape.columns.len(), "table changed shape");
         Ok(shape)
+    }
+
+    /// The `stop` policy's error for the first change from `before` it does not follow.
+    fn stop_at(&self, shape: &MyShape, before: &Columns, log_pos: u32) -> Result<()> {
+        match evolution::diff(before, &shape.source_columns())
+            .into_iter()
+            .find(ColumnChange::stops)
+        {
+            Some(change) => Err(Error::MysqlSchemaChange {
+                table: shape.table.to_string(),
+                column: change.column().to_string(),
+                position: self.describe(log_pos),
+                reason: evolution::stop_reason(&change),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn begin(&mut self) {
@@ -915,6 +933,23 @@ impl Source {
             gtid: self.pending_gtid.take(),
         });
         Ok(())
+    }
+
+    /// Emit the committed transactions before a definite error, when the open transaction (if
+    /// any) has no rows yet; its rows would otherwise be mixed in. Returns whether anything
+    /// could be flushed.
+    fn flush_before_error(&mut self) -> Result<bool> {
+        let busy = self
+            .open
+            .as_ref()
+            .is_some_and(|o| o.rows > 0 || o.streamed.is_some());
+        if busy || self.pending_commit.is_none() {
+            return Ok(false);
+        }
+        let open = self.open.take();
+        let flushed = self.flush();
+        self.open = open;
+        flushed.map(|()| true)
     }
 
     /// Queue the events; false when cancelled first.

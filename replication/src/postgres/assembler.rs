@@ -22,7 +22,8 @@ use std::sync::Arc;
 use super::pgoutput::{Message, OldTuple, Relation, Tuple};
 use super::table::{Op, RowPosition, TableBuilder, TableShape};
 use super::value::PG_EPOCH_OFFSET_MICROS;
-use crate::change::{Event, TableBatch, MARKER_PREFIX};
+use crate::change::{Event, TableBatch, TableName, MARKER_PREFIX};
+use crate::evolution::{self, ColumnChange, Columns, SchemaPolicies, SchemaPolicy};
 use crate::{Error, Lsn, Result};
 
 /// Relation OIDs and xids are small integers chosen by the server: a multiplicative hash is
@@ -96,6 +97,11 @@ pub struct Assembler {
     /// Content of a Sluice marker message in the open transaction.
     marker: Option<String>,
     events: Vec<Event>,
+    /// What a change of a table's columns does.
+    policies: SchemaPolicies,
+    /// The shapes the lake last recorded, for tables not described yet in this session: a
+    /// `stop` table's first shape is checked against them (a change made while stopped).
+    known: HashMap<TableName, Columns>,
 }
 
 impl Assembler {
@@ -117,7 +123,21 @@ impl Assembler {
             streaming_xid: None,
             marker: None,
             events: Vec::new(),
+            policies: SchemaPolicies::default(),
+            known: HashMap::new(),
         }
+    }
+
+    /// Follow schema changes by `policies`; `known` holds the shapes the lake last recorded
+    /// (checked against a `stop` table's first shape).
+    pub fn with_schema_policies(
+        mut self,
+        policies: SchemaPolicies,
+        known: HashMap<TableName, Columns>,
+    ) -> Self {
+        self.policies = policies;
+        self.known = known;
+        self
     }
 
     /// Whether the stream is between ordinary transactions (streams may be open).
@@ -324,37 +344,37 @@ impl Assembler {
             &self.enums,
             lsn,
         )?);
-        if let Some(old) = self.shapes.get(&relation.oid) {
-            if **old == *shape {
-                return Ok(());
+        let stop = self.policies.of(&shape.table) == SchemaPolicy::Stop;
+        let Some(old) = self.shapes.get(&relation.oid) else {
+            // The first description in this session: under `stop`, compare with the lake.
+            if let Some(known) = self.known.remove(&*shape.table).filter(|_| stop) {
+                stop_at(&shape, &known, &shape.source_columns(), lsn)?;
             }
-            if let Err((column, reason)) = old.check_evolution(&shape) {
-                return Err(Error::SchemaChange {
-                    table: shape.table.to_string(),
-                    column,
-                    lsn,
-                    reason,
-                });
-            }
-            // Columns were added: close the old builders; their rows keep the old schema.
-            if let Some(b) = self.builders.remove(&relation.oid) {
-                self.retired.push(b);
-            }
-            for stream in self.streams.values_mut() {
-                let keys: Vec<_> = stream
-                    .builders
-                    .keys()
-                    .filter(|(_, oid)| *oid == relation.oid)
-                    .copied()
-                    .collect();
-                if !keys.is_empty() {
-                    return Err(Error::SchemaChange {
-                        table: shape.table.to_string(),
-                        column: String::new(),
-                        lsn,
-                        reason: "columns added inside a large streamed transaction that already wrote rows; restart sluice to replay it".into(),
-                    });
-                }
+            self.shapes.insert(relation.oid, shape);
+            return Ok(());
+        };
+        if **old == *shape {
+            return Ok(());
+        }
+        if stop {
+            stop_at(&shape, &old.source_columns(), &shape.source_columns(), lsn)?;
+        }
+        // The old builders keep the old shape: the ordinary one is emitted with the next
+        // batch, a streamed transaction's rows so far become a chunk (spilled with their
+        // schema). The sink follows the new shape (see crate::evolution).
+        if let Some(b) = self.builders.remove(&relation.oid) {
+            self.retired.push(b);
+        }
+        let streams: Vec<u32> = self
+            .streams
+            .iter()
+            .filter(|(_, s)| s.builders.keys().any(|(_, oid)| *oid == relation.oid))
+            .map(|(xid, _)| *xid)
+            .collect();
+        for xid in streams {
+            self.flush_stream(xid)?;
+            if let Some(stream) = self.streams.get_mut(&xid) {
+                stream.builders.retain(|(_, oid), _| *oid != relation.oid);
             }
         }
         self.shapes.insert(relation.oid, shape);
@@ -488,4 +508,21 @@ fn take_all(stream: Stream) -> Result<Vec<TableBatch>> {
         }
     }
     Ok(tables)
+}
+
+/// Under the `stop` policy: the error for the first change from `before` to `after` that the
+/// policy does not follow (anything but added columns).
+fn stop_at(shape: &TableShape, before: &Columns, after: &Columns, lsn: Lsn) -> Result<()> {
+    match evolution::diff(before, after)
+        .into_iter()
+        .find(ColumnChange::stops)
+    {
+        Some(change) => Err(Error::SchemaChange {
+            table: shape.table.to_string(),
+            column: change.column().to_string(),
+            lsn,
+            reason: evolution::stop_reason(&change),
+        }),
+        None => Ok(()),
+    }
 }

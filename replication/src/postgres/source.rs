@@ -63,6 +63,10 @@ pub struct SourceOptions {
     pub until: Option<Lsn>,
     /// Pipeline name: the watermarks and requests addressed to it are the ones acted on.
     pub pipeline: String,
+    /// What a change of a table's columns does.
+    pub policies: crate::evolution::SchemaPolicies,
+    /// Each table's columns as the lake last recorded them.
+    pub known: std::collections::HashMap<TableName, crate::evolution::Columns>,
 }
 
 /// How the source ended without error.
@@ -135,7 +139,8 @@ pub async fn run(
         client,
         tx,
         durable,
-        assembler: Assembler::new(options.limits, binary, options.types.enums.clone()),
+        assembler: Assembler::new(options.limits, binary, options.types.enums.clone())
+            .with_schema_policies(options.policies.clone(), options.known.clone()),
         status: tokio::time::interval(status_every),
         received: Lsn::ZERO,
         idle_end: Lsn::ZERO,

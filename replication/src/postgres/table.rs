@@ -83,29 +83,12 @@ impl TableShape {
         Arc::new(Schema::new(fields))
     }
 
-    /// Whether `next` only appends columns to `self` (the one change a Delta table follows);
-    /// otherwise the first incompatible column and why.
-    pub fn check_evolution(&self, next: &TableShape) -> Result<(), (String, String)> {
-        for (i, (name, ty, _)) in self.columns.iter().enumerate() {
-            match next.columns.get(i) {
-                None => return Err((name.clone(), "column dropped or renamed".into())),
-                Some((n, _, _)) if n != name => {
-                    return Err((name.clone(), format!("column dropped or renamed (now {n})")))
-                }
-                Some((_, t, _)) if t != ty => {
-                    return Err((
-                        name.clone(),
-                        format!(
-                            "type changed from {:?} to {:?}",
-                            ty.arrow_type(),
-                            t.arrow_type()
-                        ),
-                    ))
-                }
-                Some(_) => {}
-            }
-        }
-        Ok(())
+    /// The table's source columns (name, Arrow type), as the lake compares shapes.
+    pub fn source_columns(&self) -> crate::evolution::Columns {
+        self.columns
+            .iter()
+            .map(|(name, ty, _)| (name.clone(), ty.arrow_type()))
+            .collect()
     }
 }
 

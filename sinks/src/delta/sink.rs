@@ -21,8 +21,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use replication::change::{Event, TableBatch, TableName};
+use replication::evolution::{Columns, SchemaPolicies};
 use replication::Lsn;
 
+use super::history::SchemaHistory;
 use super::spill::Spill;
 use super::table::{ChangelogTable, Part, PendingCommit};
 use crate::{Error, Result};
@@ -42,6 +44,9 @@ pub struct TablePosition {
     pub snapshot_chunk: Option<u64>,
     /// Its columns (`None`: not created yet).
     pub schema: Option<deltalake::arrow::datatypes::SchemaRef>,
+    /// The source table's columns as last recorded (`None`: not created yet): what a source
+    /// compares the table's first shape with under the `stop` policy.
+    pub shape: Option<Columns>,
 }
 
 /// A set of changelog tables under one directory.
@@ -52,23 +57,41 @@ pub struct DeltaSink {
     spill: Spill,
     /// Data files of the initial snapshot, per table, until it commits.
     snapshot: BTreeMap<Arc<TableName>, PendingCommit>,
+    history: Arc<SchemaHistory>,
 }
 
 impl DeltaSink {
-    /// Open (not create) the tables for `tables` under `root`, reading back their positions.
-    /// Clears spill files a previous run left behind.
-    pub async fn open(root: &Path, app_id: &str, tables: &[TableName]) -> Result<Self> {
-        let mut sink = Self::open_read_only(root, app_id, tables).await?;
+    /// Open (not create) the tables for `tables` under `root`, reading back their positions
+    /// and shapes; schema changes follow `policies`. Clears spill files a previous run left
+    /// behind.
+    pub async fn open(
+        root: &Path,
+        app_id: &str,
+        tables: &[TableName],
+        policies: SchemaPolicies,
+    ) -> Result<Self> {
+        let history = Arc::new(SchemaHistory::open(root, app_id, policies).await?);
+        let mut sink = Self::open_with(root, app_id, tables, history).await?;
         sink.spill = Spill::open(root.join("_sluice_spill").join(app_id))?;
         Ok(sink)
     }
 
     /// Open the tables to read their positions, touching nothing on disk.
     pub async fn open_read_only(root: &Path, app_id: &str, tables: &[TableName]) -> Result<Self> {
+        let history = Arc::new(SchemaHistory::open(root, app_id, SchemaPolicies::default()).await?);
+        Self::open_with(root, app_id, tables, history).await
+    }
+
+    async fn open_with(
+        root: &Path,
+        app_id: &str,
+        tables: &[TableName],
+        history: Arc<SchemaHistory>,
+    ) -> Result<Self> {
         let mut opened = HashMap::new();
         for t in tables {
             let name = Arc::new(t.clone());
-            let table = ChangelogTable::open(root, name.clone(), app_id).await?;
+            let table = ChangelogTable::open(root, name.clone(), app_id, history.clone()).await?;
             opened.insert(name, table);
         }
         Ok(DeltaSink {
@@ -77,7 +100,14 @@ impl DeltaSink {
             root: root.to_path_buf(),
             app_id: app_id.to_string(),
             tables: opened,
+            history,
         })
+    }
+
+    /// The schema history the tables record changes in; the pipeline gives it the snapshot
+    /// queue for the `resnapshot` policy ([`SchemaHistory::set_resnapshot`]).
+    pub fn history(&self) -> Arc<SchemaHistory> {
+        self.history.clone()
     }
 
     /// Each table's Delta version and source position, sorted by table.
@@ -92,6 +122,7 @@ impl DeltaSink {
                 position: t.position(),
                 snapshot_chunk: t.snapshot_chunk(),
                 schema: t.arrow_schema(),
+                shape: t.shape().cloned(),
             })
             .collect();
         out.sort_by(|a, b| a.table.cmp(&b.table));
@@ -195,7 +226,9 @@ impl DeltaSink {
 
     async fn table(&mut self, name: &Arc<TableName>) -> Result<&mut ChangelogTable> {
         if !self.tables.contains_key(name) {
-            let t = ChangelogTable::open(&self.root, name.clone(), &self.app_id).await?;
+            let t =
+                ChangelogTable::open(&self.root, name.clone(), &self.app_id, self.history.clone())
+                    .await?;
             self.tables.insert(name.clone(), t);
         }
         self.tables.get_mut(name).ok_or_else(|| Error::InvalidPath {

@@ -11,14 +11,18 @@ use std::sync::Arc;
 
 use deltalake::arrow::array::{BooleanArray, Int64Array};
 use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::transaction::CommitProperties;
 use deltalake::kernel::{StructType, Transaction};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::DeltaTable;
-use replication::change::{stamp_position, TableName, LSN_COLUMN};
+use replication::cdc::cdc_fields;
+use replication::change::{stamp_position, TableName, LSN_COLUMN, SEQ_COLUMN};
+use replication::evolution::{diff, lake_column, source_columns, Columns, COMPANION_SUFFIX};
 
+use super::history::{SchemaChangeRecord, SchemaHistory, Shape};
 use super::spill;
 use replication::Lsn;
 
@@ -39,6 +43,8 @@ pub enum Part {
 #[derive(Default)]
 pub struct PendingCommit {
     writer: Option<RecordBatchWriter>,
+    /// Schema changes first seen in this commit's rows (recorded in its metadata).
+    schema_changes: Vec<SchemaChangeRecord>,
 }
 
 /// A changelog table and the last source position committed to it.
@@ -50,6 +56,13 @@ pub struct ChangelogTable {
     position: Option<Lsn>,
     /// Last incremental-snapshot chunk committed (`txn` version of [`chunk_app_id`]).
     snapshot_chunk: Option<u64>,
+    history: Arc<SchemaHistory>,
+    /// The source columns the table last recorded, and the position (lsn, seq) they hold
+    /// from (see [`SchemaHistory`]).
+    shape: Option<Shape>,
+    /// The last batch schema seen and the lake schema its columns are written under (`None`:
+    /// the same names).
+    mapping: Option<(SchemaRef, Option<SchemaRef>)>,
 }
 
 /// The `txn` application id under which a pipeline's incremental-snapshot chunk numbers are
@@ -60,14 +73,23 @@ pub fn chunk_app_id(app_id: &str) -> String {
 
 impl ChangelogTable {
     /// Open the table at `root/schema/name` if it exists and read back the pipeline's position.
-    pub async fn open(root: &Path, name: Arc<TableName>, app_id: &str) -> Result<Self> {
+    /// `history` holds the schema changes the table followed.
+    pub async fn open(
+        root: &Path,
+        name: Arc<TableName>,
+        app_id: &str,
+        history: Arc<SchemaHistory>,
+    ) -> Result<Self> {
         let path = root.join(&name.schema).join(&name.name);
         let mut this = ChangelogTable {
+            shape: history.shape(&name),
             name,
             path,
             table: None,
             position: None,
             snapshot_chunk: None,
+            history,
+            mapping: None,
         };
         if this.path.join("_delta_log").is_dir() {
             let table = deltalake::open_table(this.url()?)
@@ -85,9 +107,19 @@ impl ChangelogTable {
                 .map_err(|e| this.delta(e))?;
             this.position = version.map(|v| Lsn(v as u64));
             this.snapshot_chunk = chunk.map(|v| v as u64);
+            if this.shape.is_none() {
+                // Never changed shape: the lake's columns are the source's.
+                let held = snapshot.snapshot().arrow_schema();
+                this.shape = Some((source_columns(&held), (Lsn::ZERO, 0)));
+            }
             this.table = Some(table);
         }
         Ok(this)
+    }
+
+    /// The source columns the table last recorded (`None`: not created yet).
+    pub fn shape(&self) -> Option<&Columns> {
+        self.shape.as_ref().map(|(c, _)| c)
     }
 
     /// The source table.
@@ -276,7 +308,9 @@ impl ChangelogTable {
     async fn append(&mut self, pending: &mut PendingCommit, batch: RecordBatch) -> Result<()> {
         if self.table.is_none() {
             self.create(&batch).await?;
+            self.shape = Some((source_columns(&batch.schema()), first_position(&batch)));
         }
+        let batch = self.evolve(pending, batch).await?;
         let writer = match &mut pending.writer {
             Some(w) => w,
             None => pending.writer.insert(self.writer()?),
@@ -288,6 +322,59 @@ impl ChangelogTable {
                 table: self.name.to_string(),
                 source,
             })
+    }
+
+    /// Follow the batch's shape: record a change from the last recorded shape in the schema
+    /// history (once: a replayed batch from before the change is written, not recorded), then
+    /// name the batch's columns as the lake holds them (see [`replication::evolution`]).
+    async fn evolve(
+        &mut self,
+        pending: &mut PendingCommit,
+        batch: RecordBatch,
+    ) -> Result<RecordBatch> {
+        let schema = batch.schema();
+        let mapped = match &self.mapping {
+            Some((seen, mapped)) if Arc::ptr_eq(seen, &schema) => mapped.clone(),
+            _ => {
+                let columns = source_columns(&schema);
+                let at = first_position(&batch);
+                match self.shape.take() {
+                    Some((before, since)) if at >= since => {
+                        let changes = diff(&before, &columns);
+                        if !changes.is_empty() {
+                            let record = self
+                                .history
+                                .record(&self.name, at, &before, &columns, &changes)
+                                .await?;
+                            pending.schema_changes.push(record);
+                            self.shape = Some((columns, at));
+                        } else {
+                            self.shape = Some((before, since));
+                        }
+                    }
+                    // Rows from before the recorded change (a replay): written as they are.
+                    held => self.shape = held.or(Some((columns, at))),
+                }
+                let lake = match &pending.writer {
+                    Some(w) => Some(w.arrow_schema()),
+                    None => self.arrow_schema(),
+                };
+                let mapped = lake.and_then(|lake| lake_names(&schema, &lake));
+                self.mapping = Some((schema, mapped.clone()));
+                mapped
+            }
+        };
+        match mapped {
+            None => Ok(batch),
+            Some(mapped) => {
+                RecordBatch::try_new(mapped, batch.columns().to_vec()).map_err(|source| {
+                    Error::Arrow {
+                        table: self.name.to_string(),
+                        source,
+                    }
+                })
+            }
+        }
     }
 
     /// Make `pending`'s files visible in one Delta commit carrying the `txn` action for
@@ -328,6 +415,12 @@ impl ChangelogTable {
         ];
         if let Some(gtid) = gtid {
             metadata.push(("sluice.gtid".to_string(), serde_json::json!(gtid)));
+        }
+        if !pending.schema_changes.is_empty() {
+            metadata.push((
+                "sluice.schema_changes".to_string(),
+                serde_json::json!(pending.schema_changes),
+            ));
         }
         let properties = properties.with_metadata(metadata);
         let mut writer = writer.with_commit_properties(properties);
@@ -384,4 +477,49 @@ impl ChangelogTable {
         self.table = Some(table);
         Ok(())
     }
+}
+
+/// The (lsn, seq) of a batch's first row.
+fn first_position(batch: &RecordBatch) -> (Lsn, i64) {
+    let column = |name: &str| {
+        batch
+            .column_by_name(name)
+            .and_then(|c| c.as_any().downcast_ref::<Int64Array>())
+            .filter(|c| !c.is_empty())
+            .map_or(0, |c| c.value(0))
+    };
+    (Lsn(column(LSN_COLUMN) as u64), column(SEQ_COLUMN))
+}
+
+/// The batch schema with each source column named as the lake holds it (`None`: no name
+/// changes): a column whose type differs from the lake's column of that name goes to
+/// `name__<type>` (see [`replication::evolution::lake_column`]). Companions keep their names.
+fn lake_names(batch: &Schema, lake: &Schema) -> Option<SchemaRef> {
+    let held = |name: &str| {
+        lake.field_with_name(name)
+            .ok()
+            .map(|f| f.data_type().clone())
+    };
+    let cdc = cdc_fields().len();
+    let mut renamed = false;
+    let fields: Vec<Field> = batch
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(i, f)| {
+            let companion = f
+                .name()
+                .strip_suffix(COMPANION_SUFFIX)
+                .is_some_and(|base| batch.field_with_name(base).is_ok());
+            if i < cdc || companion {
+                return f.as_ref().clone();
+            }
+            let name = lake_column(f.name(), f.data_type(), &held);
+            if name != *f.name() {
+                renamed = true;
+            }
+            f.as_ref().clone().with_name(name.into_owned())
+        })
+        .collect();
+    renamed.then(|| Arc::new(Schema::new_with_metadata(fields, batch.metadata().clone())))
 }
