@@ -184,7 +184,11 @@ mod tests {
         assert_eq!(excerpt(b"bad key"), "bad key");
         let long = "é".repeat(400); // 800 bytes
         let e = excerpt(long.as_bytes());
-        assert!(e.len() <= EXCERPT_BYTES && e.len() >= EXCERPT_BYTES - 1, "{}", e.len());
+        assert!(
+            e.len() <= EXCERPT_BYTES && e.len() >= EXCERPT_BYTES - 1,
+            "{}",
+            e.len()
+        );
         assert!(e.chars().all(|c| c == 'é'));
         let garbage = [0xff_u8; 600];
         assert!(excerpt(&garbage).chars().count() <= EXCERPT_BYTES);
@@ -206,7 +210,10 @@ mod tests {
             .unwrap()
             .port();
         let client = build_client(&ClientConfig::default()).unwrap();
-        let req = client.post(format!("http://127.0.0.1:{port}/")).build().unwrap();
+        let req = client
+            .post(format!("http://127.0.0.1:{port}/"))
+            .build()
+            .unwrap();
         match send(&client, req).await {
             Attempt::Failed { error, .. } => assert_eq!(error, TransportError::Connect),
             other => panic!("{other:?}"),

@@ -137,7 +137,9 @@ impl Controller {
                     Some(m) => m + EWMA_ALPHA * (rtt - m),
                 });
                 match mean {
-                    Some(m) if self.samples > WARMUP_SAMPLES && rtt > m * self.config.spike_ratio => {
+                    Some(m)
+                        if self.samples > WARMUP_SAMPLES && rtt > m * self.config.spike_ratio =>
+                    {
                         self.decrease(ticket)
                     }
                     Some(m) if rtt > m => {}

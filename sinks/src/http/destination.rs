@@ -136,9 +136,7 @@ impl Destination {
                     match last.retry_after() {
                         Some(wait) => self.limiter.pause_until(Instant::now() + wait),
                         None => {
-                            let delay = self
-                                .backoff
-                                .delay(attempts - 1, &mut rand::thread_rng());
+                            let delay = self.backoff.delay(attempts - 1, &mut rand::thread_rng());
                             tokio::time::sleep(delay).await;
                         }
                     }

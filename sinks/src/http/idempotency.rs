@@ -69,7 +69,10 @@ mod tests {
         assert!(k.bytes().all(|b| b.is_ascii_hexdigit()));
         // Pinned (computed independently with Python hashlib): the derivation is a contract
         // with receivers that stored earlier keys.
-        assert_eq!(k, idempotency_key("shop", "orders_hook", "public.orders", (100, 0), (100, 9)));
+        assert_eq!(
+            k,
+            idempotency_key("shop", "orders_hook", "public.orders", (100, 0), (100, 9))
+        );
         assert_eq!(k, "0654c12c14feee8eab623a52cbb94f5b");
         let others = [
             idempotency_key("shop2", "orders_hook", "public.orders", (100, 0), (100, 9)),

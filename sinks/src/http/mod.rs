@@ -12,11 +12,17 @@ mod retry;
 mod secret;
 mod sign;
 
-pub use client::{build_client, send, Attempt, ClientConfig, Response, TransportError, EXCERPT_BYTES, USER_AGENT};
+pub use client::{
+    build_client, send, Attempt, ClientConfig, Response, TransportError, EXCERPT_BYTES, USER_AGENT,
+};
 pub use concurrency::{Concurrency, ConcurrencyConfig, Controller, Outcome, Permit, Ticket};
 pub use destination::{Delivery, Destination, DestinationConfig};
 pub use idempotency::{idempotency_key, ChangePosition, IDEMPOTENCY_KEY_HEADER};
 pub use limit::{Limiter, RateLimit, Windows};
-pub use retry::{classify, concurrency_outcome, parse_retry_after, Backoff, Verdict, MAX_RETRY_AFTER};
+pub use retry::{
+    classify, concurrency_outcome, parse_retry_after, Backoff, Verdict, MAX_RETRY_AFTER,
+};
 pub use secret::{Secret, SecretSource};
-pub use sign::{SigningKey, VerifyError, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, TIMESTAMP_TOLERANCE};
+pub use sign::{
+    SigningKey, VerifyError, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, TIMESTAMP_TOLERANCE,
+};

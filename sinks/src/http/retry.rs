@@ -209,7 +209,10 @@ mod tests {
         }
         // Full jitter: the mean is half the ceiling (400 ms), not the ceiling.
         let mean = sum / 1000;
-        assert!(mean > Duration::from_millis(340) && mean < Duration::from_millis(460), "{mean:?}");
+        assert!(
+            mean > Duration::from_millis(340) && mean < Duration::from_millis(460),
+            "{mean:?}"
+        );
     }
 
     #[test]
@@ -237,7 +240,10 @@ mod tests {
             Some(secs(0))
         );
         // Clamped.
-        assert_eq!(parse_retry_after("99999999999999999999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(
+            parse_retry_after("99999999999999999999999", now),
+            Some(MAX_RETRY_AFTER)
+        );
         for bad in ["", "soon", "-5", "1.5", "Wed, 99 Oct 2015 07:28:00 GMT"] {
             assert_eq!(parse_retry_after(bad, now), None, "{bad:?}");
         }

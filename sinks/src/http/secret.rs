@@ -115,9 +115,14 @@ mod tests {
             prefix: None,
         };
         let e = src.resolve().unwrap_err().to_string();
-        assert!(e.contains("SLUICE_TEST_SECRET_NEVER_SET") && e.contains("not set"), "{e}");
+        assert!(
+            e.contains("SLUICE_TEST_SECRET_NEVER_SET") && e.contains("not set"),
+            "{e}"
+        );
         assert!(serde_json::from_str::<SecretSource>(r#"{"env": "X", "value": "y"}"#).is_err());
-        let bad = Secret::new("a\nb").header_value("Authorization").unwrap_err();
+        let bad = Secret::new("a\nb")
+            .header_value("Authorization")
+            .unwrap_err();
         assert!(!bad.to_string().contains("a\nb"));
     }
 }

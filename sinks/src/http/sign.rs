@@ -88,7 +88,10 @@ impl SigningKey {
 
     /// The `webhook-signature` value: `v1,<base64>`.
     pub fn sign(&self, id: &str, timestamp: i64, body: &[u8]) -> String {
-        let tag = self.mac(id, &timestamp.to_string(), body).finalize().into_bytes();
+        let tag = self
+            .mac(id, &timestamp.to_string(), body)
+            .finalize()
+            .into_bytes();
         format!("v1,{}", STANDARD.encode(tag))
     }
 
@@ -110,7 +113,10 @@ impl SigningKey {
         body: &[u8],
         now: i64,
     ) -> std::result::Result<(), VerifyError> {
-        let ts: i64 = timestamp.trim().parse().map_err(|_| VerifyError::BadTimestamp)?;
+        let ts: i64 = timestamp
+            .trim()
+            .parse()
+            .map_err(|_| VerifyError::BadTimestamp)?;
         if ts.abs_diff(now) > TIMESTAMP_TOLERANCE.as_secs() {
             return Err(VerifyError::Expired);
         }
@@ -187,7 +193,9 @@ mod tests {
         let raw = SigningKey::from_secret("plain secret").unwrap();
         let sig = raw.sign("id", 1, b"x");
         assert_eq!(raw.verify("id", "1", &sig, b"x", 1), Ok(()));
-        let e = SigningKey::from_secret("whsec_***").unwrap_err().to_string();
+        let e = SigningKey::from_secret("whsec_***")
+            .unwrap_err()
+            .to_string();
         assert!(!e.contains("***"), "{e}");
         assert!(SigningKey::from_secret("").is_err());
         assert!(SigningKey::from_secret("whsec_").is_err());
