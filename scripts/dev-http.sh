@@ -82,9 +82,12 @@ KINTO_HMAC=sluice-dev-kinto-hmac
 die() { echo "dev-http.sh: $*" >&2; exit 1; }
 
 install() {
-  if [ -x "$VENV/bin/kinto" ] && [ -x "$VENV/bin/datasette" ] \
-     && "$VENV/bin/pip" show kinto 2>/dev/null | grep -qx "Version: $KINTO_VERSION" \
-     && "$VENV/bin/pip" show datasette 2>/dev/null | grep -qx "Version: $DATASETTE_VERSION"; then
+  if [ -x "$VENV/bin/python" ] && "$VENV/bin/python" - "$KINTO_VERSION" "$DATASETTE_VERSION" 2>/dev/null <<'PY'
+import sys
+from importlib.metadata import version
+sys.exit(0 if (version("kinto"), version("datasette")) == tuple(sys.argv[1:3]) else 1)
+PY
+  then
     return
   fi
   command -v python3 >/dev/null || die "python3 is missing (apt-get install python3 python3-venv)"

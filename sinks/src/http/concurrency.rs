@@ -27,6 +27,15 @@
 //! The moving average is an EWMA (α = [`EWMA_ALPHA`]) of the RTTs of successful responses, as
 //! ARC's `past_rtt`. The decision is a pure function of the outcomes fed in: the unit tests
 //! feed outcomes and assert the limit's trajectory.
+//!
+//! Where this differs from ARC (vector `src/sinks/util/adaptive_concurrency/controller.rs`):
+//! ARC adjusts on a timer, once per mean RTT, comparing that period's mean RTT with
+//! `past_rtt.mean + 2.5σ`, and decreases by 0.9. Here the rounds are counted in responses
+//! (one increase per `limit` good responses, one decrease per generation), which needs no
+//! clock and gives the same one-step-per-round-trip pace; a spike is judged per response as
+//! a ratio of the average, because a single sample is noisier than a period's mean and a σ
+//! computed from near-constant RTTs turns any jitter into a spike; and backpressure halves,
+//! since a 429 from a SaaS API means the rate is well over what it takes, not slightly.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

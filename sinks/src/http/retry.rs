@@ -7,6 +7,9 @@
 //!   change (dead letter, with the status and a response excerpt), never skips it.
 //! - A `Retry-After` pauses the whole destination (via [`super::Limiter::pause_until`]), not
 //!   only the request that got it: every request would meet the same overload.
+//! - A connection that broke after the request was sent may have been applied: retrying it
+//!   is safe only because every request carries its deterministic idempotency key
+//!   ([`super::idempotency_key`]), so the receiver applies it once.
 //! - The backoff wait is uniform in `[0, min(max, first · 2^n)]` (AWS's "full jitter"): the
 //!   retries of many requests that failed together spread out instead of arriving together.
 
