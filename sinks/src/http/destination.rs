@@ -15,6 +15,10 @@
 //!   so the instants the limiter admits are the instants requests leave, and every window
 //!   holds at the server too.
 //! - A `Retry-After` pauses every request of the destination, not just this one.
+//! - A request waiting for its rate slot holds a concurrency permit, so while the rate is
+//!   the binding limit the concurrency reads as saturated and may grow towards the cap; that
+//!   is harmless (the windows still space the starts) and keeps permits ready for when the
+//!   destination, not the rate, becomes the bottleneck.
 //! - Transient failures are retried until delivered (or `max_attempts`, if set); a
 //!   rejection is returned, never swallowed: the sink parks the change.
 //! - `build` is called once per attempt, so per-attempt headers (`webhook-timestamp` and
