@@ -32,6 +32,34 @@ pub enum Error {
     /// The lake path cannot be used.
     #[error("invalid delta path {path}: {reason}")]
     InvalidPath { path: String, reason: String },
+    /// A configured rate limit cannot be read.
+    #[error("invalid rate limit {value:?}: {reason}")]
+    InvalidRateLimit { value: String, reason: String },
+    /// Several settings are wrong; each is listed.
+    #[error("{}", problems.join("; "))]
+    Invalid { problems: Vec<String> },
+    /// A secret's environment variable cannot be used (the value is never shown).
+    #[error("secret environment variable {name} {reason}")]
+    SecretMissing { name: String, reason: &'static str },
+    /// A signing secret has the wrong form (the value is never shown).
+    #[error("invalid signing secret: {reason}")]
+    InvalidSecret { reason: &'static str },
+    /// A header cannot be built (the value is never shown).
+    #[error("invalid header {name}: {reason}")]
+    InvalidHeader { name: String, reason: &'static str },
+    /// The HTTP client cannot be built (TLS backend).
+    #[error("http client: {source}")]
+    HttpClient {
+        #[source]
+        source: reqwest::Error,
+    },
+    /// A request cannot be built from the sink's settings (URL, header); the URL is left out
+    /// of the message since it may carry a token.
+    #[error("invalid http request: {source}")]
+    InvalidRequest {
+        #[source]
+        source: reqwest::Error,
+    },
 }
 
 impl Error {
@@ -46,7 +74,14 @@ impl Error {
             },
             Error::Io { .. } => ErrorClass::Transient,
             Error::Arrow { .. } => ErrorClass::Bug,
-            Error::InvalidPath { .. } => ErrorClass::Definite,
+            Error::InvalidPath { .. }
+            | Error::InvalidRateLimit { .. }
+            | Error::Invalid { .. }
+            | Error::SecretMissing { .. }
+            | Error::InvalidSecret { .. }
+            | Error::InvalidHeader { .. }
+            | Error::HttpClient { .. }
+            | Error::InvalidRequest { .. } => ErrorClass::Definite,
         }
     }
 }

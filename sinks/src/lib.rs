@@ -4,5 +4,6 @@
 
 pub mod delta;
 mod error;
+pub mod http;
 
 pub use error::{Error, ErrorClass, Result};

@@ -13,6 +13,7 @@ mod large_transaction;
 mod mysql;
 mod mysql_support;
 mod mysql_upstream;
+mod receiver;
 mod server_problems;
 mod shutdown;
 mod snapshot;
