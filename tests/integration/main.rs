@@ -11,6 +11,7 @@ mod incremental;
 mod large_transaction;
 mod mysql;
 mod mysql_support;
+mod mysql_types;
 mod mysql_upstream;
 mod server_problems;
 mod shutdown;

@@ -316,9 +316,12 @@ impl MyShape {
                     return Err(bad(name, format!("column type {other:?} is not supported")));
                 }
             };
-            // binary(n) loses its trailing 0x00 bytes in the binlog (see `rows`).
-            let fixed = match (ty, &my) {
-                (My::MYSQL_TYPE_STRING, MyType::Binary) => super::rows::string_length(col_meta),
+            // binary(n) loses its trailing 0x00 bytes in the binlog (see `rows`); a CHAR in
+            // another charset landing as bytes loses its pad characters, as from a SELECT.
+            let binary_charset =
+                charset.and_then(|id| charsets.get(&id)).map(String::as_str) == Some("binary");
+            let fixed = match ty {
+                My::MYSQL_TYPE_STRING if binary_charset => super::rows::string_length(col_meta),
                 _ => 0,
             };
             columns.push((name, my));
