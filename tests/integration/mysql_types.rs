@@ -148,7 +148,10 @@ async fn bytes_match_source(
     let lake = p.rows(table);
     for column in columns {
         let source: BTreeMap<usize, Option<String>> = db
-            .query(format!("SELECT id, HEX(`{column}`) FROM {}.{table}", p.name))
+            .query(format!(
+                "SELECT id, HEX(`{column}`) FROM {}.{table}",
+                p.name
+            ))
             .await
             .unwrap()
             .into_iter()
@@ -267,12 +270,13 @@ fn numbers(scale: usize) -> Case {
 fn times() -> Case {
     let mut columns = vec!["t0 time, t1 time(1), t6 time(6)".to_string()];
     for fsp in 0..=6 {
-        columns.push(format!("dt{fsp} datetime({fsp}), ts{fsp} timestamp({fsp}) NULL"));
+        columns.push(format!(
+            "dt{fsp} datetime({fsp}), ts{fsp} timestamp({fsp}) NULL"
+        ));
     }
     columns.push("d date".into());
-    let each = |f: &dyn Fn(usize) -> String| -> String {
-        (0..=6).map(f).collect::<Vec<_>>().join(", ")
-    };
+    let each =
+        |f: &dyn Fn(usize) -> String| -> String { (0..=6).map(f).collect::<Vec<_>>().join(", ") };
     let frac = |fsp: usize, digit: &str| {
         if fsp == 0 {
             String::new()
@@ -382,7 +386,10 @@ async fn shared_cases(
     let all: Vec<String> = (1..=64).map(|i| format!("s{i}")).collect();
     assert_eq!(first["st"], all.join(","));
     assert_eq!(row(&numbers, 2)["y"], 1901);
-    assert_eq!(row(&numbers, 2)["d65"], format!("-{}.{}", "9".repeat(35), "9".repeat(30)));
+    assert_eq!(
+        row(&numbers, 2)["d65"],
+        format!("-{}.{}", "9".repeat(35), "9".repeat(30))
+    );
     assert_eq!(row(&numbers, 3)["y"], 0, "YEAR 0000");
     assert_eq!(row(&numbers, 3)["st"], "s1,s64");
     assert_eq!(row(&numbers, 3)["b64"], "9223372036854775808");
@@ -483,7 +490,10 @@ async fn mysql_types_mariadb_land_exactly_from_snapshot_and_binlog() {
 #[tokio::test(flavor = "multi_thread")]
 async fn mysql_types_mysql_land_exactly_from_snapshot_and_binlog() {
     // Binary JSON: big integers, doubles, decimals, escapes, nesting, large documents.
-    let big_array = format!("'[{}1]'", "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\", ".repeat(3000));
+    let big_array = format!(
+        "'[{}1]'",
+        "\"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\", ".repeat(3000)
+    );
     let big_object = format!(
         "'{{{}}}'",
         (0..4000)
@@ -513,7 +523,17 @@ async fn mysql_types_mysql_land_exactly_from_snapshot_and_binlog() {
             "NULL".into(),
         ],
     };
-    let p = shared_cases(MYSQL_PORT, "t_myfid_mysql", 7902, 30, vec![json]).await;
+    // VECTOR (MySQL 9): its float32s as bytes.
+    let vector = Case {
+        table: "vector",
+        columns: "v vector(3), big vector(2000)".into(),
+        rows: strings(&[
+            "STRING_TO_VECTOR('[1, 2.5, -3.4028235e38]'), STRING_TO_VECTOR(CONCAT('[', REPEAT('1.5, ', 1999), '0]'))",
+            "NULL, NULL",
+        ]),
+    };
+    let p = shared_cases(MYSQL_PORT, "t_myfid_mysql", 7902, 30, vec![json, vector]).await;
     let mut db = admin_at(MYSQL_PORT).await;
     text_matches_source(&p, &mut db, "json", &["j"]).await;
+    bytes_match_source(&p, &mut db, "vector", &["v", "big"]).await;
 }

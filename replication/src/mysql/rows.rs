@@ -357,7 +357,8 @@ fn value<'a>(cur: &mut Cursor<'a>, col: &RawColumn) -> Result<Cell<'a>, RowError
         | My::MYSQL_TYPE_TINY_BLOB
         | My::MYSQL_TYPE_MEDIUM_BLOB
         | My::MYSQL_TYPE_LONG_BLOB
-        | My::MYSQL_TYPE_GEOMETRY => {
+        | My::MYSQL_TYPE_GEOMETRY
+        | My::MYSQL_TYPE_VECTOR => {
             let len = cur.le(usize::from(meta(0)).clamp(1, 4))? as usize;
             Cell::Bytes(cur.take(len)?)
         }
@@ -457,7 +458,10 @@ mod tests {
             }
         );
         assert_eq!(one(&b4, &[0]).unwrap(), Cell::Padded { bytes: &[], len: 4 });
-        assert_eq!(one(&b4, &[4, 1, 0, 0, 2]).unwrap(), Cell::Bytes(&[1, 0, 0, 2]));
+        assert_eq!(
+            one(&b4, &[4, 1, 0, 0, 2]).unwrap(),
+            Cell::Bytes(&[1, 0, 0, 2])
+        );
         truncations_fail(&b4, &[4, 1, 0, 0, 2]);
         // A CHAR in a text charset is not padded.
         let c4 = col(My::MYSQL_TYPE_STRING, &[0xfe, 16], false);
@@ -492,7 +496,11 @@ mod tests {
             (7, vec![0x7f], 0x7f),
             (8, vec![0xff], 0xff),
             (9, vec![1, 0xff], 0x1ff),
-            (63, vec![0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe], (1 << 63) - 2),
+            (
+                63,
+                vec![0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe],
+                (1 << 63) - 2,
+            ),
             (64, vec![0xff; 8], u64::MAX),
         ] {
             let bit = col(My::MYSQL_TYPE_BIT, &[(n % 8) as u8, (n / 8) as u8], false);
@@ -546,21 +554,74 @@ mod tests {
         let nines = |n: usize| "9".repeat(n);
         for (p, s, neg, int, frac, text) in [
             (38, 0, false, nines(38), String::new(), nines(38)),
-            (38, 0, true, nines(38), String::new(), format!("-{}", nines(38))),
-            (38, 38, false, String::new(), nines(38), format!("0.{}", nines(38))),
-            (38, 38, true, String::new(), "1".into(), format!("-0.1{}", "0".repeat(37))),
-            (65, 30, false, nines(35), nines(30), format!("{}.{}", nines(35), nines(30))),
-            (65, 30, true, "1".into(), String::new(), format!("-1.{}", "0".repeat(30))),
+            (
+                38,
+                0,
+                true,
+                nines(38),
+                String::new(),
+                format!("-{}", nines(38)),
+            ),
+            (
+                38,
+                38,
+                false,
+                String::new(),
+                nines(38),
+                format!("0.{}", nines(38)),
+            ),
+            (
+                38,
+                38,
+                true,
+                String::new(),
+                "1".into(),
+                format!("-0.1{}", "0".repeat(37)),
+            ),
+            (
+                65,
+                30,
+                false,
+                nines(35),
+                nines(30),
+                format!("{}.{}", nines(35), nines(30)),
+            ),
+            (
+                65,
+                30,
+                true,
+                "1".into(),
+                String::new(),
+                format!("-1.{}", "0".repeat(30)),
+            ),
             (1, 0, false, "9".into(), String::new(), "9".into()),
             (1, 0, true, "9".into(), String::new(), "-9".into()),
             (1, 0, false, "0".into(), String::new(), "0".into()),
-            (10, 10, false, String::new(), nines(10), format!("0.{}", nines(10))),
-            (10, 10, true, String::new(), "5".into(), "-0.5000000000".into()),
+            (
+                10,
+                10,
+                false,
+                String::new(),
+                nines(10),
+                format!("0.{}", nines(10)),
+            ),
+            (
+                10,
+                10,
+                true,
+                String::new(),
+                "5".into(),
+                "-0.5000000000".into(),
+            ),
             (10, 2, false, "0".into(), String::new(), "0.00".into()),
         ] {
             let bytes = packed_decimal(p, s, neg, &int, &frac);
             let mut c = Cursor { buf: &bytes };
-            assert_eq!(decimal(&mut c, p as u8, s as u8).unwrap(), text, "({p},{s})");
+            assert_eq!(
+                decimal(&mut c, p as u8, s as u8).unwrap(),
+                text,
+                "({p},{s})"
+            );
             assert!(c.buf.is_empty());
             let column = col(My::MYSQL_TYPE_NEWDECIMAL, &[p as u8, s as u8], false);
             truncations_fail(&column, &bytes);
@@ -576,7 +637,13 @@ mod tests {
         let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
         assert_eq!(
             one(&time(0), &bytes).unwrap(),
-            Cell::Time { neg: false, h: 838, m: 59, s: 59, us: 0 }
+            Cell::Time {
+                neg: false,
+                h: 838,
+                m: 59,
+                s: 59,
+                us: 0
+            }
         );
         truncations_fail(&time(0), &bytes);
         // -838:59:59.000000 as TIME(6): 6 bytes, offset 0x800000000000.
@@ -585,7 +652,13 @@ mod tests {
         let bytes: Vec<u8> = v.to_be_bytes()[2..].to_vec();
         assert_eq!(
             one(&time(6), &bytes).unwrap(),
-            Cell::Time { neg: true, h: 838, m: 59, s: 59, us: 0 }
+            Cell::Time {
+                neg: true,
+                h: 838,
+                m: 59,
+                s: 59,
+                us: 0
+            }
         );
         truncations_fail(&time(6), &bytes);
         // -00:00:00.5 as TIME(1): int part -1, fraction byte 256 - 50.
@@ -593,7 +666,13 @@ mod tests {
         let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8, 206];
         assert_eq!(
             one(&time(1), &bytes).unwrap(),
-            Cell::Time { neg: true, h: 0, m: 0, s: 0, us: 500_000 }
+            Cell::Time {
+                neg: true,
+                h: 0,
+                m: 0,
+                s: 0,
+                us: 500_000
+            }
         );
         // DATETIME(fsp) 2026-11-27 23:59:59 + the largest fraction of each width.
         let ym: u64 = 2026 * 13 + 11;
@@ -612,7 +691,15 @@ mod tests {
             let dt = col(My::MYSQL_TYPE_DATETIME2, &[fsp], false);
             assert_eq!(
                 one(&dt, &bytes).unwrap(),
-                Cell::DateTime { y: 2026, m: 11, d: 27, h: 23, mi: 59, s: 59, us },
+                Cell::DateTime {
+                    y: 2026,
+                    m: 11,
+                    d: 27,
+                    h: 23,
+                    mi: 59,
+                    s: 59,
+                    us
+                },
                 "datetime({fsp})"
             );
             truncations_fail(&dt, &bytes);
@@ -621,7 +708,10 @@ mod tests {
             let ts = col(My::MYSQL_TYPE_TIMESTAMP2, &[fsp], false);
             assert_eq!(
                 one(&ts, &bytes).unwrap(),
-                Cell::Timestamp { secs: 0x7fff_ffff, us },
+                Cell::Timestamp {
+                    secs: 0x7fff_ffff,
+                    us
+                },
                 "timestamp({fsp})"
             );
             truncations_fail(&ts, &bytes);
@@ -631,7 +721,10 @@ mod tests {
     #[test]
     fn floats_blobs_and_garbage() {
         let f = col(My::MYSQL_TYPE_FLOAT, &[4], false);
-        assert_eq!(one(&f, &f32::MAX.to_le_bytes()).unwrap(), Cell::Float(f32::MAX));
+        assert_eq!(
+            one(&f, &f32::MAX.to_le_bytes()).unwrap(),
+            Cell::Float(f32::MAX)
+        );
         let d = col(My::MYSQL_TYPE_DOUBLE, &[8], false);
         let tiny = f64::MIN_POSITIVE;
         assert_eq!(one(&d, &tiny.to_le_bytes()).unwrap(), Cell::Double(tiny));
@@ -642,8 +735,15 @@ mod tests {
         bytes.extend(std::iter::repeat_n(7u8, 70_000));
         assert_eq!(one(&long, &bytes).unwrap(), Cell::Bytes(&bytes[4..]));
         truncations_fail(&long, &bytes[..300]);
+        // MySQL 9's VECTOR is laid out as a blob: its float32s, little-endian.
+        let vector = col(My::MYSQL_TYPE_VECTOR, &[4], false);
+        let bytes = [4, 0, 0, 0, 0, 0, 0x80, 0x3f];
+        assert_eq!(one(&vector, &bytes).unwrap(), Cell::Bytes(&bytes[4..]));
+        truncations_fail(&vector, &bytes);
         // A length beyond the event is an error, not a panic.
-        let mut c = Cursor { buf: &[0xff, 0xff, 0xff, 0xff, 1] };
+        let mut c = Cursor {
+            buf: &[0xff, 0xff, 0xff, 0xff, 1],
+        };
         assert!(value(&mut c, &long).is_err());
     }
 

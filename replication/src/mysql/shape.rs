@@ -15,7 +15,7 @@
 //! | timestamp | Timestamp(µs, UTC) |
 //! | time | text `[-]HHH:MM:SS[.ffffff]` (its range exceeds a day) |
 //! | char, varchar, text (utf8, utf8mb4, ascii, latin1) | Utf8 |
-//! | binary, varbinary, blob, binary charset, geometry, MariaDB inet6 and uuid | Binary |
+//! | binary, varbinary, blob, binary charset, geometry, MySQL vector, MariaDB inet6 and uuid | Binary |
 //! | char, varchar, text in any other charset (gbk, ucs2, utf16, cp1251, …) | Binary: the stored bytes |
 //! | enum, set | Utf8: the label(s), a set's joined by `,` |
 //! | json | Utf8, the JSON text |
@@ -248,8 +248,8 @@ impl MyShape {
                 None
             };
             let labels = |raw: Option<Vec<Vec<u8>>>| -> Arc<[String]> {
-                let latin1 = charset.and_then(|id| charsets.get(&id)).map(String::as_str)
-                    == Some("latin1");
+                let latin1 =
+                    charset.and_then(|id| charsets.get(&id)).map(String::as_str) == Some("latin1");
                 raw.unwrap_or_default()
                     .iter()
                     .map(|l| {
@@ -301,7 +301,7 @@ impl MyShape {
                 My::MYSQL_TYPE_ENUM => MyType::Enum(labels(enums.next())),
                 My::MYSQL_TYPE_SET => MyType::Set(labels(sets.next())),
                 My::MYSQL_TYPE_JSON => MyType::Json,
-                My::MYSQL_TYPE_GEOMETRY => MyType::Binary,
+                My::MYSQL_TYPE_GEOMETRY | My::MYSQL_TYPE_VECTOR => MyType::Binary,
                 My::MYSQL_TYPE_STRING
                 | My::MYSQL_TYPE_VAR_STRING
                 | My::MYSQL_TYPE_VARCHAR
@@ -582,7 +582,9 @@ impl Column {
                 // Written in place: no copy of the value is made.
                 const ZEROS: [u8; 256] = [0; 256];
                 let pad = len.saturating_sub(bytes.len());
-                let zeros = ZEROS.get(..pad).ok_or("fixed-length binary over 256 bytes")?;
+                let zeros = ZEROS
+                    .get(..pad)
+                    .ok_or("fixed-length binary over 256 bytes")?;
                 let _ = b.write_all(bytes);
                 let _ = b.write_all(zeros);
                 b.append_value(b"");
@@ -931,7 +933,10 @@ mod tests {
             ("i", "40000"),
         ] {
             assert_eq!(text(name), (true, want.to_string()), "{name}");
-            assert!(column(name).is_valid(0) && column(name).is_null(1), "{name}");
+            assert!(
+                column(name).is_valid(0) && column(name).is_null(1),
+                "{name}"
+            );
         }
         let b = column("b");
         let b = b

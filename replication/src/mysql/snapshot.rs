@@ -670,7 +670,9 @@ pub async fn shape(conn: &mut Conn, table: &TableName) -> Result<MyShape> {
             }
             "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob"
             | "geometry" | "point" | "linestring" | "polygon" | "multipoint"
-            | "multilinestring" | "multipolygon" | "geometrycollection" => MyType::Binary,
+            | "multilinestring" | "multipolygon" | "geometrycollection" | "vector" => {
+                MyType::Binary
+            }
             other => {
                 return Err(Error::MysqlValue {
                     table: table.to_string(),
