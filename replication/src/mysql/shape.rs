@@ -56,6 +56,10 @@ pub enum Charset {
     Utf8,
     /// MySQL's latin1 (Windows-1252).
     Latin1,
+    /// Any other (gbk, ucs2, utf16, utf32, cp1251, …) or unknown: kept as the stored bytes, an
+    /// Arrow Binary column. Not a key a chunk can be bounded by: the server orders it by its
+    /// collation, not by its bytes.
+    Undecoded,
 }
 
 /// A column's decoded type.
@@ -97,7 +101,7 @@ impl MyType {
             MyType::Float32 => DataType::Float32,
             MyType::Float64 => DataType::Float64,
             MyType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
-            MyType::Binary => DataType::Binary,
+            MyType::Binary | MyType::Text(Charset::Undecoded) => DataType::Binary,
             MyType::Date => DataType::Date32,
             MyType::DateTime => DataType::Timestamp(TimeUnit::Microsecond, None),
             MyType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -135,13 +139,14 @@ impl MyType {
 }
 
 /// The type of a character column in the character set `charset` (`None`: unknown). utf8 and
-/// latin1 are decoded; the binary charset and every other (gbk, ucs2, utf16, cp1251, …) land as
-/// their stored bytes, exact, rather than stopping the table.
+/// latin1 are decoded; the binary charset is binary; every other (gbk, ucs2, utf16, cp1251, …)
+/// lands as its stored bytes, exact, rather than stopping the table.
 pub(super) fn text_type(charset: Option<&str>) -> MyType {
     match charset {
         Some("utf8mb4" | "utf8mb3" | "utf8" | "ascii") => MyType::Text(Charset::Utf8),
         Some("latin1") => MyType::Text(Charset::Latin1),
-        _ => MyType::Binary,
+        Some("binary") => MyType::Binary,
+        _ => MyType::Text(Charset::Undecoded),
     }
 }
 
@@ -954,10 +959,15 @@ mod tests {
 
     #[test]
     fn other_charsets_land_as_bytes() {
-        for other in ["gbk", "ucs2", "utf16", "utf32", "cp1251", "binary"] {
-            assert_eq!(text_type(Some(other)), MyType::Binary, "{other}");
+        for other in ["gbk", "ucs2", "utf16", "utf32", "cp1251"] {
+            let ty = text_type(Some(other));
+            assert_eq!(ty, MyType::Text(Charset::Undecoded), "{other}");
+            assert_eq!(ty.arrow(), DataType::Binary);
+            let mut c = Column::new(&ty, 1);
+            c.append(&ty, &Cell::Bytes(&[0xd6, 0xd0])).unwrap();
         }
-        assert_eq!(text_type(None), MyType::Binary);
+        assert_eq!(text_type(None), MyType::Text(Charset::Undecoded));
+        assert_eq!(text_type(Some("binary")), MyType::Binary);
         assert_eq!(text_type(Some("utf8mb4")), MyType::Text(Charset::Utf8));
         assert_eq!(text_type(Some("latin1")), MyType::Text(Charset::Latin1));
     }

@@ -390,7 +390,7 @@ impl KeyPlan {
 
 /// Plan keyset chunks of `table`: its shape and primary key. A table without one, or with a
 /// key column whose order Sluice cannot bound exactly (float, bit, enum, set, json, latin1
-/// text), is refused with [`Error::NoPrimaryKey`].
+/// text, text in a charset kept as bytes), is refused with [`Error::NoPrimaryKey`].
 pub async fn plan(conn: &mut Conn, table: &TableName) -> Result<KeyPlan> {
     let shape = shape(conn, table).await?;
     let names: Vec<String> = conn
@@ -670,9 +670,8 @@ pub async fn shape(conn: &mut Conn, table: &TableName) -> Result<MyShape> {
             }
             "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob"
             | "geometry" | "point" | "linestring" | "polygon" | "multipoint"
-            | "multilinestring" | "multipolygon" | "geometrycollection" | "vector" => {
-                MyType::Binary
-            }
+            | "multilinestring" | "multipolygon" | "geometrycollection" | "geomcollection"
+            | "vector" => MyType::Binary,
             other => {
                 return Err(Error::MysqlValue {
                     table: table.to_string(),
