@@ -327,12 +327,16 @@ fn texts() -> Case {
                   g varchar(10) CHARACTER SET gbk, u2 varchar(10) CHARACTER SET ucs2,
                   u16 varchar(10) CHARACTER SET utf16, u32 char(3) CHARACTER SET utf32,
                   w char(5) CHARACTER SET cp1251, el enum('é','ü') CHARACTER SET latin1,
-                  sl set('é','ü') CHARACTER SET latin1"
+                  sl set('é','ü') CHARACTER SET latin1,
+                  eq enum('a\\\\b', 'it''s', 'c,d', 'nl\\nx', 'par)', ')'),
+                  sq set('a\\\\b', 'it''s', 'nl\\nx', 'par)')"
             .into(),
         rows: strings(&[
-            "'𝄞😀', 'a😀b', REPEAT(x'00FF', 2000000), REPEAT('𝄞', 300000), '中文', '中文', '𝄞', 'a𝄞', 'Жж', 'ü', 'é,ü'",
-            "'', '', x'', '', '', '', '', '', '', 'é', ''",
-            "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
+            "'𝄞😀', 'a😀b', REPEAT(x'00FF', 2000000), REPEAT('𝄞', 300000), '中文', '中文', '𝄞', 'a𝄞', 'Жж', 'ü', 'é,ü', 'a\\\\b', 'a\\\\b,nl\\nx,par)'",
+            "'', '', x'', '', '', '', '', '', '', 'é', '', 'nl\\nx', 'it''s'",
+            "'', '', x'', '', '', '', '', '', '', 'é', '', ')', ''",
+            "'', '', x'', '', '', '', '', '', '', 'é', '', 'c,d', 'par)'",
+            "NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL, NULL",
         ]),
     }
 }
@@ -437,14 +441,20 @@ async fn shared_cases(
     let texts = p.rows("texts");
     assert_eq!(row(&texts, 1 + AFTER)["u8"], "𝄞😀");
     assert_eq!(row(&texts, 2 + AFTER)["u8"], "", "empty is not null");
-    assert!(row(&texts, 3 + AFTER)["u8"].is_null());
+    assert!(row(&texts, 5 + AFTER)["u8"].is_null());
+    assert_eq!(row(&texts, 1)["eq"], "a\\b");
+    assert_eq!(row(&texts, 1)["sq"], "a\\b,nl\nx,par)");
+    assert_eq!(row(&texts, 2)["eq"], "nl\nx");
+    assert_eq!(row(&texts, 3)["eq"], ")");
     assert_eq!(row(&texts, 1 + AFTER)["el"], "ü");
     assert_eq!(row(&texts, 1 + AFTER)["sl"], "é,ü");
     assert_eq!(hex_of(&row(&texts, 1 + AFTER)["g"]).unwrap(), "D6D0CEC4");
     assert_eq!(hex_of(&row(&texts, 1 + AFTER)["u16"]).unwrap(), "D834DD1E");
     assert_eq!(hex_of(&row(&texts, 1 + AFTER)["w"]).unwrap(), "C6E6");
     bytes_match_source(&p, &mut db, "texts", &["lb", "g", "u2", "u16", "u32", "w"]).await;
-    text_matches_source(&p, &mut db, "texts", &["u8", "tx", "lt", "el", "sl"]).await;
+    let text = ["u8", "tx", "lt", "el", "sl", "eq", "sq"];
+    text_matches_source(&p, &mut db, "texts", &text).await;
+
     p
 }
 

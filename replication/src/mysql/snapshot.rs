@@ -703,11 +703,12 @@ pub async fn shape(conn: &mut Conn, table: &TableName) -> Result<MyShape> {
     })
 }
 
-/// The labels of `enum('a','b')` / `set('a','b')` (quotes doubled inside labels).
+/// The labels of `enum('a','b')` / `set('a','b')` as `information_schema` spells them: quotes
+/// doubled, and `\\`, `\0`, `\n`, `\r`, `\Z` escaped (the server's `append_unescaped`).
 fn labels(column_type: &str) -> Vec<String> {
     let inner = column_type
         .split_once('(')
-        .map_or("", |(_, rest)| rest.trim_end_matches(')'));
+        .map_or("", |(_, rest)| rest.strip_suffix(')').unwrap_or(rest));
     let mut out = Vec::new();
     let mut chars = inner.chars().peekable();
     while let Some(c) = chars.next() {
@@ -716,15 +717,21 @@ fn labels(column_type: &str) -> Vec<String> {
         }
         let mut label = String::new();
         while let Some(c) = chars.next() {
-            if c == '\'' {
-                if chars.peek() == Some(&'\'') {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
                     chars.next();
                     label.push('\'');
-                } else {
-                    break;
                 }
-            } else {
-                label.push(c);
+                '\'' => break,
+                '\\' => match chars.next() {
+                    Some('0') => label.push('\0'),
+                    Some('n') => label.push('\n'),
+                    Some('r') => label.push('\r'),
+                    Some('Z') => label.push('\x1a'),
+                    Some(other) => label.push(other),
+                    None => {}
+                },
+                c => label.push(c),
             }
         }
         out.push(label);
@@ -740,5 +747,9 @@ mod tests {
     fn enum_labels_parse_with_quotes() {
         assert_eq!(labels("enum('a','it''s','c,d')"), vec!["a", "it's", "c,d"]);
         assert_eq!(labels("set('r','g')"), vec!["r", "g"]);
+        assert_eq!(
+            labels(r"enum('a\\b','nl\nx','z\Z','par)',')')"),
+            vec!["a\\b", "nl\nx", "z\x1a", "par)", ")"]
+        );
     }
 }
