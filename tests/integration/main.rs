@@ -12,6 +12,7 @@ mod incremental;
 mod large_transaction;
 mod mysql;
 mod mysql_support;
+mod mysql_types;
 mod mysql_upstream;
 mod receiver;
 mod server_problems;

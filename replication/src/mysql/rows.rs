@@ -8,7 +8,14 @@
 //! ```
 //!
 //! Integers are little-endian; DATETIME2, TIMESTAMP2, TIME2 and DECIMAL are big-endian packed
-//! forms; strings and blobs carry a 1–4 byte little-endian length.
+//! forms; strings and blobs carry a 1–4 byte little-endian length (CHAR/BINARY: 1 byte when the
+//! column's maximum length in bytes is at most 255, else 2).
+//!
+//! Fixed-length binary values (`binary(n)`, `char(n) CHARACTER SET binary`, MariaDB's `inet6`
+//! and `uuid`) reach the binlog with their trailing `0x00` bytes stripped, as the server strips
+//! a CHAR's pad character; [`Cell::Padded`] gives them back their declared length, so they read
+//! the same as the snapshot's `SELECT` (CHAR in a text charset is padded with spaces, which the
+//! server strips on both paths alike).
 
 use mysql_common::constants::ColumnType as My;
 
@@ -21,6 +28,9 @@ pub struct RawColumn {
     pub meta: Vec<u8>,
     /// Integer signedness.
     pub unsigned: bool,
+    /// Fixed-length binary: the declared length in bytes its stripped `0x00` padding restores
+    /// (0: not fixed-length binary).
+    pub fixed: usize,
 }
 
 /// One decoded value, borrowing the event.
@@ -32,6 +42,11 @@ pub enum Cell<'a> {
     Float(f32),
     Double(f64),
     Bytes(&'a [u8]),
+    /// A fixed-length binary value shorter than its declared `len`: `bytes` then `0x00`s.
+    Padded {
+        bytes: &'a [u8],
+        len: usize,
+    },
     /// Decimal digits as text: sign, integer part, `.`, fraction.
     Decimal(String),
     Date {
@@ -232,7 +247,9 @@ fn datetime2(cur: &mut Cursor<'_>, fsp: u8) -> Result<Cell<'static>, RowError> {
     })
 }
 
-fn string_length(meta: &[u8]) -> usize {
+/// The maximum length in bytes of a CHAR/BINARY column from its two metadata bytes: the real
+/// type, whose bits 4-5 carry the length's bits 8-9 inverted, then the length's low byte.
+pub(super) fn string_length(meta: &[u8]) -> usize {
     let (b0, b1) = (
         usize::from(meta.first().copied().unwrap_or(0)),
         usize::from(meta.get(1).copied().unwrap_or(0)),
@@ -326,13 +343,22 @@ fn value<'a>(cur: &mut Cursor<'a>, col: &RawColumn) -> Result<Cell<'a>, RowError
         My::MYSQL_TYPE_STRING => {
             let max = string_length(&col.meta);
             let len = cur.le(if max < 256 { 1 } else { 2 })? as usize;
-            Cell::Bytes(cur.take(len)?)
+            let bytes = cur.take(len)?;
+            if len < col.fixed {
+                Cell::Padded {
+                    bytes,
+                    len: col.fixed,
+                }
+            } else {
+                Cell::Bytes(bytes)
+            }
         }
         My::MYSQL_TYPE_BLOB
         | My::MYSQL_TYPE_TINY_BLOB
         | My::MYSQL_TYPE_MEDIUM_BLOB
         | My::MYSQL_TYPE_LONG_BLOB
-        | My::MYSQL_TYPE_GEOMETRY => {
+        | My::MYSQL_TYPE_GEOMETRY
+        | My::MYSQL_TYPE_VECTOR => {
             let len = cur.le(usize::from(meta(0)).clamp(1, 4))? as usize;
             Cell::Bytes(cur.take(len)?)
         }
@@ -400,7 +426,325 @@ mod tests {
             ty,
             meta: meta.to_vec(),
             unsigned,
+            fixed: 0,
         }
+    }
+
+    fn one<'a>(column: &RawColumn, bytes: &'a [u8]) -> Result<Cell<'a>, RowError> {
+        let mut c = Cursor { buf: bytes };
+        let cell = value(&mut c, column)?;
+        assert!(c.buf.is_empty(), "{column:?}: {} bytes left", c.buf.len());
+        Ok(cell)
+    }
+
+    /// Every prefix of `bytes` shorter than the whole is an error, never a panic.
+    fn truncations_fail(column: &RawColumn, bytes: &[u8]) {
+        for cut in 0..bytes.len() {
+            let mut c = Cursor { buf: &bytes[..cut] };
+            assert!(value(&mut c, column).is_err(), "{column:?} cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn fixed_binary_gets_its_padding_back() {
+        // binary(4): metadata [real type STRING, 4]; x'0100' arrives as x'01'.
+        let mut b4 = col(My::MYSQL_TYPE_STRING, &[0xfe, 4], false);
+        b4.fixed = 4;
+        assert_eq!(
+            one(&b4, &[1, 1]).unwrap(),
+            Cell::Padded {
+                bytes: &[1],
+                len: 4
+            }
+        );
+        assert_eq!(one(&b4, &[0]).unwrap(), Cell::Padded { bytes: &[], len: 4 });
+        assert_eq!(
+            one(&b4, &[4, 1, 0, 0, 2]).unwrap(),
+            Cell::Bytes(&[1, 0, 0, 2])
+        );
+        truncations_fail(&b4, &[4, 1, 0, 0, 2]);
+        // A CHAR in a text charset is not padded.
+        let c4 = col(My::MYSQL_TYPE_STRING, &[0xfe, 16], false);
+        assert_eq!(one(&c4, &[2, b'a', b'b']).unwrap(), Cell::Bytes(b"ab"));
+    }
+
+    #[test]
+    fn char_lengths_and_their_prefix_width() {
+        // char(100) utf8mb4 is 400 bytes: bits 8-9 of the length inverted in the type byte.
+        assert_eq!(string_length(&[0xfe ^ 0x10, 144]), 400);
+        assert_eq!(string_length(&[0xfe, 255]), 255);
+        assert_eq!(string_length(&[0xfe ^ 0x30, 252]), 1020);
+        let c400 = col(My::MYSQL_TYPE_STRING, &[0xfe ^ 0x10, 144], false);
+        let mut bytes = vec![3, 1];
+        bytes.extend(std::iter::repeat_n(b'x', 259));
+        assert_eq!(one(&c400, &bytes).unwrap(), Cell::Bytes(&[b'x'; 259]));
+        truncations_fail(&c400, &bytes);
+        let c255 = col(My::MYSQL_TYPE_STRING, &[0xfe, 255], false);
+        assert_eq!(one(&c255, &[1, b'y']).unwrap(), Cell::Bytes(b"y"));
+        // varchar(300) latin1: 2-byte prefix; varchar(255): 1 byte.
+        let v300 = col(My::MYSQL_TYPE_VARCHAR, &[44, 1], false);
+        assert_eq!(one(&v300, &[1, 0, b'z']).unwrap(), Cell::Bytes(b"z"));
+        let v255 = col(My::MYSQL_TYPE_VARCHAR, &[255, 0], false);
+        assert_eq!(one(&v255, &[1, b'z']).unwrap(), Cell::Bytes(b"z"));
+    }
+
+    #[test]
+    fn bits_years_enums_and_sets() {
+        // bit(n): metadata [n % 8, n / 8], big-endian, (n + 7) / 8 bytes.
+        for (n, bytes, v) in [
+            (1u32, vec![1u8], 1u64),
+            (7, vec![0x7f], 0x7f),
+            (8, vec![0xff], 0xff),
+            (9, vec![1, 0xff], 0x1ff),
+            (
+                63,
+                vec![0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xfe],
+                (1 << 63) - 2,
+            ),
+            (64, vec![0xff; 8], u64::MAX),
+        ] {
+            let bit = col(My::MYSQL_TYPE_BIT, &[(n % 8) as u8, (n / 8) as u8], false);
+            assert_eq!(one(&bit, &bytes).unwrap(), Cell::Bit(v), "bit({n})");
+            truncations_fail(&bit, &bytes);
+        }
+        let year = col(My::MYSQL_TYPE_YEAR, &[], false);
+        assert_eq!(one(&year, &[0]).unwrap(), Cell::Year(0));
+        assert_eq!(one(&year, &[1]).unwrap(), Cell::Year(1901));
+        assert_eq!(one(&year, &[255]).unwrap(), Cell::Year(2155));
+        // ENUM with more than 255 labels packs its index in 2 bytes; SET up to 8.
+        let e2 = col(My::MYSQL_TYPE_ENUM, &[0xf7, 2], false);
+        assert_eq!(one(&e2, &[0x2c, 0x01]).unwrap(), Cell::Enum(300));
+        truncations_fail(&e2, &[0x2c, 0x01]);
+        let s8 = col(My::MYSQL_TYPE_SET, &[0xf8, 8], false);
+        assert_eq!(one(&s8, &[0xff; 8]).unwrap(), Cell::Set(u64::MAX));
+        truncations_fail(&s8, &[0xff; 8]);
+    }
+
+    /// DECIMAL(p, s) of `digits` (sign, integer and fraction digits) in the server's layout:
+    /// groups of 9 digits in 4 bytes, the leading/trailing partial group in fewer.
+    fn packed_decimal(p: usize, s: usize, negative: bool, int: &str, frac: &str) -> Vec<u8> {
+        let intg = p - s;
+        let int = format!("{int:0>intg$}");
+        let frac = format!("{frac:0<s$}");
+        let mut out = Vec::new();
+        let mut group = |digits: &str| {
+            let n = DIG2BYTES[digits.len()];
+            let v: u64 = digits.parse().unwrap_or(0);
+            out.extend_from_slice(&v.to_be_bytes()[8 - n..]);
+        };
+        let lead = intg % 9;
+        if lead > 0 {
+            group(&int[..lead]);
+        }
+        for chunk in int.as_bytes()[lead..].chunks(9) {
+            group(std::str::from_utf8(chunk).unwrap());
+        }
+        for chunk in frac.as_bytes().chunks(9) {
+            group(std::str::from_utf8(chunk).unwrap());
+        }
+        out[0] ^= 0x80;
+        if negative {
+            out.iter_mut().for_each(|b| *b = !*b);
+        }
+        out
+    }
+
+    #[test]
+    fn decimals_at_their_edge_widths() {
+        let nines = |n: usize| "9".repeat(n);
+        for (p, s, neg, int, frac, text) in [
+            (38, 0, false, nines(38), String::new(), nines(38)),
+            (
+                38,
+                0,
+                true,
+                nines(38),
+                String::new(),
+                format!("-{}", nines(38)),
+            ),
+            (
+                38,
+                38,
+                false,
+                String::new(),
+                nines(38),
+                format!("0.{}", nines(38)),
+            ),
+            (
+                38,
+                38,
+                true,
+                String::new(),
+                "1".into(),
+                format!("-0.1{}", "0".repeat(37)),
+            ),
+            (
+                65,
+                30,
+                false,
+                nines(35),
+                nines(30),
+                format!("{}.{}", nines(35), nines(30)),
+            ),
+            (
+                65,
+                30,
+                true,
+                "1".into(),
+                String::new(),
+                format!("-1.{}", "0".repeat(30)),
+            ),
+            (1, 0, false, "9".into(), String::new(), "9".into()),
+            (1, 0, true, "9".into(), String::new(), "-9".into()),
+            (1, 0, false, "0".into(), String::new(), "0".into()),
+            (
+                10,
+                10,
+                false,
+                String::new(),
+                nines(10),
+                format!("0.{}", nines(10)),
+            ),
+            (
+                10,
+                10,
+                true,
+                String::new(),
+                "5".into(),
+                "-0.5000000000".into(),
+            ),
+            (10, 2, false, "0".into(), String::new(), "0.00".into()),
+        ] {
+            let bytes = packed_decimal(p, s, neg, &int, &frac);
+            let mut c = Cursor { buf: &bytes };
+            assert_eq!(
+                decimal(&mut c, p as u8, s as u8).unwrap(),
+                text,
+                "({p},{s})"
+            );
+            assert!(c.buf.is_empty());
+            let column = col(My::MYSQL_TYPE_NEWDECIMAL, &[p as u8, s as u8], false);
+            truncations_fail(&column, &bytes);
+        }
+    }
+
+    #[test]
+    fn times_and_datetimes_at_every_fsp() {
+        let time = |fsp: u8| col(My::MYSQL_TYPE_TIME2, &[fsp], false);
+        // 838:59:59 as TIME(0): 3 bytes, 0x800000 + packed hms.
+        let hms: u64 = (838 << 12) | (59 << 6) | 59;
+        let v = 0x80_0000 + hms;
+        let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8];
+        assert_eq!(
+            one(&time(0), &bytes).unwrap(),
+            Cell::Time {
+                neg: false,
+                h: 838,
+                m: 59,
+                s: 59,
+                us: 0
+            }
+        );
+        truncations_fail(&time(0), &bytes);
+        // -838:59:59.000000 as TIME(6): 6 bytes, offset 0x800000000000.
+        let packed = -((hms as i64) << 24);
+        let v = (packed + 0x8000_0000_0000) as u64;
+        let bytes: Vec<u8> = v.to_be_bytes()[2..].to_vec();
+        assert_eq!(
+            one(&time(6), &bytes).unwrap(),
+            Cell::Time {
+                neg: true,
+                h: 838,
+                m: 59,
+                s: 59,
+                us: 0
+            }
+        );
+        truncations_fail(&time(6), &bytes);
+        // -00:00:00.5 as TIME(1): int part -1, fraction byte 256 - 50.
+        let v = 0x80_0000u32 - 1;
+        let bytes = [(v >> 16) as u8, (v >> 8) as u8, v as u8, 206];
+        assert_eq!(
+            one(&time(1), &bytes).unwrap(),
+            Cell::Time {
+                neg: true,
+                h: 0,
+                m: 0,
+                s: 0,
+                us: 500_000
+            }
+        );
+        // DATETIME(fsp) 2026-11-27 23:59:59 + the largest fraction of each width.
+        let ym: u64 = 2026 * 13 + 11;
+        let int = 0x80_0000_0000u64 + ((((ym << 5) | 27) << 17) | (23 << 12) | (59 << 6) | 59);
+        for (fsp, frac, us) in [
+            (0u8, vec![], 0u32),
+            (1, vec![90], 900_000),
+            (2, vec![99], 990_000),
+            (3, vec![0x27, 0x06], 999_000),
+            (4, vec![0x27, 0x0f], 999_900),
+            (5, vec![0x0f, 0x42, 0x36], 999_990),
+            (6, vec![0x0f, 0x42, 0x3f], 999_999),
+        ] {
+            let mut bytes = int.to_be_bytes()[3..].to_vec();
+            bytes.extend(&frac);
+            let dt = col(My::MYSQL_TYPE_DATETIME2, &[fsp], false);
+            assert_eq!(
+                one(&dt, &bytes).unwrap(),
+                Cell::DateTime {
+                    y: 2026,
+                    m: 11,
+                    d: 27,
+                    h: 23,
+                    mi: 59,
+                    s: 59,
+                    us
+                },
+                "datetime({fsp})"
+            );
+            truncations_fail(&dt, &bytes);
+            let mut bytes = 0x7fff_ffffu32.to_be_bytes().to_vec();
+            bytes.extend(&frac);
+            let ts = col(My::MYSQL_TYPE_TIMESTAMP2, &[fsp], false);
+            assert_eq!(
+                one(&ts, &bytes).unwrap(),
+                Cell::Timestamp {
+                    secs: 0x7fff_ffff,
+                    us
+                },
+                "timestamp({fsp})"
+            );
+            truncations_fail(&ts, &bytes);
+        }
+    }
+
+    #[test]
+    fn floats_blobs_and_garbage() {
+        let f = col(My::MYSQL_TYPE_FLOAT, &[4], false);
+        assert_eq!(
+            one(&f, &f32::MAX.to_le_bytes()).unwrap(),
+            Cell::Float(f32::MAX)
+        );
+        let d = col(My::MYSQL_TYPE_DOUBLE, &[8], false);
+        let tiny = f64::MIN_POSITIVE;
+        assert_eq!(one(&d, &tiny.to_le_bytes()).unwrap(), Cell::Double(tiny));
+        truncations_fail(&d, &tiny.to_le_bytes());
+        // LONGBLOB: a 4-byte length.
+        let long = col(My::MYSQL_TYPE_BLOB, &[4], false);
+        let mut bytes = 70_000u32.to_le_bytes().to_vec();
+        bytes.extend(std::iter::repeat_n(7u8, 70_000));
+        assert_eq!(one(&long, &bytes).unwrap(), Cell::Bytes(&bytes[4..]));
+        truncations_fail(&long, &bytes[..300]);
+        // MySQL 9's VECTOR is laid out as a blob: its float32s, little-endian.
+        let vector = col(My::MYSQL_TYPE_VECTOR, &[4], false);
+        let bytes = [4, 0, 0, 0, 0, 0, 0x80, 0x3f];
+        assert_eq!(one(&vector, &bytes).unwrap(), Cell::Bytes(&bytes[4..]));
+        truncations_fail(&vector, &bytes);
+        // A length beyond the event is an error, not a panic.
+        let mut c = Cursor {
+            buf: &[0xff, 0xff, 0xff, 0xff, 1],
+        };
+        assert!(value(&mut c, &long).is_err());
     }
 
     #[test]

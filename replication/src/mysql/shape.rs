@@ -15,15 +15,20 @@
 //! | timestamp | Timestamp(µs, UTC) |
 //! | time | text `[-]HHH:MM:SS[.ffffff]` (its range exceeds a day) |
 //! | char, varchar, text (utf8, utf8mb4, ascii, latin1) | Utf8 |
-//! | binary, varbinary, blob, binary charset, geometry | Binary |
+//! | binary, varbinary, blob, binary charset, geometry, MySQL vector, MariaDB inet6 and uuid | Binary |
+//! | char, varchar, text in any other charset (gbk, ucs2, utf16, cp1251, …) | Binary: the stored bytes |
 //! | enum, set | Utf8: the label(s), a set's joined by `,` |
 //! | json | Utf8, the JSON text |
 //!
-//! Zero and invalid dates (`0000-00-00`, `2026-02-31` under a lax sql_mode) cannot be held by a
-//! date type: the typed column is null and the exact text goes to a `<column>__text` string
-//! column, which appears in a batch (and then in the Delta schema) only once such a value does.
+//! A value the server accepted that its typed column cannot hold (zero and invalid dates such
+//! as `0000-00-00` or `2026-02-31` under a lax sql_mode, year-0 dates outside Delta's range, an
+//! integer beyond its column, an enum index or set bit without a label) never stops the table:
+//! the typed column is null and the value's exact text ([`exact_text`]) goes to a
+//! `<column>__text` string column, which appears in a batch (and then in the Delta schema) only
+//! once such a value does.
 
 use std::collections::HashMap;
+use std::io::Write as _;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{
@@ -51,6 +56,10 @@ pub enum Charset {
     Utf8,
     /// MySQL's latin1 (Windows-1252).
     Latin1,
+    /// Any other (gbk, ucs2, utf16, utf32, cp1251, …) or unknown: kept as the stored bytes, an
+    /// Arrow Binary column. Not a key a chunk can be bounded by: the server orders it by its
+    /// collation, not by its bytes.
+    Undecoded,
 }
 
 /// A column's decoded type.
@@ -92,7 +101,7 @@ impl MyType {
             MyType::Float32 => DataType::Float32,
             MyType::Float64 => DataType::Float64,
             MyType::Decimal { precision, scale } => DataType::Decimal128(*precision, *scale),
-            MyType::Binary => DataType::Binary,
+            MyType::Binary | MyType::Text(Charset::Undecoded) => DataType::Binary,
             MyType::Date => DataType::Date32,
             MyType::DateTime => DataType::Timestamp(TimeUnit::Microsecond, None),
             MyType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -126,6 +135,18 @@ impl MyType {
             MyType::Set(_) => "set",
             MyType::Json => "json",
         }
+    }
+}
+
+/// The type of a character column in the character set `charset` (`None`: unknown). utf8 and
+/// latin1 are decoded; the binary charset is binary; every other (gbk, ucs2, utf16, cp1251, …)
+/// lands as its stored bytes, exact, rather than stopping the table.
+pub(super) fn text_type(charset: Option<&str>) -> MyType {
+    match charset {
+        Some("utf8mb4" | "utf8mb3" | "utf8" | "ascii") => MyType::Text(Charset::Utf8),
+        Some("latin1") => MyType::Text(Charset::Latin1),
+        Some("binary") => MyType::Binary,
+        _ => MyType::Text(Charset::Undecoded),
     }
 }
 
@@ -174,7 +195,7 @@ impl MyShape {
                             labels
                                 .values()
                                 .iter()
-                                .map(|l| l.value().into_owned())
+                                .map(|l| l.value_raw().to_vec())
                                 .collect::<Vec<_>>(),
                         );
                     }
@@ -186,7 +207,7 @@ impl MyShape {
                             labels
                                 .values()
                                 .iter()
-                                .map(|l| l.value().into_owned())
+                                .map(|l| l.value_raw().to_vec())
                                 .collect::<Vec<_>>(),
                         );
                     }
@@ -227,10 +248,23 @@ impl MyShape {
             let charset = if ty.is_character_type() {
                 text_charsets.next().transpose().ok().flatten()
             } else if ty.is_enum_or_set_type() {
-                let _ = enum_charsets.next();
-                None
+                enum_charsets.next().transpose().ok().flatten()
             } else {
                 None
+            };
+            let labels = |raw: Option<Vec<Vec<u8>>>| -> Arc<[String]> {
+                let latin1 =
+                    charset.and_then(|id| charsets.get(&id)).map(String::as_str) == Some("latin1");
+                raw.unwrap_or_default()
+                    .iter()
+                    .map(|l| {
+                        if latin1 {
+                            l.iter().map(|c| cp1252(*c)).collect()
+                        } else {
+                            String::from_utf8_lossy(l).into_owned()
+                        }
+                    })
+                    .collect()
             };
             let my = match ty {
                 My::MYSQL_TYPE_TINY => MyType::Int16,
@@ -269,10 +303,10 @@ impl MyShape {
                         MyType::Bit
                     }
                 }
-                My::MYSQL_TYPE_ENUM => MyType::Enum(enums.next().unwrap_or_default().into()),
-                My::MYSQL_TYPE_SET => MyType::Set(sets.next().unwrap_or_default().into()),
+                My::MYSQL_TYPE_ENUM => MyType::Enum(labels(enums.next())),
+                My::MYSQL_TYPE_SET => MyType::Set(labels(sets.next())),
                 My::MYSQL_TYPE_JSON => MyType::Json,
-                My::MYSQL_TYPE_GEOMETRY => MyType::Binary,
+                My::MYSQL_TYPE_GEOMETRY | My::MYSQL_TYPE_VECTOR => MyType::Binary,
                 My::MYSQL_TYPE_STRING
                 | My::MYSQL_TYPE_VAR_STRING
                 | My::MYSQL_TYPE_VARCHAR
@@ -280,33 +314,27 @@ impl MyShape {
                 | My::MYSQL_TYPE_TINY_BLOB
                 | My::MYSQL_TYPE_MEDIUM_BLOB
                 | My::MYSQL_TYPE_LONG_BLOB => {
-                    let name_of = |id: u16| charsets.get(&id).map(String::as_str);
-                    match charset.map(name_of) {
-                        Some(Some("binary")) => MyType::Binary,
-                        Some(Some("utf8mb4" | "utf8mb3" | "utf8" | "ascii")) => {
-                            MyType::Text(Charset::Utf8)
-                        }
-                        Some(Some("latin1")) => MyType::Text(Charset::Latin1),
-                        Some(Some(other)) => {
-                            return Err(bad(
-                                name,
-                                format!("character set {other} is not supported: convert the column to utf8mb4"),
-                            ))
-                        }
-                        Some(None) | None => {
-                            return Err(bad(name, "unknown character set".into()));
-                        }
-                    }
+                    let name = charset.and_then(|id| charsets.get(&id)).map(String::as_str);
+                    text_type(name)
                 }
                 other => {
                     return Err(bad(name, format!("column type {other:?} is not supported")));
                 }
+            };
+            // binary(n) loses its trailing 0x00 bytes in the binlog (see `rows`); a CHAR in
+            // another charset landing as bytes loses its pad characters, as from a SELECT.
+            let binary_charset =
+                charset.and_then(|id| charsets.get(&id)).map(String::as_str) == Some("binary");
+            let fixed = match ty {
+                My::MYSQL_TYPE_STRING if binary_charset => super::rows::string_length(col_meta),
+                _ => 0,
             };
             columns.push((name, my));
             raw.push(RawColumn {
                 ty,
                 meta: col_meta.to_vec(),
                 unsigned,
+                fixed,
             });
         }
         let key = meta
@@ -411,7 +439,8 @@ impl Column {
         }
     }
 
-    /// Append one value; the error is the reason it cannot be represented.
+    /// Append one value; the error is the reason it cannot be represented, and then nothing
+    /// was appended.
     fn append(&mut self, ty: &MyType, cell: &Cell<'_>) -> std::result::Result<(), String> {
         match (self, ty, cell) {
             (c, _, Cell::Null) => c.append_null(),
@@ -482,6 +511,9 @@ impl Column {
                 ),
             },
             (Column::Utf8(b), MyType::Set(labels), Cell::Set(bits)) => {
+                if labels.len() < 64 && bits >> labels.len() != 0 {
+                    return Err("set bit beyond its labels".into());
+                }
                 let mut out = String::new();
                 for (i, label) in labels
                     .iter()
@@ -507,6 +539,17 @@ impl Column {
                 b.append_value(std::str::from_utf8(bytes).map_err(|e| format!("not UTF-8: {e}"))?);
             }
             (Column::Bin(b), _, Cell::Bytes(bytes)) => b.append_value(bytes),
+            (Column::Bin(b), _, Cell::Padded { bytes, len }) => {
+                // Written in place: no copy of the value is made.
+                const ZEROS: [u8; 256] = [0; 256];
+                let pad = len.saturating_sub(bytes.len());
+                let zeros = ZEROS
+                    .get(..pad)
+                    .ok_or("fixed-length binary over 256 bytes")?;
+                let _ = b.write_all(bytes);
+                let _ = b.write_all(zeros);
+                b.append_value(b"");
+            }
             (_, ty, c) => return Err(format!("unexpected {c:?} for a {} column", ty.name())),
         }
         Ok(())
@@ -521,9 +564,10 @@ fn int(c: &Cell<'_>) -> std::result::Result<i128, String> {
     }
 }
 
-/// Days since 1970-01-01 of a calendar date; zero and impossible dates are errors.
+/// Days since 1970-01-01 of a calendar date; zero and impossible dates are errors, and so is
+/// year 0, outside Delta's date range (0001-01-01 to 9999-12-31).
 fn days(y: u16, m: u8, d: u8) -> std::result::Result<i32, String> {
-    let valid = (1..=12).contains(&m) && d >= 1 && {
+    let valid = y >= 1 && (1..=12).contains(&m) && d >= 1 && {
         let leap = (y.is_multiple_of(4) && !y.is_multiple_of(100)) || y.is_multiple_of(400);
         let last = [
             31,
@@ -570,20 +614,22 @@ pub struct MyTableBuilder {
     schema: SchemaRef,
     cdc: CdcBuilder,
     columns: Vec<Column>,
-    /// `<column>__text` companions of date columns, made when a value a date type cannot
-    /// hold (a zero or impossible date) first appears in the batch.
+    /// `<column>__text` companions, made when a value the column's type cannot hold (see
+    /// [`exact_text`]) first appears in the batch.
     invalid: Vec<Option<StringBuilder>>,
 }
 
-/// Suffix of the text column that carries a date column's values a date type cannot hold.
+/// Suffix of the text column that carries a column's values its type cannot hold.
 pub const INVALID_SUFFIX: &str = "__text";
 
-/// The exact text of a date value that no date type can hold; `None` for a valid one.
-fn invalid_date_text(ty: &MyType, cell: &Cell<'_>) -> Option<String> {
-    match (ty, cell) {
-        (MyType::Date, Cell::Date { y, m, d }) => days(*y, *m, *d)
-            .err()
-            .map(|_| format!("{y:04}-{m:02}-{d:02}")),
+/// The exact text of a value the server accepted that a column of type `ty` could not hold
+/// ([`Column::append`] refused it): a zero or impossible date, datetime or timestamp as the
+/// server prints it, an integer (or bit, year) beyond the column's range as its number, an enum
+/// index or set bits without labels as their number (the server's `column + 0`), a decimal
+/// as its digits. `None` when the refusal is not about the value (a decoder bug): that stops.
+fn exact_text(ty: &MyType, cell: &Cell<'_>) -> Option<String> {
+    Some(match (ty, cell) {
+        (MyType::Date, Cell::Date { y, m, d }) => format!("{y:04}-{m:02}-{d:02}"),
         (
             MyType::DateTime,
             Cell::DateTime {
@@ -596,21 +642,30 @@ fn invalid_date_text(ty: &MyType, cell: &Cell<'_>) -> Option<String> {
                 us,
             },
         ) => {
-            let bad = days(*y, *m, *d).is_err() || *h > 23 || *mi > 59 || *s > 59;
-            bad.then(|| {
-                let frac = if *us > 0 {
-                    format!(".{us:06}")
-                } else {
-                    String::new()
-                };
-                format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}{frac}")
-            })
+            let frac = if *us > 0 {
+                format!(".{us:06}")
+            } else {
+                String::new()
+            };
+            format!("{y:04}-{m:02}-{d:02} {h:02}:{mi:02}:{s:02}{frac}")
         }
         (MyType::Timestamp, Cell::Timestamp { secs: 0, us: 0 }) => {
-            Some("0000-00-00 00:00:00".to_string())
+            "0000-00-00 00:00:00".to_string()
         }
-        _ => None,
-    }
+        (
+            MyType::Int16 | MyType::Int32 | MyType::Int64 | MyType::UInt64 | MyType::Bit,
+            Cell::Int(i),
+        ) => i.to_string(),
+        (
+            MyType::Int16 | MyType::Int32 | MyType::Int64 | MyType::UInt64 | MyType::Bit,
+            Cell::UInt(u) | Cell::Bit(u),
+        ) => u.to_string(),
+        (MyType::Year, Cell::Year(y)) => y.to_string(),
+        (MyType::Enum(_), Cell::Enum(i)) => i.to_string(),
+        (MyType::Set(_), Cell::Set(bits)) => bits.to_string(),
+        (MyType::Decimal { .. }, Cell::Decimal(text)) => text.clone(),
+        _ => return None,
+    })
 }
 
 impl MyTableBuilder {
@@ -653,7 +708,30 @@ impl MyTableBuilder {
                 break;
             };
             let ty = &self.shape.columns[i].1;
-            let text = value.as_ref().and_then(|v| invalid_date_text(ty, v));
+            // The typed value first; only a refused one costs a look at its text.
+            let text = match value {
+                Some(v) => match column.append(ty, v) {
+                    Ok(()) => None,
+                    Err(reason) => {
+                        let Some(text) = exact_text(ty, v) else {
+                            return Err(Error::MysqlValue {
+                                table: self.shape.table.to_string(),
+                                column: self.shape.columns[i].0.clone(),
+                                mysql_type: ty.name().to_string(),
+                                position: position(),
+                                reason,
+                            });
+                        };
+                        column.append_null();
+                        Some(text)
+                    }
+                },
+                None => {
+                    column.append_null();
+                    self.cdc.unchanged(&self.shape.columns[i].0);
+                    None
+                }
+            };
             if text.is_some() || self.invalid[i].is_some() {
                 let companion = self.invalid[i].get_or_insert_with(|| {
                     let mut b = StringBuilder::new();
@@ -661,23 +739,6 @@ impl MyTableBuilder {
                     b
                 });
                 companion.append_option(text.as_deref());
-            }
-            if text.is_some() {
-                column.append_null();
-                continue;
-            }
-            match value {
-                Some(v) => column.append(ty, v).map_err(|reason| Error::MysqlValue {
-                    table: self.shape.table.to_string(),
-                    column: self.shape.columns[i].0.clone(),
-                    mysql_type: ty.name().to_string(),
-                    position: position(),
-                    reason,
-                })?,
-                None => {
-                    column.append_null();
-                    self.cdc.unchanged(&self.shape.columns[i].0);
-                }
             }
         }
         self.cdc.append(op, pos);
@@ -764,5 +825,106 @@ mod tests {
         assert!(d
             .append(&MyType::Date, &Cell::Date { y: 0, m: 0, d: 0 })
             .is_err());
+    }
+
+    #[test]
+    fn refused_values_land_null_with_their_exact_text() {
+        use deltalake::arrow::array::Array as _;
+        let labels: Arc<[String]> = vec!["a".to_string()].into();
+        let shape = Arc::new(MyShape {
+            table: Arc::new(TableName {
+                schema: "s".into(),
+                name: "t".into(),
+            }),
+            columns: vec![
+                ("e".into(), MyType::Enum(labels.clone())),
+                ("st".into(), MyType::Set(labels)),
+                ("ts".into(), MyType::Timestamp),
+                ("dt".into(), MyType::Date),
+                ("b".into(), MyType::Binary),
+                ("i".into(), MyType::Int16),
+            ],
+            key: Vec::new(),
+            raw: Vec::new(),
+        });
+        let mut builder = MyTableBuilder::new(shape, 4);
+        let pos = RowPosition {
+            lsn: crate::lsn::Lsn(1),
+            seq: 0,
+            commit_ts: 0,
+        };
+        let at = || "here".to_string();
+        let good = [
+            Some(Cell::Enum(1)),
+            Some(Cell::Set(1)),
+            Some(Cell::Timestamp { secs: 1, us: 0 }),
+            Some(Cell::Date { y: 1, m: 1, d: 1 }),
+            Some(Cell::Padded {
+                bytes: &[1],
+                len: 4,
+            }),
+            Some(Cell::Int(-1)),
+        ];
+        builder.append(Op::Insert, pos, &good, &at).unwrap();
+        let refused = [
+            Some(Cell::Enum(7)),
+            Some(Cell::Set(0b10)),
+            Some(Cell::Timestamp { secs: 0, us: 0 }),
+            Some(Cell::Date { y: 0, m: 1, d: 1 }),
+            Some(Cell::Bytes(&[1, 0, 0, 0])),
+            Some(Cell::Int(40_000)),
+        ];
+        builder.append(Op::Insert, pos, &refused, &at).unwrap();
+        let batch = builder.take().unwrap().unwrap();
+        let column = |name: &str| batch.column_by_name(name).unwrap().clone();
+        let text = |name: &str| {
+            let a = column(&format!("{name}{INVALID_SUFFIX}"));
+            let a = a
+                .as_any()
+                .downcast_ref::<deltalake::arrow::array::StringArray>()
+                .unwrap()
+                .clone();
+            (a.is_null(0), a.value(1).to_string())
+        };
+        for (name, want) in [
+            ("e", "7"),
+            ("st", "2"),
+            ("ts", "0000-00-00 00:00:00"),
+            ("dt", "0000-01-01"),
+            ("i", "40000"),
+        ] {
+            assert_eq!(text(name), (true, want.to_string()), "{name}");
+            assert!(
+                column(name).is_valid(0) && column(name).is_null(1),
+                "{name}"
+            );
+        }
+        let b = column("b");
+        let b = b
+            .as_any()
+            .downcast_ref::<deltalake::arrow::array::BinaryArray>()
+            .unwrap();
+        assert_eq!(b.value(0), [1, 0, 0, 0]);
+        assert_eq!(b.value(1), [1, 0, 0, 0]);
+        assert!(batch.column_by_name("b__text").is_none());
+        // A cell of the wrong kind is a decoder bug: it stops, naming the column.
+        let mut builder = MyTableBuilder::new(builder.shape().clone(), 1);
+        let wrong = [Some(Cell::Json("{}".into())), None, None, None, None, None];
+        assert!(builder.append(Op::Insert, pos, &wrong, &at).is_err());
+    }
+
+    #[test]
+    fn other_charsets_land_as_bytes() {
+        for other in ["gbk", "ucs2", "utf16", "utf32", "cp1251"] {
+            let ty = text_type(Some(other));
+            assert_eq!(ty, MyType::Text(Charset::Undecoded), "{other}");
+            assert_eq!(ty.arrow(), DataType::Binary);
+            let mut c = Column::new(&ty, 1);
+            c.append(&ty, &Cell::Bytes(&[0xd6, 0xd0])).unwrap();
+        }
+        assert_eq!(text_type(None), MyType::Text(Charset::Undecoded));
+        assert_eq!(text_type(Some("binary")), MyType::Binary);
+        assert_eq!(text_type(Some("utf8mb4")), MyType::Text(Charset::Utf8));
+        assert_eq!(text_type(Some("latin1")), MyType::Text(Charset::Latin1));
     }
 }

@@ -22,6 +22,11 @@
 //!
 //! Bounds are kept as text and bound back with their exact type (integers as integers,
 //! decimals as `CAST(? AS DECIMAL(p, s))`, binary keys as `UNHEX(?)`), never through a double.
+//!
+//! Values are selected in the form the binlog carries them, so both paths land the same: enum
+//! and set as their index and bits (`CAST(e AS UNSIGNED)`, labelled like the binlog's, whatever
+//! the labels' charset), MariaDB's `inet6` and `uuid` as their 16 bytes
+//! (`CAST(u AS BINARY(16))`), strings as their stored bytes.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -34,8 +39,8 @@ use mysql_async::{Conn, Row, Value};
 use super::catalog::{self, quote};
 use super::conninfo::MyConnInfo;
 use super::position::BinlogPosition;
-use super::rows::Cell;
-use super::shape::{Charset, MyShape, MyTableBuilder, MyType};
+use super::rows::{Cell, RawColumn};
+use super::shape::{text_type, Charset, MyShape, MyTableBuilder, MyType};
 use crate::cdc::{Op, RowPosition};
 use crate::change::{Event, TableBatch, TableName};
 use crate::postgres::value::days_from_civil;
@@ -385,7 +390,7 @@ impl KeyPlan {
 
 /// Plan keyset chunks of `table`: its shape and primary key. A table without one, or with a
 /// key column whose order Sluice cannot bound exactly (float, bit, enum, set, json, latin1
-/// text), is refused with [`Error::NoPrimaryKey`].
+/// text, text in a charset kept as bytes), is refused with [`Error::NoPrimaryKey`].
 pub async fn plan(conn: &mut Conn, table: &TableName) -> Result<KeyPlan> {
     let shape = shape(conn, table).await?;
     let names: Vec<String> = conn
@@ -449,8 +454,21 @@ pub async fn check_filter(conn: &mut Conn, table: &TableName, predicate: &str) -
     .map_err(sql(format!("checking the predicate on {table}")))
 }
 
+/// The select list of `shape`'s columns, each in the form the binlog carries it (see the
+/// module note).
 fn select_list(shape: &MyShape) -> String {
-    let columns: Vec<String> = shape.columns.iter().map(|(n, _)| quote(n)).collect();
+    let columns: Vec<String> = shape
+        .columns
+        .iter()
+        .enumerate()
+        .map(|(i, (n, ty))| match ty {
+            MyType::Enum(_) | MyType::Set(_) => format!("CAST({} AS UNSIGNED)", quote(n)),
+            _ => match shape.raw.get(i).map_or(0, |r| r.fixed) {
+                0 => quote(n),
+                len => format!("CAST({} AS BINARY({len}))", quote(n)),
+            },
+        })
+        .collect();
     columns.join(", ")
 }
 
@@ -510,6 +528,20 @@ fn bound_param(text: &str, ty: &MyType) -> Result<(String, Value)> {
 fn cell<'a>(value: &'a Value, ty: &MyType) -> std::result::Result<Cell<'a>, String> {
     Ok(match (value, ty) {
         (Value::NULL, _) => Cell::Null,
+        (Value::Int(i), MyType::Enum(_)) => Cell::Enum(u16::try_from(*i).map_err(|_| "bad enum")?),
+        (Value::UInt(u), MyType::Enum(_)) => Cell::Enum(u16::try_from(*u).map_err(|_| "bad enum")?),
+        (Value::Int(i), MyType::Set(_)) => Cell::Set(*i as u64),
+        (Value::UInt(u), MyType::Set(_)) => Cell::Set(*u),
+        (Value::Bytes(b), MyType::Enum(_) | MyType::Set(_)) => {
+            let n: u64 = std::str::from_utf8(b)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .ok_or("bad enum or set number")?;
+            match ty {
+                MyType::Enum(_) => Cell::Enum(u16::try_from(n).map_err(|_| "bad enum")?),
+                _ => Cell::Set(n),
+            }
+        }
         (Value::Int(i), MyType::Year) => Cell::Year(u16::try_from(*i).map_err(|_| "bad year")?),
         (Value::Int(i), _) => Cell::Int(*i),
         (Value::UInt(u), _) => Cell::UInt(*u),
@@ -585,6 +617,7 @@ pub async fn shape(conn: &mut Conn, table: &TableName) -> Result<MyShape> {
         .await
         .map_err(sql(format!("reading the columns of {table}")))?;
     let mut columns = Vec::with_capacity(rows.len());
+    let mut raw = Vec::with_capacity(rows.len());
     let mut key = Vec::new();
     for (i, row) in rows.into_iter().enumerate() {
         let name: String = row.get(0).unwrap_or_default();
@@ -598,20 +631,7 @@ pub async fn shape(conn: &mut Conn, table: &TableName) -> Result<MyShape> {
             key.push(i);
         }
         let unsigned = column_type.to_lowercase().contains("unsigned");
-        let text = || match charset.as_deref() {
-            Some("binary") | None => Ok(MyType::Binary),
-            Some("utf8mb4" | "utf8mb3" | "utf8" | "ascii") => Ok(MyType::Text(Charset::Utf8)),
-            Some("latin1") => Ok(MyType::Text(Charset::Latin1)),
-            Some(other) => Err(Error::MysqlValue {
-                table: table.to_string(),
-                column: name.clone(),
-                mysql_type: data_type.clone(),
-                position: "snapshot".into(),
-                reason: format!(
-                    "character set {other} is not supported: convert the column to utf8mb4"
-                ),
-            }),
-        };
+        let mut binary16 = false;
         let ty = match data_type.as_str() {
             "tinyint" => MyType::Int16,
             "smallint" if unsigned => MyType::Int32,
@@ -640,10 +660,18 @@ pub async fn shape(conn: &mut Conn, table: &TableName) -> Result<MyShape> {
             "enum" => MyType::Enum(labels(&column_type).into()),
             "set" => MyType::Set(labels(&column_type).into()),
             "json" => MyType::Json,
-            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => text()?,
+            "char" | "varchar" | "tinytext" | "text" | "mediumtext" | "longtext" => {
+                text_type(charset.as_deref())
+            }
+            // The binlog carries them as binary(16), with no type name.
+            "inet6" | "uuid" => {
+                binary16 = true;
+                MyType::Binary
+            }
             "binary" | "varbinary" | "tinyblob" | "blob" | "mediumblob" | "longblob"
             | "geometry" | "point" | "linestring" | "polygon" | "multipoint"
-            | "multilinestring" | "multipolygon" | "geometrycollection" => MyType::Binary,
+            | "multilinestring" | "multipolygon" | "geometrycollection" | "geomcollection"
+            | "vector" => MyType::Binary,
             other => {
                 return Err(Error::MysqlValue {
                     table: table.to_string(),
@@ -655,6 +683,14 @@ pub async fn shape(conn: &mut Conn, table: &TableName) -> Result<MyShape> {
             }
         };
         columns.push((name, ty));
+        raw.push(RawColumn {
+            ty: mysql_common::constants::ColumnType::MYSQL_TYPE_STRING,
+            meta: Vec::new(),
+            unsigned,
+            // Set only for the fixed-length binary types the server gives as text: selected
+            // as `CAST(c AS BINARY(fixed))` (the binlog decoder never reads a snapshot's raw).
+            fixed: if binary16 { 16 } else { 0 },
+        });
     }
     if columns.is_empty() {
         return Err(Error::Protocol(format!("table {table} has no columns")));
@@ -663,15 +699,16 @@ pub async fn shape(conn: &mut Conn, table: &TableName) -> Result<MyShape> {
         table: Arc::new(table.clone()),
         columns,
         key,
-        raw: Vec::new(),
+        raw,
     })
 }
 
-/// The labels of `enum('a','b')` / `set('a','b')` (quotes doubled inside labels).
+/// The labels of `enum('a','b')` / `set('a','b')` as `information_schema` spells them: quotes
+/// doubled, and `\\`, `\0`, `\n`, `\r`, `\Z` escaped (the server's `append_unescaped`).
 fn labels(column_type: &str) -> Vec<String> {
     let inner = column_type
         .split_once('(')
-        .map_or("", |(_, rest)| rest.trim_end_matches(')'));
+        .map_or("", |(_, rest)| rest.strip_suffix(')').unwrap_or(rest));
     let mut out = Vec::new();
     let mut chars = inner.chars().peekable();
     while let Some(c) = chars.next() {
@@ -680,15 +717,21 @@ fn labels(column_type: &str) -> Vec<String> {
         }
         let mut label = String::new();
         while let Some(c) = chars.next() {
-            if c == '\'' {
-                if chars.peek() == Some(&'\'') {
+            match c {
+                '\'' if chars.peek() == Some(&'\'') => {
                     chars.next();
                     label.push('\'');
-                } else {
-                    break;
                 }
-            } else {
-                label.push(c);
+                '\'' => break,
+                '\\' => match chars.next() {
+                    Some('0') => label.push('\0'),
+                    Some('n') => label.push('\n'),
+                    Some('r') => label.push('\r'),
+                    Some('Z') => label.push('\x1a'),
+                    Some(other) => label.push(other),
+                    None => {}
+                },
+                c => label.push(c),
             }
         }
         out.push(label);
@@ -704,5 +747,9 @@ mod tests {
     fn enum_labels_parse_with_quotes() {
         assert_eq!(labels("enum('a','it''s','c,d')"), vec!["a", "it's", "c,d"]);
         assert_eq!(labels("set('r','g')"), vec!["r", "g"]);
+        assert_eq!(
+            labels(r"enum('a\\b','nl\nx','z\Z','par)',')')"),
+            vec!["a\\b", "nl\nx", "z\x1a", "par)", ")"]
+        );
     }
 }
