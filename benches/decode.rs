@@ -6,7 +6,7 @@
 
 use std::collections::HashSet;
 
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, Criterion, Throughput};
 use replication::postgres::pgoutput::Decoder;
 use replication::postgres::{Assembler, BatchLimits};
 use replication::Lsn;
@@ -142,7 +142,8 @@ fn run(relation: &[u8], inserts: &[Vec<u8>]) -> usize {
     rows
 }
 
-fn bench(c: &mut Criterion) {
+/// The two workloads: (name, relation message, insert messages).
+fn workloads() -> Vec<(&'static str, Vec<u8>, Vec<Vec<u8>>)> {
     let narrow_rel = relation(&[
         ("id", 20, -1),
         ("n", 23, -1),
@@ -151,18 +152,42 @@ fn bench(c: &mut Criterion) {
         ("price", 1700, ((12 << 16) | 2) + 4),
     ]);
     let narrow: Vec<_> = (0..ROWS as i64).map(narrow_insert).collect();
-    let wide_rel = relation(&columns_wide());
     let wide: Vec<_> = (0..ROWS as i64).map(wide_insert).collect();
-    assert_eq!(run(&narrow_rel, &narrow), ROWS);
-    assert_eq!(run(&wide_rel, &wide), ROWS);
+    vec![
+        ("narrow_row", narrow_rel, narrow),
+        ("mixed_20_columns", relation(&columns_wide()), wide),
+    ]
+}
 
+fn bench(c: &mut Criterion) {
+    let workloads = workloads();
+    for (_, rel, inserts) in &workloads {
+        assert_eq!(run(rel, inserts), ROWS);
+    }
     let mut group = c.benchmark_group("pgoutput_to_arrow");
     group.throughput(Throughput::Elements(ROWS as u64));
     group.sample_size(20);
-    group.bench_function("narrow_row", |b| b.iter(|| run(&narrow_rel, &narrow)));
-    group.bench_function("mixed_20_columns", |b| b.iter(|| run(&wide_rel, &wide)));
+    for (name, rel, inserts) in &workloads {
+        group.bench_function(*name, |b| b.iter(|| run(rel, inserts)));
+    }
     group.finish();
 }
 
 criterion_group!(benches, bench);
-criterion_main!(benches);
+
+/// `SLUICE_DECODE_ONCE=1` decodes each workload once and exits: for instruction counts that
+/// repeat on a busy machine (`scripts/bench-decode-instructions.sh` runs it under callgrind,
+/// counting only inside `run`).
+fn main() {
+    if std::env::var_os("SLUICE_DECODE_ONCE").is_some() {
+        let only = std::env::var("SLUICE_DECODE_ONLY").ok();
+        for (name, rel, inserts) in workloads() {
+            if only.as_deref().is_none_or(|o| o == name) {
+                assert_eq!(run(&rel, &inserts), ROWS, "{name}");
+            }
+        }
+        return;
+    }
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+}

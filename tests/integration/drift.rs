@@ -414,6 +414,38 @@ async fn pg_stop_halts_at_the_change_with_everything_before_durable() {
     // Following it from here on, nothing was lost.
     set_policy(&config, "evolve", &[]);
     ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    // Every other kind of change stops it too, and is followed once the policy allows it.
+    for (ddl, dml, expected) in [
+        (
+            format!("ALTER TABLE {t} RENAME COLUMN label TO title"),
+            format!("UPDATE {t} SET qty = 1 WHERE id = 3"),
+            "renamed label to title",
+        ),
+        (
+            format!("ALTER TABLE {t} ALTER COLUMN qty TYPE bigint"),
+            format!("UPDATE {t} SET qty = 1 WHERE id = 4"),
+            "changed qty from integer to long",
+        ),
+        (
+            format!("ALTER TABLE {t} ALTER COLUMN price TYPE text"),
+            format!("UPDATE {t} SET qty = 1 WHERE id = 5"),
+            "changed price from decimal(10,2) to string",
+        ),
+        (
+            format!("ALTER TABLE {t} DROP COLUMN flag; ALTER TABLE {t} ADD COLUMN flag int"),
+            format!("UPDATE {t} SET flag = 1 WHERE id = 6"),
+            "dropped flag",
+        ),
+    ] {
+        set_policy(&config, "evolve", &[(&t, "stop")]);
+        pg_workload(p.name.clone(), 10).await;
+        db.batch_execute(&ddl).await.unwrap();
+        db.batch_execute(&dml).await.unwrap();
+        let out = run_sluice(&["run", "--until", "caught-up"], &config);
+        one_error(&out, &[&t, expected, "on_schema_change is \"stop\""]);
+        set_policy(&config, "evolve", &[]);
+        ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    }
     pg_assert_replays(&db, &p).await;
 }
 
@@ -563,6 +595,9 @@ async fn mariadb_evolve_follows_every_change_while_other_tables_stream() {
         format!("ALTER TABLE {t} CHANGE label title varchar(20); INSERT INTO {t} (id, qty, title, price, extra) VALUES (100, 1, 'new', 9.99, 1)"),
         format!("ALTER TABLE {t} MODIFY qty bigint; UPDATE {t} SET qty = qty * 10000000000 WHERE id = 4"),
         format!("ALTER TABLE {t} MODIFY price varchar(20); UPDATE {t} SET price = 'n/a' WHERE id = 2; DELETE FROM {t} WHERE id = 3"),
+        // Not the last column: dropped and added again, it moves to the end (a last column
+        // dropped and added again stays in place, indistinguishable from a type change).
+        format!("ALTER TABLE {t} DROP COLUMN price; ALTER TABLE {t} ADD COLUMN price int; UPDATE {t} SET price = 7 WHERE id = 1"),
     ] {
         exec(&mut db, &step).await;
     }
@@ -582,7 +617,49 @@ async fn mariadb_evolve_follows_every_change_while_other_tables_stream() {
             "renamed label to title",
             "changed qty from integer to long",
             "changed price from decimal(10,2) to string",
+            "dropped price; added price integer",
         ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn mariadb_sigkills_around_schema_changes_lose_and_double_nothing() {
+    use rand::Rng;
+    let mut db = admin_at(MY_PORT).await;
+    let p = my_setup(&mut db, "t_drift_my_kill").await;
+    let config = p.config(&["shifting", "steady_a", "steady_b"], 4703);
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let t = format!("{}.shifting", p.name);
+    for step in [
+        format!("ALTER TABLE {t} DROP COLUMN note; UPDATE {t} SET qty = qty + 1 WHERE id % 2 = 0"),
+        format!("ALTER TABLE {t} CHANGE label title varchar(20); INSERT INTO {t} (id, qty, title, price) VALUES (100, 1, 'new', 9.99)"),
+        format!("ALTER TABLE {t} MODIFY qty bigint; UPDATE {t} SET qty = qty * 10000000000 WHERE id = 4"),
+        format!("ALTER TABLE {t} MODIFY price varchar(20); UPDATE {t} SET price = 'n/a' WHERE id = 2"),
+    ] {
+        let mut child = spawn_run(&config);
+        let workload = tokio::spawn(my_workload(p.name.clone(), 40));
+        exec(&mut db, &step).await;
+        let wait = rand::thread_rng().gen_range(0..400);
+        tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reap");
+        workload.await.unwrap();
+    }
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    my_assert_replays(&mut db, &p).await;
+    let recorded: Vec<String> = history(&p.lake(), &t)
+        .iter()
+        .map(|h| h["changes"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            "dropped note",
+            "renamed label to title",
+            "changed qty from integer to long",
+            "changed price from decimal(10,2) to string",
+        ],
+        "each change recorded exactly once"
     );
 }
 
