@@ -142,8 +142,11 @@ fn run(relation: &[u8], inserts: &[Vec<u8>]) -> usize {
     rows
 }
 
-/// The two workloads: (name, relation message, insert messages).
-fn workloads() -> Vec<(&'static str, Vec<u8>, Vec<Vec<u8>>)> {
+/// A workload: its name, the relation message, the insert messages.
+type Workload = (&'static str, Vec<u8>, Vec<Vec<u8>>);
+
+/// The two workloads.
+fn workloads() -> Vec<Workload> {
     let narrow_rel = relation(&[
         ("id", 20, -1),
         ("n", 23, -1),
