@@ -8,6 +8,7 @@
 //! connection mode. The mapping is documented in the README's type table.
 
 use std::collections::HashSet;
+use std::fmt::Write;
 use std::sync::Arc;
 
 use deltalake::arrow::array::NullBufferBuilder;
@@ -238,6 +239,8 @@ pub struct ColumnBuilder {
     builder: Builder,
     /// Reused buffer for values formatted as text (uuid, interval, numeric, time).
     scratch: String,
+    /// Text of the last value the Arrow type could not hold, for the companion column.
+    text: String,
 }
 
 enum Builder {
@@ -363,6 +366,7 @@ impl ColumnBuilder {
             builder: Builder::new(&ty, capacity),
             ty,
             scratch: String::new(),
+            text: String::new(),
         }
     }
 
@@ -378,47 +382,116 @@ impl ColumnBuilder {
 
     /// Append one value from a tuple. `Null` and `Unchanged` append NULL; the caller records
     /// unchanged columns in `_sluice_unchanged`.
-    pub fn append(&mut self, value: Value<'_>) -> ValueResult<()> {
+    ///
+    /// Returns `Some(text)` when the column's Arrow type cannot hold the value exactly
+    /// (±infinity, a date beyond year 9999, NaN in a decimal, a multi-dimensional array…):
+    /// the column got NULL and `text`, PostgreSQL's own output of the value, belongs in the
+    /// `<column>__text` companion. An error only for bytes no server sends (truncated,
+    /// garbage). Ordinary values allocate nothing.
+    pub fn append(&mut self, value: Value<'_>) -> ValueResult<Option<&str>> {
         let kind = self.ty.kind;
-        match (value, &mut self.builder) {
+        let typed = match (value, &mut self.builder) {
             (Value::Null | Value::Unchanged, b) => {
                 b.append_null();
-                Ok(())
+                return Ok(None);
             }
             (Value::Binary(bytes), Builder::List(list)) => {
                 let mut buf = bytes;
-                let n = value::array_header(&mut buf)?;
-                for _ in 0..n {
-                    match value::array_element(&mut buf)? {
-                        Some(e) => append_binary(kind, &mut list.values, e, &mut self.scratch)?,
-                        None => list.values.append_null(),
+                let header = value::array_header(&mut buf)?;
+                let n = header.elements();
+                let typed = header.is_plain() && binary_elements_fit(kind, buf, n)?;
+                if typed {
+                    for _ in 0..n {
+                        match value::array_element(&mut buf)? {
+                            Some(e) => {
+                                if !append_binary(kind, &mut list.values, e, &mut self.scratch)? {
+                                    return Err(mismatch());
+                                }
+                            }
+                            None => list.values.append_null(),
+                        }
                     }
+                    list.push_valid(n);
+                } else {
+                    self.text.clear();
+                    value::array_to_text(
+                        &header,
+                        &mut buf,
+                        &mut self.text,
+                        &mut self.scratch,
+                        &mut |e, out| binary_text(kind, e, out),
+                    )?;
                 }
                 if !buf.is_empty() {
                     return Err("trailing bytes after array".into());
                 }
-                list.push_valid(n);
-                Ok(())
+                typed
             }
             (Value::Text(bytes), Builder::List(list)) => {
-                let elements = value::array_elements_from_text(utf8(bytes)?)?;
-                for e in &elements {
-                    match e {
-                        Some(e) => append_text(kind, &mut list.values, e, &mut self.scratch)?,
-                        None => list.values.append_null(),
+                let text = utf8(bytes)?;
+                match plain_text_elements(kind, text) {
+                    Some(elements) => {
+                        for e in &elements {
+                            match e {
+                                Some(e) => {
+                                    if !append_text(kind, &mut list.values, e)? {
+                                        return Err(mismatch());
+                                    }
+                                }
+                                None => list.values.append_null(),
+                            }
+                        }
+                        list.push_valid(elements.len());
+                        true
+                    }
+                    None => {
+                        self.text.clear();
+                        self.text.push_str(text);
+                        false
                     }
                 }
-                list.push_valid(elements.len());
-                Ok(())
             }
-            (Value::Binary(bytes), b) => append_binary(kind, b, bytes, &mut self.scratch),
-            (Value::Text(bytes), b) => append_text(kind, b, utf8(bytes)?, &mut self.scratch),
+            (Value::Binary(bytes), b) => {
+                if append_binary(kind, b, bytes, &mut self.scratch)? {
+                    true
+                } else {
+                    self.text.clear();
+                    binary_text(kind, bytes, &mut self.text)?;
+                    false
+                }
+            }
+            (Value::Text(bytes), b) => {
+                let v = utf8(bytes)?;
+                if append_text(kind, b, v)? {
+                    true
+                } else {
+                    self.text.clear();
+                    self.text.push_str(v);
+                    false
+                }
+            }
+        };
+        if typed {
+            Ok(None)
+        } else {
+            self.builder.append_null();
+            Ok(Some(&self.text))
         }
     }
 
     /// Take the accumulated values as an array, leaving the builder empty and reusable.
     pub fn finish(&mut self) -> ArrayRef {
         self.builder.finish(&self.ty)
+    }
+}
+
+impl Kind {
+    /// Whether some valid values of this kind do not fit its Arrow type.
+    fn may_not_fit(self) -> bool {
+        matches!(
+            self,
+            Kind::Decimal { .. } | Kind::Date | Kind::Timestamp | Kind::TimestampTz
+        )
     }
 }
 
@@ -438,8 +511,59 @@ fn mismatch() -> String {
     "internal: builder does not match column kind".to_string()
 }
 
-/// Append one scalar in binary send format.
-fn append_binary(kind: Kind, b: &mut Builder, v: &[u8], scratch: &mut String) -> ValueResult<()> {
+/// Whether every element of a binary array lands typed (checked before appending any, so an
+/// array never lands half typed). Only kinds with unrepresentable values are scanned.
+fn binary_elements_fit(kind: Kind, mut buf: &[u8], n: usize) -> ValueResult<bool> {
+    if !kind.may_not_fit() {
+        return Ok(true);
+    }
+    for _ in 0..n {
+        let Some(e) = value::array_element(&mut buf)? else {
+            continue;
+        };
+        let fits = match kind {
+            Kind::Date => value::date_to_arrow(value::pg_date(e)?).is_some(),
+            Kind::Timestamp | Kind::TimestampTz => {
+                value::timestamp_to_arrow(value::pg_timestamp(e)?).is_some()
+            }
+            Kind::Decimal { precision, scale } => {
+                value::numeric(e)?.to_decimal(precision, scale)?.is_some()
+            }
+            _ => true,
+        };
+        if !fits {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The elements of a text array that maps to a Delta array (one dimension from 1, every
+/// element representable); `None` sends the whole text to the companion.
+fn plain_text_elements(kind: Kind, text: &str) -> Option<Vec<Option<String>>> {
+    if text.starts_with('[') || text.starts_with("{{") {
+        return None;
+    }
+    let elements = value::array_elements_from_text(text).ok()?;
+    if kind.may_not_fit() {
+        let fits = |e: &str| match kind {
+            Kind::Date => value::date_from_text(e).is_some(),
+            Kind::Timestamp | Kind::TimestampTz => value::timestamp_from_text(e).is_some(),
+            Kind::Decimal { precision, scale } => {
+                value::decimal_exact(e, precision, scale).is_some()
+            }
+            _ => true,
+        };
+        if !elements.iter().flatten().all(|e| fits(e)) {
+            return None;
+        }
+    }
+    Some(elements)
+}
+
+/// Append one scalar in binary send format; `false` (nothing appended) when the Arrow type
+/// cannot hold it.
+fn append_binary(kind: Kind, b: &mut Builder, v: &[u8], scratch: &mut String) -> ValueResult<bool> {
     match (kind, b) {
         (Kind::Bool, Builder::Bool(b)) => b.append_value(value::exact::<1>(v)?[0] != 0),
         (Kind::Int16, Builder::Int16(b)) => b.append_value(i16::from_be_bytes(value::exact(v)?)),
@@ -452,18 +576,24 @@ fn append_binary(kind: Kind, b: &mut Builder, v: &[u8], scratch: &mut String) ->
             b.append_value(f64::from_be_bytes(value::exact(v)?))
         }
         (Kind::Decimal { precision, scale }, Builder::Decimal(b)) => {
-            b.append_value(value::numeric(v)?.to_decimal(precision, scale)?)
+            match value::numeric(v)?.to_decimal(precision, scale)? {
+                Some(d) => b.append_value(d),
+                None => return Ok(false),
+            }
         }
         (Kind::NumericText, Builder::Utf8(b)) => b.append_value(value::numeric(v)?.to_text()),
         (Kind::Text, Builder::Utf8(b)) => b.append_value(utf8(v)?),
-        (Kind::Jsonb, Builder::Utf8(b)) => match v.split_first() {
-            Some((1, json)) => b.append_value(utf8(json)?),
-            _ => return Err("unknown jsonb binary version".into()),
-        },
+        (Kind::Jsonb, Builder::Utf8(b)) => b.append_value(jsonb(v)?),
         (Kind::Bytea, Builder::Binary(b)) => b.append_value(v),
-        (Kind::Date, Builder::Date(b)) => b.append_value(value::date_from_binary(v)?),
+        (Kind::Date, Builder::Date(b)) => match value::date_to_arrow(value::pg_date(v)?) {
+            Some(d) => b.append_value(d),
+            None => return Ok(false),
+        },
         (Kind::Timestamp | Kind::TimestampTz, Builder::Timestamp(b)) => {
-            b.append_value(value::timestamp_from_binary(v)?)
+            match value::timestamp_to_arrow(value::pg_timestamp(v)?) {
+                Some(t) => b.append_value(t),
+                None => return Ok(false),
+            }
         }
         (Kind::Time, Builder::Utf8(b)) => {
             scratch.clear();
@@ -482,11 +612,60 @@ fn append_binary(kind: Kind, b: &mut Builder, v: &[u8], scratch: &mut String) ->
         }
         _ => return Err(mismatch()),
     }
+    Ok(true)
+}
+
+fn jsonb(v: &[u8]) -> ValueResult<&str> {
+    match v.split_first() {
+        Some((1, json)) => utf8(json),
+        _ => Err("unknown jsonb binary version".into()),
+    }
+}
+
+/// PostgreSQL's text output of one binary value (the type's output function, with the
+/// session settings of the replication connection), for the companion column and for the
+/// elements of arrays that land as text.
+fn binary_text(kind: Kind, v: &[u8], out: &mut String) -> ValueResult<()> {
+    match kind {
+        Kind::Bool => out.push(if value::exact::<1>(v)?[0] != 0 {
+            't'
+        } else {
+            'f'
+        }),
+        Kind::Int16 => {
+            let _ = write!(out, "{}", i16::from_be_bytes(value::exact(v)?));
+        }
+        Kind::Int32 => {
+            let _ = write!(out, "{}", i32::from_be_bytes(value::exact(v)?));
+        }
+        Kind::Int64 => {
+            let _ = write!(out, "{}", i64::from_be_bytes(value::exact(v)?));
+        }
+        Kind::Float32 => {
+            let f = f32::from_be_bytes(value::exact(v)?);
+            value::float_to_text(&format!("{f:e}"), 6, out);
+        }
+        Kind::Float64 => {
+            let f = f64::from_be_bytes(value::exact(v)?);
+            value::float_to_text(&format!("{f:e}"), 15, out);
+        }
+        Kind::Decimal { .. } | Kind::NumericText => out.push_str(&value::numeric(v)?.to_text()),
+        Kind::Text => out.push_str(utf8(v)?),
+        Kind::Jsonb => out.push_str(jsonb(v)?),
+        Kind::Bytea => value::bytea_to_text(v, out),
+        Kind::Date => value::date_to_text(value::pg_date(v)?, out),
+        Kind::Time => value::time_to_text(i64::from_be_bytes(value::exact(v)?), out),
+        Kind::Timestamp => value::timestamp_to_text(value::pg_timestamp(v)?, false, out),
+        Kind::TimestampTz => value::timestamp_to_text(value::pg_timestamp(v)?, true, out),
+        Kind::Interval => value::interval_to_text(v, out)?,
+        Kind::Uuid => value::uuid_to_text(v, out)?,
+    }
     Ok(())
 }
 
-/// Append one scalar in text output format.
-fn append_text(kind: Kind, b: &mut Builder, v: &str, _scratch: &mut String) -> ValueResult<()> {
+/// Append one scalar in text output format; `false` (nothing appended) when the Arrow type
+/// cannot hold it.
+fn append_text(kind: Kind, b: &mut Builder, v: &str) -> ValueResult<bool> {
     let bad = |what: &str| format!("invalid {what} text {v:?}");
     match (kind, b) {
         (Kind::Bool, Builder::Bool(b)) => b.append_value(match v {
@@ -504,20 +683,29 @@ fn append_text(kind: Kind, b: &mut Builder, v: &str, _scratch: &mut String) -> V
             b.append_value(v.parse().map_err(|_| bad("float8"))?)
         }
         (Kind::Decimal { precision, scale }, Builder::Decimal(b)) => {
-            b.append_value(value::decimal_from_text(v, precision, scale)?)
+            match value::decimal_exact(v, precision, scale) {
+                Some(d) => b.append_value(d),
+                None => return Ok(false),
+            }
         }
         (
             Kind::NumericText | Kind::Text | Kind::Jsonb | Kind::Time | Kind::Interval | Kind::Uuid,
             Builder::Utf8(b),
         ) => b.append_value(v),
         (Kind::Bytea, Builder::Binary(b)) => b.append_value(value::bytea_from_text(v)?),
-        (Kind::Date, Builder::Date(b)) => b.append_value(value::date_from_text(v)?),
+        (Kind::Date, Builder::Date(b)) => match value::date_from_text(v) {
+            Some(d) => b.append_value(d),
+            None => return Ok(false),
+        },
         (Kind::Timestamp | Kind::TimestampTz, Builder::Timestamp(b)) => {
-            b.append_value(value::timestamp_from_text(v)?)
+            match value::timestamp_from_text(v) {
+                Some(t) => b.append_value(t),
+                None => return Ok(false),
+            }
         }
         _ => return Err(mismatch()),
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
