@@ -22,7 +22,7 @@ use std::sync::Arc;
 use super::pgoutput::{Message, OldTuple, Relation, Tuple};
 use super::table::{Op, RowPosition, TableBuilder, TableShape};
 use super::value::PG_EPOCH_OFFSET_MICROS;
-use crate::change::{Event, TableBatch, MARKER_PREFIX};
+use crate::change::{Event, TableBatch, TableName, MARKER_PREFIX};
 use crate::{Error, Lsn, Result};
 
 /// Relation OIDs and xids are small integers chosen by the server: a multiplicative hash is
@@ -80,6 +80,8 @@ pub struct Assembler {
     limits: BatchLimits,
     binary: bool,
     enums: HashSet<u32>,
+    /// Primary key columns per table, for updates of REPLICA IDENTITY FULL tables.
+    primary_keys: HashMap<TableName, Vec<String>>,
     shapes: OidMap<u32, Arc<TableShape>>,
     /// Builders of committed (and the one open) ordinary transactions, per relation oid.
     builders: OidMap<u32, TableBuilder>,
@@ -100,12 +102,19 @@ pub struct Assembler {
 
 impl Assembler {
     /// A fresh assembler. `binary` tells whether values arrive in binary format; `enums` lists
-    /// the enum type OIDs (whose binary form is the label).
-    pub fn new(limits: BatchLimits, binary: bool, enums: HashSet<u32>) -> Self {
+    /// the enum type OIDs (whose binary form is the label); `primary_keys` the primary key
+    /// columns of the tables that have one.
+    pub fn new(
+        limits: BatchLimits,
+        binary: bool,
+        enums: HashSet<u32>,
+        primary_keys: HashMap<TableName, Vec<String>>,
+    ) -> Self {
         Assembler {
             limits,
             binary,
             enums,
+            primary_keys,
             shapes: OidMap::default(),
             builders: OidMap::default(),
             retired: Vec::new(),
@@ -372,12 +381,16 @@ impl Assembler {
             .shapes
             .get(&relation)
             .ok_or(Error::UnknownRelation { oid: relation, lsn })?;
+        // REPLICA IDENTITY FULL marks every column as identity: where the table has a primary
+        // key, only a change of it is a key change (a `d` + `u`); otherwise any change is.
+        let primary_key = self.primary_keys.get(&*shape.table);
         Ok(shape
             .columns
             .iter()
             .zip(old.values().zip(new.values()))
-            .any(|((_, _, is_key), (o, n))| {
-                *is_key && o != n && n != super::pgoutput::Value::Unchanged
+            .any(|((name, _, is_key), (o, n))| {
+                let key = primary_key.map_or(*is_key, |pk| pk.contains(name));
+                key && o != n && n != super::pgoutput::Value::Unchanged
             }))
     }
 

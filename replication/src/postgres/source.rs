@@ -135,7 +135,12 @@ pub async fn run(
         client,
         tx,
         durable,
-        assembler: Assembler::new(options.limits, binary, options.types.enums.clone()),
+        assembler: Assembler::new(
+            options.limits,
+            binary,
+            options.types.enums.clone(),
+            options.types.primary_keys.clone(),
+        ),
         status: tokio::time::interval(status_every),
         received: Lsn::ZERO,
         idle_end: Lsn::ZERO,
