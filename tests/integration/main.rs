@@ -12,6 +12,7 @@ mod large_transaction;
 mod mysql;
 mod mysql_support;
 mod mysql_upstream;
+mod pg_types;
 mod server_problems;
 mod shutdown;
 mod snapshot;
