@@ -321,3 +321,85 @@ async fn replica_identity_full_with_a_primary_key_keys_updates_on_it() {
         vec![("c".into(), 1), ("d".into(), 1), ("u".into(), 1)]
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn binary_arrays_of_every_element_type_print_as_array_out() {
+    let db = admin().await;
+    let p = Pipeline::new("t_pgfid_arrays", &db).await;
+    // Two-dimensional (so the companion holds them) arrays of each element type with a
+    // binary decoder; the element texts come from Sluice's own formatting of binary values.
+    let columns = [
+        ("bools", "bool[]", "'{{t,f},{NULL,t}}'"),
+        ("i2", "int2[]", "'{{-32768,32767}}'"),
+        ("i4", "int4[]", "'{{-2147483648},{2147483647}}'"),
+        ("i8", "int8[]", "'{{-9223372036854775808,9223372036854775807}}'"),
+        ("f4", "float4[]", "'{{1e6,123456,1.5e-5,-0,NaN,Infinity,-Infinity,3.4028235e38,1e-45}}'"),
+        ("f8", "float8[]", "(SELECT array[array_agg(x)] FROM (SELECT (random() - 0.5) * 10 ^ (random() * 600 - 300) AS x FROM generate_series(1, 500)) r)"),
+        ("f8s", "float8[]", "'{{0.1,1e15,1e14,123456789012345.6,1e-4,1e-5,5e-324,1.7976931348623157e308}}'"),
+        ("nums", "numeric[]", "'{{1.50,-0.0001,NaN,Infinity,-Infinity,100000000000000000000}}'"),
+        ("texts", "text[]", "ARRAY[ARRAY['a b', '', 'NULL', 'null', 'x\"y', 'back\\slash', '{', '}', ',', E'tab\\there', 'é']]"),
+        ("vcs", "varchar(5)[]", "'{{a,b}}'"),
+        ("chars", "char(3)[]", "'{{a,bc}}'"),
+        ("names", "name[]", "'{{pg_class,\"two words\"}}'"),
+        ("jsons", "json[]", "ARRAY[ARRAY['{\"a\": [1, 2]}'::json, 'null']]"),
+        ("jsonbs", "jsonb[]", "ARRAY[ARRAY['{\"b\": 1, \"a\": \"x y\"}'::jsonb, '[]']]"),
+        ("byteas", "bytea[]", "ARRAY[ARRAY['\\x00ff'::bytea, '']]"),
+        ("dates", "date[]", "'{{2026-01-02,infinity,-infinity,\"0044-03-15 BC\",5874897-12-31}}'"),
+        ("times", "time[]", "'{{00:00:00,13:45:00.5,24:00:00,23:59:59.999999}}'"),
+        ("tss", "timestamp[]", "'{{2026-01-02 03:04:05.678,infinity,\"0001-01-01 00:00:00 BC\",294276-12-31 23:59:59.999999}}'"),
+        ("tzs", "timestamptz[]", "'{{2026-01-02 03:04:05+00,-infinity,1999-12-31 23:59:59.5+00}}'"),
+        ("ivs", "interval[]", "'{{1 year 2 mons 3 days 04:05:06.789,-1 mons -1.5 seconds,0,-2 days +3 hours}}'"),
+        ("uuids", "uuid[]", "'{{a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11,NULL}}'"),
+    ];
+    let definition: Vec<String> = columns
+        .iter()
+        .map(|(name, ty, _)| format!("{name} {ty}"))
+        .collect();
+    db.batch_execute(&format!(
+        "CREATE TABLE t_pgfid_arrays.vals (id int PRIMARY KEY, {});
+         ALTER TABLE t_pgfid_arrays.vals OWNER TO sluice;",
+        definition.join(", ")
+    ))
+    .await
+    .unwrap();
+    let values: Vec<&str> = columns.iter().map(|(_, _, v)| *v).collect();
+    let insert = |id: i64| {
+        format!(
+            "INSERT INTO t_pgfid_arrays.vals VALUES ({id}, {});",
+            values.join(", ")
+        )
+    };
+    db.batch_execute(&insert(1)).await.unwrap();
+    let config = p.config(&["vals"], "");
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    // The streamed row copies the first (the random floats included).
+    db.batch_execute(&format!(
+        "INSERT INTO t_pgfid_arrays.vals SELECT id + {STREAMED}, {} FROM t_pgfid_arrays.vals;",
+        columns
+            .iter()
+            .map(|(n, _, _)| *n)
+            .collect::<Vec<_>>()
+            .join(", ")
+    ))
+    .await
+    .unwrap();
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let rows = p.rows("vals");
+    assert_eq!(
+        ops(&rows),
+        vec![("r".into(), 1), ("c".into(), 1 + STREAMED)]
+    );
+    let names: Vec<String> = columns.iter().map(|(n, _, _)| n.to_string()).collect();
+    let server = server_texts(&db, "t_pgfid_arrays", &names).await;
+    for row in &rows {
+        for c in &names {
+            assert!(row[c].is_null(), "{c}: {}", row[c]);
+            assert_eq!(
+                row[&format!("{c}__text")].as_str(),
+                server[&(1, c.clone())].as_deref(),
+                "{c} of row {}",
+                row["id"]
+            );
+        }
+    }
+}

@@ -787,4 +787,192 @@ mod tests {
             assert!(b.append(Value::Binary(bytes)).is_err(), "oid {oid}");
         }
     }
+
+    fn append_text_of(ty: ColumnType, value: Value<'_>) -> (ArrayRef, Option<String>) {
+        let mut b = ColumnBuilder::new(ty, 1);
+        let text = b.append(value).unwrap().map(str::to_string);
+        (b.finish(), text)
+    }
+
+    fn scalar(oid: u32, typmod: i32) -> ColumnType {
+        ColumnType::from_oid(oid, typmod, &HashSet::new()).unwrap()
+    }
+
+    #[test]
+    fn unrepresentable_values_go_to_the_companion_in_both_formats() {
+        let numeric_5_2 = ((5 << 16) | 2) + 4;
+        let nan = [0u8, 0, 0, 0, 0xC0, 0, 0, 0];
+        let cases: Vec<(ColumnType, Vec<u8>, &str)> = vec![
+            (
+                scalar(oid::DATE, -1),
+                i32::MAX.to_be_bytes().to_vec(),
+                "infinity",
+            ),
+            (
+                scalar(oid::DATE, -1),
+                i32::MIN.to_be_bytes().to_vec(),
+                "-infinity",
+            ),
+            (
+                scalar(oid::TIMESTAMP, -1),
+                i64::MAX.to_be_bytes().to_vec(),
+                "infinity",
+            ),
+            (
+                scalar(oid::TIMESTAMPTZ, -1),
+                i64::MIN.to_be_bytes().to_vec(),
+                "-infinity",
+            ),
+            (
+                scalar(oid::TIMESTAMPTZ, -1),
+                9_223_371_331_199_999_999i64.to_be_bytes().to_vec(),
+                "294276-12-31 23:59:59.999999+00",
+            ),
+            (scalar(oid::NUMERIC, numeric_5_2), nan.to_vec(), "NaN"),
+        ];
+        for (ty, binary, text) in cases {
+            let (arr, got) = append_text_of(ty, Value::Binary(&binary));
+            assert!(arr.is_null(0));
+            assert_eq!(got.as_deref(), Some(text));
+            let (arr, got) = append_text_of(ty, Value::Text(text.as_bytes()));
+            assert!(arr.is_null(0));
+            assert_eq!(got.as_deref(), Some(text));
+        }
+        // Ordinary values land typed and say nothing.
+        let (arr, got) = append_text_of(scalar(oid::DATE, -1), Value::Text(b"2026-01-02"));
+        assert!(!arr.is_null(0) && got.is_none());
+        let (arr, got) = append_text_of(scalar(oid::DATE, -1), Value::Binary(&[0, 0, 0, 0]));
+        assert!(!arr.is_null(0) && got.is_none());
+    }
+
+    fn int_array(dims: &[(i32, i32)], elements: &[Option<i32>]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for x in [dims.len() as i32, 1, 23] {
+            b.extend_from_slice(&x.to_be_bytes());
+        }
+        for (len, lower) in dims {
+            b.extend_from_slice(&len.to_be_bytes());
+            b.extend_from_slice(&lower.to_be_bytes());
+        }
+        for e in elements {
+            match e {
+                Some(v) => {
+                    b.extend_from_slice(&4i32.to_be_bytes());
+                    b.extend_from_slice(&v.to_be_bytes());
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn arrays_that_are_not_plain_land_as_their_text() {
+        let ty = ColumnType::from_oid(1007, -1, &HashSet::new()).unwrap();
+        for (dims, elements, text) in [
+            (
+                vec![(3, 0)],
+                vec![Some(1), Some(2), Some(3)],
+                "[0:2]={1,2,3}",
+            ),
+            (
+                vec![(2, 1), (2, 1)],
+                vec![Some(1), Some(2), Some(3), None],
+                "{{1,2},{3,NULL}}",
+            ),
+        ] {
+            let bin = int_array(&dims, &elements);
+            let (arr, got) = append_text_of(ty, Value::Binary(&bin));
+            assert!(arr.is_null(0));
+            assert_eq!(got.as_deref(), Some(text));
+            let (arr, got) = append_text_of(ty, Value::Text(text.as_bytes()));
+            assert!(arr.is_null(0));
+            assert_eq!(got.as_deref(), Some(text));
+        }
+        // One element a date cannot hold sends the whole array to the companion, and the
+        // rows before and after stay aligned.
+        let dates = ColumnType::from_oid(1182, -1, &HashSet::new()).unwrap();
+        let mut b = ColumnBuilder::new(dates, 3);
+        assert!(b.append(Value::Text(b"{2026-01-02}")).unwrap().is_none());
+        assert_eq!(
+            b.append(Value::Text(b"{2026-01-02,infinity}")).unwrap(),
+            Some("{2026-01-02,infinity}")
+        );
+        let mut bin = Vec::new();
+        for x in [1i32, 0, 1082, 2, 1, 4, 0, 4, i32::MAX] {
+            bin.extend_from_slice(&x.to_be_bytes());
+        }
+        assert_eq!(
+            b.append(Value::Binary(&bin)).unwrap(),
+            Some("{2000-01-01,infinity}")
+        );
+        assert!(b.append(Value::Text(b"{}")).unwrap().is_none());
+        let arr = b.finish();
+        let list = arr.as_list::<i32>();
+        assert_eq!(list.len(), 4);
+        assert_eq!(list.value(0).len(), 1);
+        assert!(list.is_null(1) && list.is_null(2));
+        assert_eq!(list.value(3).len(), 0);
+        assert_eq!(list.values().len(), 1);
+    }
+
+    #[test]
+    fn truncated_values_are_errors_at_every_offset_never_panics() {
+        let numeric_38_10 = ((38 << 16) | 10) + 4;
+        let values: Vec<(ColumnType, Vec<u8>)> = vec![
+            (
+                scalar(oid::NUMERIC, numeric_38_10),
+                vec![0, 2, 0, 1, 0, 0, 0, 2, 0, 1, 0, 2],
+            ),
+            (scalar(oid::TIMESTAMPTZ, -1), vec![0; 8]),
+            (scalar(oid::INTERVAL, -1), vec![0; 16]),
+            (scalar(oid::UUID, -1), vec![1; 16]),
+            (
+                scalar(1007, -1),
+                int_array(&[(2, 0), (2, 1)], &[Some(1), None, Some(3), Some(4)]),
+            ),
+            (scalar(1185, -1), {
+                let mut b = Vec::new();
+                for x in [1i32, 0, 1184, 1, 1, 8] {
+                    b.extend_from_slice(&x.to_be_bytes());
+                }
+                b.extend_from_slice(&i64::MAX.to_be_bytes());
+                b
+            }),
+        ];
+        for (ty, whole) in values {
+            let mut b = ColumnBuilder::new(ty, 1);
+            assert!(b.append(Value::Binary(&whole)).is_ok(), "{ty:?}");
+            for cut in 0..whole.len() {
+                let mut b = ColumnBuilder::new(ty, 1);
+                assert!(
+                    b.append(Value::Binary(&whole[..cut])).is_err(),
+                    "{ty:?} cut at {cut}"
+                );
+            }
+            // Garbage never panics, whatever it decodes to.
+            for flip in 0..whole.len() {
+                let mut garbage = whole.clone();
+                garbage[flip] ^= 0xA5;
+                let mut b = ColumnBuilder::new(ty, 1);
+                let _ = b.append(Value::Binary(&garbage));
+            }
+        }
+        // Text that is no array, date or decimal still lands, as the text it is.
+        for (ty, text) in [
+            (scalar(1007, -1), "{1,"),
+            (scalar(oid::DATE, -1), "2026-99-99"),
+            (scalar(oid::NUMERIC, numeric_38_10), "1e5"),
+        ] {
+            let (arr, got) = append_text_of(ty, Value::Text(text.as_bytes()));
+            assert!(arr.is_null(0));
+            assert_eq!(got.as_deref(), Some(text));
+        }
+        // Float text as PostgreSQL prints the specials.
+        let ty = scalar(oid::FLOAT8, -1);
+        for text in ["Infinity", "-Infinity", "NaN", "-0", "1e+100"] {
+            let (arr, got) = append_text_of(ty, Value::Text(text.as_bytes()));
+            assert!(!arr.is_null(0) && got.is_none(), "{text}");
+        }
+    }
 }
