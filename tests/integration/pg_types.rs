@@ -1,7 +1,7 @@
 //! PostgreSQL values that no Delta type holds, and types whose text differs by path: each value
 //! written before the initial snapshot (binary COPY) and again after it (streamed, in binary or
 //! in text mode) lands identically and exactly, either typed or as NULL plus PostgreSQL's own
-//! text in the `<column>__text` companion. Never an error.
+//! text in the `<column>__text` companion, and so does an incremental snapshot. Never an error.
 
 use std::collections::HashMap;
 
@@ -107,19 +107,57 @@ async fn cases_land_identically_both_ways(name: &str, extra_columns: &str, extra
     ok(run_sluice(&["run", "--until", "caught-up"], &config));
     db.batch_execute(&insert(STREAMED)).await.unwrap();
     ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    // An incremental snapshot reads every row again, through the same select; then an
+    // ordinary row makes a batch without any companion.
+    let table = format!("{name}.vals");
+    ok(run_sluice(&["snapshot", "--table", &table], &config));
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    db.batch_execute(&format!(
+        "INSERT INTO {name}.vals (id, d) VALUES (999, '2026-01-02')"
+    ))
+    .await
+    .unwrap();
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
 
     let rows = p.rows("vals");
-    let by_id: HashMap<i64, &Value> = rows
-        .iter()
-        .map(|r| (r["id"].as_i64().unwrap(), r))
-        .collect();
-    assert_eq!(by_id.len(), 2 * CASES.len(), "{:?}", ops(&rows));
+    let last = rows.last().unwrap();
+    assert_eq!(
+        (last["id"].as_i64(), last["d"].as_str()),
+        (Some(999), Some("2026-01-02"))
+    );
+    assert!(last["d__text"].is_null());
+    let mut versions: HashMap<i64, Vec<&Value>> = HashMap::new();
+    for r in &rows[..rows.len() - 1] {
+        versions
+            .entry(r["id"].as_i64().unwrap())
+            .or_default()
+            .push(r);
+    }
+    assert_eq!(versions.len(), 2 * CASES.len(), "{:?}", ops(&rows));
+    let ops_of = |id: i64| -> Vec<&str> {
+        versions[&id]
+            .iter()
+            .map(|r| r["_sluice_op"].as_str().unwrap())
+            .collect()
+    };
+    let by_id: HashMap<i64, &Value> = versions.iter().map(|(id, v)| (*id, v[0])).collect();
     let columns = data_columns(&db, name).await;
     let server = server_texts(&db, name, &columns).await;
     for id in 1..=CASES.len() as i64 {
+        // The initial snapshot's, the stream's and the incremental snapshot's copies.
+        assert_eq!(ops_of(id), ["r", "r"], "case {id}");
+        assert_eq!(ops_of(id + STREAMED), ["c", "r"], "case {id}");
         let (snap, streamed) = (by_id[&id], by_id[&(id + STREAMED)]);
-        assert_eq!(snap["_sluice_op"], "r");
-        assert_eq!(streamed["_sluice_op"], "c");
+        for again in [versions[&id][1], versions[&(id + STREAMED)][1]] {
+            for c in &columns {
+                let companion = format!("{c}__text");
+                assert_eq!(snap[c], again[c], "{c} of case {id}, incremental");
+                assert_eq!(
+                    snap[&companion], again[&companion],
+                    "{companion} of case {id}, incremental"
+                );
+            }
+        }
         for c in &columns {
             let companion = format!("{c}__text");
             assert_eq!(snap[c], streamed[c], "{c} of case {id}");
@@ -276,7 +314,7 @@ async fn replica_identity_full_with_a_primary_key_keys_updates_on_it() {
     let db = admin().await;
     let p = Pipeline::new("t_pgfid_full", &db).await;
     db.batch_execute(
-        "CREATE TABLE t_pgfid_full.keyed (id int PRIMARY KEY, v text);
+        "CREATE TABLE t_pgfid_full.keyed (id int PRIMARY KEY, v text, d date);
          ALTER TABLE t_pgfid_full.keyed REPLICA IDENTITY FULL;
          ALTER TABLE t_pgfid_full.keyed OWNER TO sluice;
          CREATE TABLE t_pgfid_full.unkeyed (id int, v text);
@@ -314,6 +352,17 @@ async fn replica_identity_full_with_a_primary_key_keys_updates_on_it() {
     );
     assert_eq!(keyed[2]["v"], "a2");
     assert_eq!(keyed[5]["v"], "a2", "the delete carries the old row");
+    // A companion first appearing in a table that exists joins its schema; earlier rows
+    // read it as null.
+    db.batch_execute("UPDATE t_pgfid_full.keyed SET d = 'infinity' WHERE id = 3")
+        .await
+        .unwrap();
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let keyed = p.rows("keyed");
+    assert_eq!(ops(&keyed[7..]), vec![("u".into(), 3)]);
+    assert!(keyed[7]["d"].is_null());
+    assert_eq!(keyed[7]["d__text"], "infinity");
+    assert!(keyed[..7].iter().all(|r| r["d__text"].is_null()));
     // Without a primary key every column is the key, as before.
     let unkeyed = p.rows("unkeyed");
     assert_eq!(
