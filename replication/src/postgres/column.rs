@@ -6,6 +6,16 @@
 //! arrive in binary send format (pgoutput `binary 'true'`) or, per column, in text output
 //! format: both land in the same Arrow type, so a table's schema never depends on the
 //! connection mode. The mapping is documented in the README's type table.
+//!
+//! A valid value the Arrow type cannot hold exactly lands as NULL, and
+//! [`ColumnBuilder::append`] hands back its PostgreSQL text for the table's `<column>__text`
+//! companion (see [`super::table`]):
+//!
+//! ```text
+//!  value ─▶ typed? ──yes──▶ column builder                     (no allocation)
+//!             └─no──▶ NULL in the column, text ─▶ companion    (±infinity, NaN in decimal,
+//!                                                               year > 9999, 2-D arrays, …)
+//! ```
 
 use std::collections::HashSet;
 use std::fmt::Write;

@@ -4,6 +4,12 @@
 //! Binary formats are those of the types' `*_send` functions (see PostgreSQL's
 //! `src/backend/utils/adt/`); text formats are the output with `DateStyle=ISO`,
 //! `TimeZone=UTC`, `IntervalStyle=iso_8601`, which the replication connection sets at startup.
+//!
+//! Conversions to a typed representation return `None` for a valid value the Delta type
+//! cannot hold (±infinity, a date outside years 1-9999, NaN in a decimal); the `*_to_text`
+//! functions then print it exactly as PostgreSQL's output function does, so the binary and
+//! the text path put the same text in the companion column. Errors are kept for bytes no
+//! server sends (truncated or malformed send formats).
 
 use std::fmt::Write;
 
