@@ -382,8 +382,13 @@ impl Assembler {
             .get(&relation)
             .ok_or(Error::UnknownRelation { oid: relation, lsn })?;
         // REPLICA IDENTITY FULL marks every column as identity: where the table has a primary
-        // key, only a change of it is a key change (a `d` + `u`); otherwise any change is.
-        let primary_key = self.primary_keys.get(&*shape.table);
+        // key, only a change of it is a key change (a `d` + `u`); otherwise any change is. A
+        // key read at start-up that no longer matches the columns (renamed since) is ignored:
+        // a `d` + `u` too many is exact, a key change written as `u` would not be.
+        let primary_key = self.primary_keys.get(&*shape.table).filter(|pk| {
+            pk.iter()
+                .all(|k| shape.columns.iter().any(|(name, _, _)| name == k))
+        });
         Ok(shape
             .columns
             .iter()
