@@ -473,3 +473,38 @@ async fn binary_arrays_of_every_element_type_print_as_array_out() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_incremental_chunk_keeps_the_companions_of_all_its_batches() {
+    let db = admin().await;
+    let p = Pipeline::new("t_pgfid_chunk", &db).await;
+    db.batch_execute(
+        "CREATE TABLE t_pgfid_chunk.t (id int PRIMARY KEY, d date);
+         ALTER TABLE t_pgfid_chunk.t OWNER TO sluice;
+         INSERT INTO t_pgfid_chunk.t
+              SELECT g, CASE WHEN g IN (50, 250) THEN 'infinity'::date ELSE '2026-01-02' END
+                FROM generate_series(1, 300) g;",
+    )
+    .await
+    .unwrap();
+    // One 300-row chunk read in batches of 100: only the first and the third have a
+    // companion.
+    let config = p.config(&["t"], "snapshot = \"never\"");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("max_batch_rows = 20000", "max_batch_rows = 100");
+    std::fs::write(&config, text).unwrap();
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    ok(run_sluice(
+        &["snapshot", "--table", "t_pgfid_chunk.t"],
+        &config,
+    ));
+    ok(run_sluice(&["run", "--until", "caught-up"], &config));
+    let rows = p.rows("t");
+    assert_eq!(rows.len(), 300);
+    for r in &rows {
+        let infinite = matches!(r["id"].as_i64(), Some(50 | 250));
+        assert_eq!(r["d__text"].as_str(), infinite.then_some("infinity"), "{r}");
+        assert_eq!(r["d"].is_null(), infinite, "{r}");
+    }
+}
