@@ -651,14 +651,8 @@ fn binary_text(kind: Kind, v: &[u8], out: &mut String) -> ValueResult<()> {
         Kind::Int64 => {
             let _ = write!(out, "{}", i64::from_be_bytes(value::exact(v)?));
         }
-        Kind::Float32 => {
-            let f = f32::from_be_bytes(value::exact(v)?);
-            value::float_to_text(&format!("{f:e}"), 6, out);
-        }
-        Kind::Float64 => {
-            let f = f64::from_be_bytes(value::exact(v)?);
-            value::float_to_text(&format!("{f:e}"), 15, out);
-        }
+        Kind::Float32 => value::float4_to_text(f32::from_be_bytes(value::exact(v)?), out),
+        Kind::Float64 => value::float8_to_text(f64::from_be_bytes(value::exact(v)?), out),
         Kind::Decimal { .. } | Kind::NumericText => out.push_str(&value::numeric(v)?.to_text()),
         Kind::Text => out.push_str(utf8(v)?),
         Kind::Jsonb => out.push_str(jsonb(v)?),
