@@ -987,10 +987,13 @@ mod tests {
         };
         // Rust's shortest is `7.9942673513236e17`, exactly on the interval's bound, which
         // PostgreSQL's Ryu refuses.
-        assert_eq!(f8(7.994267351323599e17), "7.994267351323599e+17");
+        assert_eq!(
+            f8("7.994267351323599e17".parse().unwrap()),
+            "7.994267351323599e+17"
+        );
         assert_eq!(f4(f32::MAX), "3.4028235e+38");
         // Halfway between two 8-digit candidates: PostgreSQL rounds half to even.
-        assert_eq!(f4(2_548_687.25), "2.5486872e+06");
+        assert_eq!(f4("2548687.25".parse().unwrap()), "2.5486872e+06");
         assert_eq!(f4(f32::NAN), "NaN");
         assert_eq!(f8(1e100), "1e+100");
         assert_eq!(f8(1e-5), "1e-05");
