@@ -420,3 +420,20 @@ async fn send(
         .map_err(|_| Error::SinkStopped)?;
     tx.send(event, permit).map_err(|_| Error::SinkStopped)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_columns_select_their_output_text_with_quoted_names() {
+        assert_eq!(
+            text_expression("ip", true),
+            r#"CASE WHEN "ip" IS DISTINCT FROM NULL THEN format('%s', "ip") END AS "ip""#
+        );
+        assert_eq!(
+            text_expression(r#"we"ird"#, false),
+            r#""we""ird"::text AS "we""ird""#
+        );
+    }
+}
