@@ -4,7 +4,7 @@
 //! `cargo bench --bench decode` prints rows/s for a narrow row
 //! (id bigint, int, text, timestamptz, numeric(12,2)) and a 20-column mixed row.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use replication::postgres::pgoutput::Decoder;
@@ -108,6 +108,7 @@ fn run(relation: &[u8], inserts: &[Vec<u8>]) -> usize {
         },
         true,
         HashSet::new(),
+        HashMap::new(),
     );
     let mut begin = vec![b'B'];
     begin.extend_from_slice(&1u64.to_be_bytes());

@@ -38,8 +38,9 @@
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
-use deltalake::arrow::array::{Array, ArrayRef, BooleanArray, StringArray};
+use deltalake::arrow::array::{new_null_array, Array, ArrayRef, BooleanArray, StringArray};
 use deltalake::arrow::compute::filter_record_batch;
+use deltalake::arrow::datatypes::{Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 use deltalake::arrow::row::{RowConverter, SortField};
 use serde::{Deserialize, Serialize};
@@ -488,10 +489,16 @@ impl Window {
         let Some(batches) = self.rows.take() else {
             return Ok(None);
         };
-        let Some(first) = batches.first() else {
+        if batches.is_empty() {
             return Ok(None);
-        };
-        let schema = first.schema();
+        }
+        // The batches of one chunk can differ by `<column>__text` companions (a batch has one
+        // only if a value its column cannot hold appeared in it): concatenate on the union of
+        // their columns, never on the first batch's (which would drop the others' companions).
+        let schema = Arc::new(
+            Schema::try_merge(batches.iter().map(|b| b.schema().as_ref().clone()))
+                .map_err(arrow_error)?,
+        );
         let mut kept = Vec::with_capacity(batches.len());
         for batch in &batches {
             let batch = if self.changed.is_empty() {
@@ -510,12 +517,31 @@ impl Window {
                     .collect();
                 filter_record_batch(batch, &keep).map_err(arrow_error)?
             };
-            kept.push(stamp_position(&batch, commit_lsn, commit_ts).map_err(arrow_error)?);
+            let batch = stamp_position(&batch, commit_lsn, commit_ts).map_err(arrow_error)?;
+            kept.push(widen(&batch, &schema)?);
         }
         let batch =
             deltalake::arrow::compute::concat_batches(&schema, &kept).map_err(arrow_error)?;
         Ok(Some(batch))
     }
+}
+
+/// `batch` with `schema`'s columns, null where it has none of that name.
+fn widen(batch: &RecordBatch, schema: &SchemaRef) -> Result<RecordBatch> {
+    if batch.num_columns() == schema.fields().len() {
+        return Ok(batch.clone());
+    }
+    let columns = schema
+        .fields()
+        .iter()
+        .map(|f| {
+            batch
+                .column_by_name(f.name())
+                .cloned()
+                .unwrap_or_else(|| new_null_array(f.data_type(), batch.num_rows()))
+        })
+        .collect();
+    RecordBatch::try_new(schema.clone(), columns).map_err(arrow_error)
 }
 
 fn arrow_error(e: deltalake::arrow::error::ArrowError) -> Error {
@@ -652,6 +678,43 @@ mod tests {
             }
         );
         assert!(!w.busy());
+    }
+
+    #[test]
+    fn a_companion_in_a_later_batch_of_the_chunk_is_kept() {
+        let plain = batch(&["r"; 2], &[1, 2]);
+        let mut fields: Vec<Field> = plain
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("d__text", DataType::Utf8, true));
+        let mut columns = batch(&["r"], &[3]).columns().to_vec();
+        columns.push(Arc::new(StringArray::from(vec![Some("infinity")])));
+        let with = RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap();
+        for batches in [vec![plain.clone(), with.clone()], vec![with, plain]] {
+            let (mut w, tx, _outcome) = setup();
+            deliver(w.observe(marker(MarkerBody::Low { id: 9 }, 100)).unwrap());
+            tx.send(ToSource::Rows {
+                at: None,
+                id: 9,
+                batches,
+            })
+            .unwrap();
+            let event = deliver(w.observe(marker(MarkerBody::High { id: 9 }, 200)).unwrap());
+            let Event::SnapshotChunk { table, .. } = event else {
+                panic!("expected a chunk")
+            };
+            assert_eq!(table.batch.num_rows(), 3);
+            let text = table.batch.column_by_name("d__text").unwrap();
+            let text = text.as_any().downcast_ref::<StringArray>().unwrap();
+            let ids = table.batch.column_by_name("id").unwrap();
+            let ids = ids.as_any().downcast_ref::<Int64Array>().unwrap();
+            for (id, text) in ids.iter().zip(text.iter()) {
+                assert_eq!(text, (id == Some(3)).then_some("infinity"));
+            }
+        }
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod mysql;
 mod mysql_support;
 mod mysql_types;
 mod mysql_upstream;
+mod pg_types;
 mod receiver;
 mod server_problems;
 mod shutdown;

@@ -81,6 +81,8 @@ pub struct Assembler {
     limits: BatchLimits,
     binary: bool,
     enums: HashSet<u32>,
+    /// Primary key columns per table, for updates of REPLICA IDENTITY FULL tables.
+    primary_keys: HashMap<TableName, Vec<String>>,
     shapes: OidMap<u32, Arc<TableShape>>,
     /// Builders of committed (and the one open) ordinary transactions, per relation oid.
     builders: OidMap<u32, TableBuilder>,
@@ -106,12 +108,19 @@ pub struct Assembler {
 
 impl Assembler {
     /// A fresh assembler. `binary` tells whether values arrive in binary format; `enums` lists
-    /// the enum type OIDs (whose binary form is the label).
-    pub fn new(limits: BatchLimits, binary: bool, enums: HashSet<u32>) -> Self {
+    /// the enum type OIDs (whose binary form is the label); `primary_keys` the primary key
+    /// columns of the tables that have one.
+    pub fn new(
+        limits: BatchLimits,
+        binary: bool,
+        enums: HashSet<u32>,
+        primary_keys: HashMap<TableName, Vec<String>>,
+    ) -> Self {
         Assembler {
             limits,
             binary,
             enums,
+            primary_keys,
             shapes: OidMap::default(),
             builders: OidMap::default(),
             retired: Vec::new(),
@@ -392,12 +401,21 @@ impl Assembler {
             .shapes
             .get(&relation)
             .ok_or(Error::UnknownRelation { oid: relation, lsn })?;
+        // REPLICA IDENTITY FULL marks every column as identity: where the table has a primary
+        // key, only a change of it is a key change (a `d` + `u`); otherwise any change is. A
+        // key read at start-up that no longer matches the columns (renamed since) is ignored:
+        // a `d` + `u` too many is exact, a key change written as `u` would not be.
+        let primary_key = self.primary_keys.get(&*shape.table).filter(|pk| {
+            pk.iter()
+                .all(|k| shape.columns.iter().any(|(name, _, _)| name == k))
+        });
         Ok(shape
             .columns
             .iter()
             .zip(old.values().zip(new.values()))
-            .any(|((_, _, is_key), (o, n))| {
-                *is_key && o != n && n != super::pgoutput::Value::Unchanged
+            .any(|((name, _, is_key), (o, n))| {
+                let key = primary_key.map_or(*is_key, |pk| pk.contains(name));
+                key && o != n && n != super::pgoutput::Value::Unchanged
             }))
     }
 

@@ -3,7 +3,7 @@
 //!
 //! Identifiers are quoted with [`quote_ident`]; values are always bound parameters.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use tokio_postgres::Client;
@@ -243,9 +243,13 @@ pub struct TypeSupport {
     pub enums: HashSet<u32>,
     /// Columns that forced text mode, for the log.
     pub text_columns: Vec<String>,
+    /// Primary key columns of the tables that have one. With REPLICA IDENTITY FULL every
+    /// column is sent as identity; the primary key tells a key change from an update.
+    pub primary_keys: HashMap<TableName, Vec<String>>,
 }
 
-/// Decide binary or text mode from the catalog types of the tables' columns.
+/// Decide binary or text mode from the catalog types of the tables' columns, and read their
+/// primary keys.
 pub async fn type_support(client: &Client, tables: &[TableName]) -> Result<TypeSupport> {
     let mut support = TypeSupport {
         binary: true,
@@ -264,6 +268,25 @@ pub async fn type_support(client: &Client, tables: &[TableName]) -> Result<TypeS
             )
             .await
             .map_err(sql("reading column types"))?;
+        let key = client
+            .query(
+                "SELECT a.attname::text
+                   FROM pg_index i
+                   JOIN pg_class c ON c.oid = i.indrelid
+                   JOIN pg_namespace n ON n.oid = c.relnamespace
+                   JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+                  WHERE n.nspname = $1 AND c.relname = $2 AND i.indisprimary
+                  ORDER BY array_position(i.indkey::int2[], a.attnum)",
+                &[&table.schema, &table.name],
+            )
+            .await
+            .map_err(sql("reading primary keys"))?;
+        if !key.is_empty() {
+            support.primary_keys.insert(
+                table.clone(),
+                key.iter().map(|r| r.get::<_, String>(0)).collect(),
+            );
+        }
         for row in rows {
             let (name, oid, typmod, typtype): (String, u32, i32, String) =
                 (row.get(0), row.get(1), row.get(2), row.get(3));

@@ -6,8 +6,19 @@
 //! arrive in binary send format (pgoutput `binary 'true'`) or, per column, in text output
 //! format: both land in the same Arrow type, so a table's schema never depends on the
 //! connection mode. The mapping is documented in the README's type table.
+//!
+//! A valid value the Arrow type cannot hold exactly lands as NULL, and
+//! [`ColumnBuilder::append`] hands back its PostgreSQL text for the table's `<column>__text`
+//! companion (see [`super::table`]):
+//!
+//! ```text
+//!  value ─▶ typed? ──yes──▶ column builder                     (no allocation)
+//!             └─no──▶ NULL in the column, text ─▶ companion    (±infinity, NaN in decimal,
+//!                                                               year > 9999, 2-D arrays, …)
+//! ```
 
 use std::collections::HashSet;
+use std::fmt::Write;
 use std::sync::Arc;
 
 use deltalake::arrow::array::NullBufferBuilder;
@@ -238,6 +249,8 @@ pub struct ColumnBuilder {
     builder: Builder,
     /// Reused buffer for values formatted as text (uuid, interval, numeric, time).
     scratch: String,
+    /// Text of the last value the Arrow type could not hold, for the companion column.
+    text: String,
 }
 
 enum Builder {
@@ -363,6 +376,7 @@ impl ColumnBuilder {
             builder: Builder::new(&ty, capacity),
             ty,
             scratch: String::new(),
+            text: String::new(),
         }
     }
 
@@ -378,47 +392,116 @@ impl ColumnBuilder {
 
     /// Append one value from a tuple. `Null` and `Unchanged` append NULL; the caller records
     /// unchanged columns in `_sluice_unchanged`.
-    pub fn append(&mut self, value: Value<'_>) -> ValueResult<()> {
+    ///
+    /// Returns `Some(text)` when the column's Arrow type cannot hold the value exactly
+    /// (±infinity, a date beyond year 9999, NaN in a decimal, a multi-dimensional array…):
+    /// the column got NULL and `text`, PostgreSQL's own output of the value, belongs in the
+    /// `<column>__text` companion. An error only for bytes no server sends (truncated,
+    /// garbage). Ordinary values allocate nothing.
+    pub fn append(&mut self, value: Value<'_>) -> ValueResult<Option<&str>> {
         let kind = self.ty.kind;
-        match (value, &mut self.builder) {
+        let typed = match (value, &mut self.builder) {
             (Value::Null | Value::Unchanged, b) => {
                 b.append_null();
-                Ok(())
+                return Ok(None);
             }
             (Value::Binary(bytes), Builder::List(list)) => {
                 let mut buf = bytes;
-                let n = value::array_header(&mut buf)?;
-                for _ in 0..n {
-                    match value::array_element(&mut buf)? {
-                        Some(e) => append_binary(kind, &mut list.values, e, &mut self.scratch)?,
-                        None => list.values.append_null(),
+                let header = value::array_header(&mut buf)?;
+                let n = header.elements();
+                let typed = header.is_plain() && binary_elements_fit(kind, buf, n)?;
+                if typed {
+                    for _ in 0..n {
+                        match value::array_element(&mut buf)? {
+                            Some(e) => {
+                                if !append_binary(kind, &mut list.values, e, &mut self.scratch)? {
+                                    return Err(mismatch());
+                                }
+                            }
+                            None => list.values.append_null(),
+                        }
                     }
+                    list.push_valid(n);
+                } else {
+                    self.text.clear();
+                    value::array_to_text(
+                        &header,
+                        &mut buf,
+                        &mut self.text,
+                        &mut self.scratch,
+                        &mut |e, out| binary_text(kind, e, out),
+                    )?;
                 }
                 if !buf.is_empty() {
                     return Err("trailing bytes after array".into());
                 }
-                list.push_valid(n);
-                Ok(())
+                typed
             }
             (Value::Text(bytes), Builder::List(list)) => {
-                let elements = value::array_elements_from_text(utf8(bytes)?)?;
-                for e in &elements {
-                    match e {
-                        Some(e) => append_text(kind, &mut list.values, e, &mut self.scratch)?,
-                        None => list.values.append_null(),
+                let text = utf8(bytes)?;
+                match plain_text_elements(kind, text) {
+                    Some(elements) => {
+                        for e in &elements {
+                            match e {
+                                Some(e) => {
+                                    if !append_text(kind, &mut list.values, e)? {
+                                        return Err(mismatch());
+                                    }
+                                }
+                                None => list.values.append_null(),
+                            }
+                        }
+                        list.push_valid(elements.len());
+                        true
+                    }
+                    None => {
+                        self.text.clear();
+                        self.text.push_str(text);
+                        false
                     }
                 }
-                list.push_valid(elements.len());
-                Ok(())
             }
-            (Value::Binary(bytes), b) => append_binary(kind, b, bytes, &mut self.scratch),
-            (Value::Text(bytes), b) => append_text(kind, b, utf8(bytes)?, &mut self.scratch),
+            (Value::Binary(bytes), b) => {
+                if append_binary(kind, b, bytes, &mut self.scratch)? {
+                    true
+                } else {
+                    self.text.clear();
+                    binary_text(kind, bytes, &mut self.text)?;
+                    false
+                }
+            }
+            (Value::Text(bytes), b) => {
+                let v = utf8(bytes)?;
+                if append_text(kind, b, v)? {
+                    true
+                } else {
+                    self.text.clear();
+                    self.text.push_str(v);
+                    false
+                }
+            }
+        };
+        if typed {
+            Ok(None)
+        } else {
+            self.builder.append_null();
+            Ok(Some(&self.text))
         }
     }
 
     /// Take the accumulated values as an array, leaving the builder empty and reusable.
     pub fn finish(&mut self) -> ArrayRef {
         self.builder.finish(&self.ty)
+    }
+}
+
+impl Kind {
+    /// Whether some valid values of this kind do not fit its Arrow type.
+    fn may_not_fit(self) -> bool {
+        matches!(
+            self,
+            Kind::Decimal { .. } | Kind::Date | Kind::Timestamp | Kind::TimestampTz
+        )
     }
 }
 
@@ -438,8 +521,59 @@ fn mismatch() -> String {
     "internal: builder does not match column kind".to_string()
 }
 
-/// Append one scalar in binary send format.
-fn append_binary(kind: Kind, b: &mut Builder, v: &[u8], scratch: &mut String) -> ValueResult<()> {
+/// Whether every element of a binary array lands typed (checked before appending any, so an
+/// array never lands half typed). Only kinds with unrepresentable values are scanned.
+fn binary_elements_fit(kind: Kind, mut buf: &[u8], n: usize) -> ValueResult<bool> {
+    if !kind.may_not_fit() {
+        return Ok(true);
+    }
+    for _ in 0..n {
+        let Some(e) = value::array_element(&mut buf)? else {
+            continue;
+        };
+        let fits = match kind {
+            Kind::Date => value::date_to_arrow(value::pg_date(e)?).is_some(),
+            Kind::Timestamp | Kind::TimestampTz => {
+                value::timestamp_to_arrow(value::pg_timestamp(e)?).is_some()
+            }
+            Kind::Decimal { precision, scale } => {
+                value::numeric(e)?.to_decimal(precision, scale)?.is_some()
+            }
+            _ => true,
+        };
+        if !fits {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
+/// The elements of a text array that maps to a Delta array (one dimension from 1, every
+/// element representable); `None` sends the whole text to the companion.
+fn plain_text_elements(kind: Kind, text: &str) -> Option<Vec<Option<String>>> {
+    if text.starts_with('[') || text.starts_with("{{") {
+        return None;
+    }
+    let elements = value::array_elements_from_text(text).ok()?;
+    if kind.may_not_fit() {
+        let fits = |e: &str| match kind {
+            Kind::Date => value::date_from_text(e).is_some(),
+            Kind::Timestamp | Kind::TimestampTz => value::timestamp_from_text(e).is_some(),
+            Kind::Decimal { precision, scale } => {
+                value::decimal_exact(e, precision, scale).is_some()
+            }
+            _ => true,
+        };
+        if !elements.iter().flatten().all(|e| fits(e)) {
+            return None;
+        }
+    }
+    Some(elements)
+}
+
+/// Append one scalar in binary send format; `false` (nothing appended) when the Arrow type
+/// cannot hold it.
+fn append_binary(kind: Kind, b: &mut Builder, v: &[u8], scratch: &mut String) -> ValueResult<bool> {
     match (kind, b) {
         (Kind::Bool, Builder::Bool(b)) => b.append_value(value::exact::<1>(v)?[0] != 0),
         (Kind::Int16, Builder::Int16(b)) => b.append_value(i16::from_be_bytes(value::exact(v)?)),
@@ -452,18 +586,24 @@ fn append_binary(kind: Kind, b: &mut Builder, v: &[u8], scratch: &mut String) ->
             b.append_value(f64::from_be_bytes(value::exact(v)?))
         }
         (Kind::Decimal { precision, scale }, Builder::Decimal(b)) => {
-            b.append_value(value::numeric(v)?.to_decimal(precision, scale)?)
+            match value::numeric(v)?.to_decimal(precision, scale)? {
+                Some(d) => b.append_value(d),
+                None => return Ok(false),
+            }
         }
         (Kind::NumericText, Builder::Utf8(b)) => b.append_value(value::numeric(v)?.to_text()),
         (Kind::Text, Builder::Utf8(b)) => b.append_value(utf8(v)?),
-        (Kind::Jsonb, Builder::Utf8(b)) => match v.split_first() {
-            Some((1, json)) => b.append_value(utf8(json)?),
-            _ => return Err("unknown jsonb binary version".into()),
-        },
+        (Kind::Jsonb, Builder::Utf8(b)) => b.append_value(jsonb(v)?),
         (Kind::Bytea, Builder::Binary(b)) => b.append_value(v),
-        (Kind::Date, Builder::Date(b)) => b.append_value(value::date_from_binary(v)?),
+        (Kind::Date, Builder::Date(b)) => match value::date_to_arrow(value::pg_date(v)?) {
+            Some(d) => b.append_value(d),
+            None => return Ok(false),
+        },
         (Kind::Timestamp | Kind::TimestampTz, Builder::Timestamp(b)) => {
-            b.append_value(value::timestamp_from_binary(v)?)
+            match value::timestamp_to_arrow(value::pg_timestamp(v)?) {
+                Some(t) => b.append_value(t),
+                None => return Ok(false),
+            }
         }
         (Kind::Time, Builder::Utf8(b)) => {
             scratch.clear();
@@ -482,11 +622,54 @@ fn append_binary(kind: Kind, b: &mut Builder, v: &[u8], scratch: &mut String) ->
         }
         _ => return Err(mismatch()),
     }
+    Ok(true)
+}
+
+fn jsonb(v: &[u8]) -> ValueResult<&str> {
+    match v.split_first() {
+        Some((1, json)) => utf8(json),
+        _ => Err("unknown jsonb binary version".into()),
+    }
+}
+
+/// PostgreSQL's text output of one binary value (the type's output function, with the
+/// session settings of the replication connection), for the companion column and for the
+/// elements of arrays that land as text.
+fn binary_text(kind: Kind, v: &[u8], out: &mut String) -> ValueResult<()> {
+    match kind {
+        Kind::Bool => out.push(if value::exact::<1>(v)?[0] != 0 {
+            't'
+        } else {
+            'f'
+        }),
+        Kind::Int16 => {
+            let _ = write!(out, "{}", i16::from_be_bytes(value::exact(v)?));
+        }
+        Kind::Int32 => {
+            let _ = write!(out, "{}", i32::from_be_bytes(value::exact(v)?));
+        }
+        Kind::Int64 => {
+            let _ = write!(out, "{}", i64::from_be_bytes(value::exact(v)?));
+        }
+        Kind::Float32 => value::float4_to_text(f32::from_be_bytes(value::exact(v)?), out),
+        Kind::Float64 => value::float8_to_text(f64::from_be_bytes(value::exact(v)?), out),
+        Kind::Decimal { .. } | Kind::NumericText => out.push_str(&value::numeric(v)?.to_text()),
+        Kind::Text => out.push_str(utf8(v)?),
+        Kind::Jsonb => out.push_str(jsonb(v)?),
+        Kind::Bytea => value::bytea_to_text(v, out),
+        Kind::Date => value::date_to_text(value::pg_date(v)?, out),
+        Kind::Time => value::time_to_text(i64::from_be_bytes(value::exact(v)?), out),
+        Kind::Timestamp => value::timestamp_to_text(value::pg_timestamp(v)?, false, out),
+        Kind::TimestampTz => value::timestamp_to_text(value::pg_timestamp(v)?, true, out),
+        Kind::Interval => value::interval_to_text(v, out)?,
+        Kind::Uuid => value::uuid_to_text(v, out)?,
+    }
     Ok(())
 }
 
-/// Append one scalar in text output format.
-fn append_text(kind: Kind, b: &mut Builder, v: &str, _scratch: &mut String) -> ValueResult<()> {
+/// Append one scalar in text output format; `false` (nothing appended) when the Arrow type
+/// cannot hold it.
+fn append_text(kind: Kind, b: &mut Builder, v: &str) -> ValueResult<bool> {
     let bad = |what: &str| format!("invalid {what} text {v:?}");
     match (kind, b) {
         (Kind::Bool, Builder::Bool(b)) => b.append_value(match v {
@@ -504,20 +687,29 @@ fn append_text(kind: Kind, b: &mut Builder, v: &str, _scratch: &mut String) -> V
             b.append_value(v.parse().map_err(|_| bad("float8"))?)
         }
         (Kind::Decimal { precision, scale }, Builder::Decimal(b)) => {
-            b.append_value(value::decimal_from_text(v, precision, scale)?)
+            match value::decimal_exact(v, precision, scale) {
+                Some(d) => b.append_value(d),
+                None => return Ok(false),
+            }
         }
         (
             Kind::NumericText | Kind::Text | Kind::Jsonb | Kind::Time | Kind::Interval | Kind::Uuid,
             Builder::Utf8(b),
         ) => b.append_value(v),
         (Kind::Bytea, Builder::Binary(b)) => b.append_value(value::bytea_from_text(v)?),
-        (Kind::Date, Builder::Date(b)) => b.append_value(value::date_from_text(v)?),
+        (Kind::Date, Builder::Date(b)) => match value::date_from_text(v) {
+            Some(d) => b.append_value(d),
+            None => return Ok(false),
+        },
         (Kind::Timestamp | Kind::TimestampTz, Builder::Timestamp(b)) => {
-            b.append_value(value::timestamp_from_text(v)?)
+            match value::timestamp_from_text(v) {
+                Some(t) => b.append_value(t),
+                None => return Ok(false),
+            }
         }
         _ => return Err(mismatch()),
     }
-    Ok(())
+    Ok(true)
 }
 
 #[cfg(test)]
@@ -597,6 +789,194 @@ mod tests {
             let ty = ColumnType::from_oid(oid, -1, &HashSet::new()).unwrap();
             let mut b = ColumnBuilder::new(ty, 1);
             assert!(b.append(Value::Binary(bytes)).is_err(), "oid {oid}");
+        }
+    }
+
+    fn append_text_of(ty: ColumnType, value: Value<'_>) -> (ArrayRef, Option<String>) {
+        let mut b = ColumnBuilder::new(ty, 1);
+        let text = b.append(value).unwrap().map(str::to_string);
+        (b.finish(), text)
+    }
+
+    fn scalar(oid: u32, typmod: i32) -> ColumnType {
+        ColumnType::from_oid(oid, typmod, &HashSet::new()).unwrap()
+    }
+
+    #[test]
+    fn unrepresentable_values_go_to_the_companion_in_both_formats() {
+        let numeric_5_2 = ((5 << 16) | 2) + 4;
+        let nan = [0u8, 0, 0, 0, 0xC0, 0, 0, 0];
+        let cases: Vec<(ColumnType, Vec<u8>, &str)> = vec![
+            (
+                scalar(oid::DATE, -1),
+                i32::MAX.to_be_bytes().to_vec(),
+                "infinity",
+            ),
+            (
+                scalar(oid::DATE, -1),
+                i32::MIN.to_be_bytes().to_vec(),
+                "-infinity",
+            ),
+            (
+                scalar(oid::TIMESTAMP, -1),
+                i64::MAX.to_be_bytes().to_vec(),
+                "infinity",
+            ),
+            (
+                scalar(oid::TIMESTAMPTZ, -1),
+                i64::MIN.to_be_bytes().to_vec(),
+                "-infinity",
+            ),
+            (
+                scalar(oid::TIMESTAMPTZ, -1),
+                9_223_371_331_199_999_999i64.to_be_bytes().to_vec(),
+                "294276-12-31 23:59:59.999999+00",
+            ),
+            (scalar(oid::NUMERIC, numeric_5_2), nan.to_vec(), "NaN"),
+        ];
+        for (ty, binary, text) in cases {
+            let (arr, got) = append_text_of(ty, Value::Binary(&binary));
+            assert!(arr.is_null(0));
+            assert_eq!(got.as_deref(), Some(text));
+            let (arr, got) = append_text_of(ty, Value::Text(text.as_bytes()));
+            assert!(arr.is_null(0));
+            assert_eq!(got.as_deref(), Some(text));
+        }
+        // Ordinary values land typed and say nothing.
+        let (arr, got) = append_text_of(scalar(oid::DATE, -1), Value::Text(b"2026-01-02"));
+        assert!(!arr.is_null(0) && got.is_none());
+        let (arr, got) = append_text_of(scalar(oid::DATE, -1), Value::Binary(&[0, 0, 0, 0]));
+        assert!(!arr.is_null(0) && got.is_none());
+    }
+
+    fn int_array(dims: &[(i32, i32)], elements: &[Option<i32>]) -> Vec<u8> {
+        let mut b = Vec::new();
+        for x in [dims.len() as i32, 1, 23] {
+            b.extend_from_slice(&x.to_be_bytes());
+        }
+        for (len, lower) in dims {
+            b.extend_from_slice(&len.to_be_bytes());
+            b.extend_from_slice(&lower.to_be_bytes());
+        }
+        for e in elements {
+            match e {
+                Some(v) => {
+                    b.extend_from_slice(&4i32.to_be_bytes());
+                    b.extend_from_slice(&v.to_be_bytes());
+                }
+                None => b.extend_from_slice(&(-1i32).to_be_bytes()),
+            }
+        }
+        b
+    }
+
+    #[test]
+    fn arrays_that_are_not_plain_land_as_their_text() {
+        let ty = ColumnType::from_oid(1007, -1, &HashSet::new()).unwrap();
+        for (dims, elements, text) in [
+            (
+                vec![(3, 0)],
+                vec![Some(1), Some(2), Some(3)],
+                "[0:2]={1,2,3}",
+            ),
+            (
+                vec![(2, 1), (2, 1)],
+                vec![Some(1), Some(2), Some(3), None],
+                "{{1,2},{3,NULL}}",
+            ),
+        ] {
+            let bin = int_array(&dims, &elements);
+            let (arr, got) = append_text_of(ty, Value::Binary(&bin));
+            assert!(arr.is_null(0));
+            assert_eq!(got.as_deref(), Some(text));
+            let (arr, got) = append_text_of(ty, Value::Text(text.as_bytes()));
+            assert!(arr.is_null(0));
+            assert_eq!(got.as_deref(), Some(text));
+        }
+        // One element a date cannot hold sends the whole array to the companion, and the
+        // rows before and after stay aligned.
+        let dates = ColumnType::from_oid(1182, -1, &HashSet::new()).unwrap();
+        let mut b = ColumnBuilder::new(dates, 3);
+        assert!(b.append(Value::Text(b"{2026-01-02}")).unwrap().is_none());
+        assert_eq!(
+            b.append(Value::Text(b"{2026-01-02,infinity}")).unwrap(),
+            Some("{2026-01-02,infinity}")
+        );
+        let mut bin = Vec::new();
+        for x in [1i32, 0, 1082, 2, 1, 4, 0, 4, i32::MAX] {
+            bin.extend_from_slice(&x.to_be_bytes());
+        }
+        assert_eq!(
+            b.append(Value::Binary(&bin)).unwrap(),
+            Some("{2000-01-01,infinity}")
+        );
+        assert!(b.append(Value::Text(b"{}")).unwrap().is_none());
+        let arr = b.finish();
+        let list = arr.as_list::<i32>();
+        assert_eq!(list.len(), 4);
+        assert_eq!(list.value(0).len(), 1);
+        assert!(list.is_null(1) && list.is_null(2));
+        assert_eq!(list.value(3).len(), 0);
+        assert_eq!(list.values().len(), 1);
+    }
+
+    #[test]
+    fn truncated_values_are_errors_at_every_offset_never_panics() {
+        let numeric_38_10 = ((38 << 16) | 10) + 4;
+        let values: Vec<(ColumnType, Vec<u8>)> = vec![
+            (
+                scalar(oid::NUMERIC, numeric_38_10),
+                vec![0, 2, 0, 1, 0, 0, 0, 2, 0, 1, 0, 2],
+            ),
+            (scalar(oid::TIMESTAMPTZ, -1), vec![0; 8]),
+            (scalar(oid::INTERVAL, -1), vec![0; 16]),
+            (scalar(oid::UUID, -1), vec![1; 16]),
+            (
+                scalar(1007, -1),
+                int_array(&[(2, 0), (2, 1)], &[Some(1), None, Some(3), Some(4)]),
+            ),
+            (scalar(1185, -1), {
+                let mut b = Vec::new();
+                for x in [1i32, 0, 1184, 1, 1, 8] {
+                    b.extend_from_slice(&x.to_be_bytes());
+                }
+                b.extend_from_slice(&i64::MAX.to_be_bytes());
+                b
+            }),
+        ];
+        for (ty, whole) in values {
+            let mut b = ColumnBuilder::new(ty, 1);
+            assert!(b.append(Value::Binary(&whole)).is_ok(), "{ty:?}");
+            for cut in 0..whole.len() {
+                let mut b = ColumnBuilder::new(ty, 1);
+                assert!(
+                    b.append(Value::Binary(&whole[..cut])).is_err(),
+                    "{ty:?} cut at {cut}"
+                );
+            }
+            // Garbage never panics, whatever it decodes to.
+            for flip in 0..whole.len() {
+                let mut garbage = whole.clone();
+                garbage[flip] ^= 0xA5;
+                let mut b = ColumnBuilder::new(ty, 1);
+                let _ = b.append(Value::Binary(&garbage));
+            }
+        }
+        // Text that is no array, date or decimal still lands, as the text it is.
+        for (ty, text) in [
+            (scalar(1007, -1), "{1,"),
+            (scalar(oid::DATE, -1), "2026-99-99"),
+            (scalar(oid::NUMERIC, numeric_38_10), "1e5"),
+        ] {
+            let (arr, got) = append_text_of(ty, Value::Text(text.as_bytes()));
+            assert!(arr.is_null(0));
+            assert_eq!(got.as_deref(), Some(text));
+        }
+        // Float text as PostgreSQL prints the specials.
+        let ty = scalar(oid::FLOAT8, -1);
+        for text in ["Infinity", "-Infinity", "NaN", "-0", "1e+100"] {
+            let (arr, got) = append_text_of(ty, Value::Text(text.as_bytes()));
+            assert!(!arr.is_null(0) && got.is_none(), "{text}");
         }
     }
 }

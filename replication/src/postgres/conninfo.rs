@@ -177,6 +177,9 @@ impl ConnInfo {
             .user(&self.user)
             .dbname(&self.dbname)
             .application_name("sluice")
+            // The text output of snapshot columns without a binary decoder must be what the
+            // replication connection (client.rs) streams for them.
+            .options("-c DateStyle=ISO,YMD -c TimeZone=UTC -c IntervalStyle=iso_8601 -c extra_float_digits=3 -c bytea_output=hex")
             .connect_timeout(std::time::Duration::from_secs(10))
             .ssl_mode(match self.ssl_mode {
                 SslMode::Disable => tokio_postgres::config::SslMode::Disable,

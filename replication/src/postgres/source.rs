@@ -139,8 +139,13 @@ pub async fn run(
         client,
         tx,
         durable,
-        assembler: Assembler::new(options.limits, binary, options.types.enums.clone())
-            .with_schema_policies(options.policies.clone(), options.known.clone()),
+        assembler: Assembler::new(
+            options.limits,
+            binary,
+            options.types.enums.clone(),
+            options.types.primary_keys.clone(),
+        )
+        .with_schema_policies(options.policies.clone(), options.known.clone()),
         status: tokio::time::interval(status_every),
         received: Lsn::ZERO,
         idle_end: Lsn::ZERO,

@@ -3,14 +3,19 @@
 //! (ALTER TABLE ADD COLUMN) are appended at the end of both the Arrow and the Delta schema.
 //!
 //! ```text
-//!  _sluice_op | _sluice_lsn | _sluice_seq | _sluice_commit_ts | _sluice_unchanged | id | …
+//!  _sluice_op | _sluice_lsn | _sluice_seq | _sluice_commit_ts | _sluice_unchanged | id | … | day__text
 //! ```
+//!
+//! A value the column's Delta type cannot hold (`infinity` in a date, `NaN` in a
+//! numeric(p,s), a two-dimensional array…) lands as NULL in the column and as PostgreSQL's
+//! exact text in a `<column>__text` string companion, present in a batch only once such a
+//! value appears in it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use deltalake::arrow::array::ArrayRef;
-use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
+use deltalake::arrow::array::{ArrayRef, StringBuilder};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 
 use super::column::{ColumnBuilder, ColumnType};
@@ -92,12 +97,20 @@ impl TableShape {
     }
 }
 
+/// Suffix of the string column that carries a column's values its Delta type cannot hold
+/// (as for MySQL's zero dates): `day__text` holds `infinity` where `day` is NULL.
+pub const COMPANION_SUFFIX: &str = "__text";
+
 /// Accumulates rows of one table until the batch is taken.
 pub struct TableBuilder {
     shape: Arc<TableShape>,
     schema: SchemaRef,
     cdc: CdcBuilder,
     columns: Vec<ColumnBuilder>,
+    /// `<column>__text` companions, made when a value the column's type cannot hold first
+    /// appears in the batch (earlier rows null). A batch without one leaves the column out:
+    /// the sink adds it to the Delta schema when it first appears, and earlier rows read null.
+    companions: Vec<Option<StringBuilder>>,
 }
 
 impl TableBuilder {
@@ -111,6 +124,7 @@ impl TableBuilder {
         TableBuilder {
             schema: shape.schema(),
             cdc: CdcBuilder::new(capacity),
+            companions: shape.columns.iter().map(|_| None).collect(),
             columns,
             shape,
         }
@@ -152,13 +166,28 @@ impl TableBuilder {
                 reason: format!("row has {len} columns, relation has {}", self.columns.len()),
             });
         }
+        let row = self.cdc.rows();
         for (i, value) in values.enumerate() {
             if value == Value::Unchanged {
                 self.cdc.unchanged(&self.shape.columns[i].0);
             }
-            if let Err(reason) = self.columns[i].append(value) {
-                // Definite error: the pipeline stops and these builders are discarded.
-                return Err(self.value_error(i, pos.lsn, reason));
+            match self.columns[i].append(value) {
+                Ok(None) => {
+                    if let Some(companion) = &mut self.companions[i] {
+                        companion.append_null();
+                    }
+                }
+                Ok(Some(text)) => self.companions[i]
+                    .get_or_insert_with(|| {
+                        let mut b = StringBuilder::with_capacity(row + 1, text.len());
+                        b.append_nulls(row);
+                        b
+                    })
+                    .append_value(text),
+                Err(reason) => {
+                    // Definite error: the pipeline stops and these builders are discarded.
+                    return Err(self.value_error(i, pos.lsn, reason));
+                }
             }
         }
         self.cdc.append(op, pos);
@@ -169,6 +198,9 @@ impl TableBuilder {
     pub fn append_empty(&mut self, op: Op, pos: RowPosition) {
         for c in &mut self.columns {
             c.append_null();
+        }
+        for companion in self.companions.iter_mut().flatten() {
+            companion.append_null();
         }
         self.cdc.append(op, pos);
     }
@@ -191,6 +223,23 @@ impl TableBuilder {
         }
         let mut arrays: Vec<ArrayRef> = self.cdc.finish();
         arrays.extend(self.columns.iter_mut().map(|c| c.finish()));
-        Ok(Some(RecordBatch::try_new(self.schema.clone(), arrays)?))
+        let mut schema = self.schema.clone();
+        if self.companions.iter().any(Option::is_some) {
+            // Companions go after the table's columns, in column order.
+            let mut fields: Vec<Field> =
+                schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+            for (i, companion) in self.companions.iter_mut().enumerate() {
+                if let Some(mut b) = companion.take() {
+                    fields.push(Field::new(
+                        format!("{}{COMPANION_SUFFIX}", self.shape.columns[i].0),
+                        DataType::Utf8,
+                        true,
+                    ));
+                    arrays.push(Arc::new(b.finish()));
+                }
+            }
+            schema = Arc::new(Schema::new(fields));
+        }
+        Ok(Some(RecordBatch::try_new(schema, arrays)?))
     }
 }
