@@ -14,7 +14,7 @@
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{ArrayRef, StringBuilder};
+use deltalake::arrow::array::{ArrayBuilder, ArrayRef, StringBuilder};
 use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 
@@ -111,6 +111,8 @@ pub struct TableBuilder {
     /// appears in the batch (earlier rows null). A batch without one leaves the column out:
     /// the sink adds it to the Delta schema when it first appears, and earlier rows read null.
     companions: Vec<Option<StringBuilder>>,
+    /// Whether any companion exists in the batch being built.
+    any_companion: bool,
 }
 
 impl TableBuilder {
@@ -125,6 +127,7 @@ impl TableBuilder {
             schema: shape.schema(),
             cdc: CdcBuilder::new(capacity),
             companions: shape.columns.iter().map(|_| None).collect(),
+            any_companion: false,
             columns,
             shape,
         }
@@ -167,26 +170,39 @@ impl TableBuilder {
             });
         }
         let row = self.cdc.rows();
-        for (i, value) in values.enumerate() {
+        let mut failed = None;
+        for (i, (column, value)) in self.columns.iter_mut().zip(values).enumerate() {
             if value == Value::Unchanged {
                 self.cdc.unchanged(&self.shape.columns[i].0);
             }
-            match self.columns[i].append(value) {
-                Ok(None) => {
-                    if let Some(companion) = &mut self.companions[i] {
-                        companion.append_null();
-                    }
+            match column.append(value) {
+                Ok(None) => {}
+                Ok(Some(text)) => {
+                    self.companions[i]
+                        .get_or_insert_with(|| {
+                            let mut b = StringBuilder::with_capacity(row + 1, text.len());
+                            b.append_nulls(row);
+                            b
+                        })
+                        .append_value(text);
+                    self.any_companion = true;
                 }
-                Ok(Some(text)) => self.companions[i]
-                    .get_or_insert_with(|| {
-                        let mut b = StringBuilder::with_capacity(row + 1, text.len());
-                        b.append_nulls(row);
-                        b
-                    })
-                    .append_value(text),
                 Err(reason) => {
-                    // Definite error: the pipeline stops and these builders are discarded.
-                    return Err(self.value_error(i, pos.lsn, reason));
+                    failed = Some((i, reason));
+                    break;
+                }
+            }
+        }
+        if let Some((i, reason)) = failed {
+            // Definite error: the pipeline stops and these builders are discarded.
+            return Err(self.value_error(i, pos.lsn, reason));
+        }
+        if self.any_companion {
+            // The companions of columns that landed typed in this row get their null (kept
+            // off the per-value path: companions are rare).
+            for companion in self.companions.iter_mut().flatten() {
+                if companion.len() == row {
+                    companion.append_null();
                 }
             }
         }
@@ -224,7 +240,7 @@ impl TableBuilder {
         let mut arrays: Vec<ArrayRef> = self.cdc.finish();
         arrays.extend(self.columns.iter_mut().map(|c| c.finish()));
         let mut schema = self.schema.clone();
-        if self.companions.iter().any(Option::is_some) {
+        if std::mem::take(&mut self.any_companion) {
             // Companions go after the table's columns, in column order.
             let mut fields: Vec<Field> =
                 schema.fields().iter().map(|f| f.as_ref().clone()).collect();

@@ -325,27 +325,25 @@ pub fn pg_timestamp(buf: &[u8]) -> ValueResult<i64> {
 /// A PostgreSQL date as Arrow Date32 (days since 1970-01-01); `None` for ±infinity and dates
 /// outside what a Delta date holds.
 pub fn date_to_arrow(pg_days: i32) -> Option<i32> {
-    let days = i64::from(pg_days) + i64::from(PG_EPOCH_OFFSET_DAYS);
-    if pg_days == i32::MAX
-        || pg_days == i32::MIN
-        || !(FIRST_DELTA_DAY..=LAST_DELTA_DAY).contains(&days)
-    {
-        return None;
-    }
-    i32::try_from(days).ok()
+    // One range check on the PostgreSQL value (±infinity are i32::MAX/MIN, outside it).
+    const FIRST: i64 = FIRST_DELTA_DAY - PG_EPOCH_OFFSET_DAYS as i64;
+    const LAST: i64 = LAST_DELTA_DAY - PG_EPOCH_OFFSET_DAYS as i64;
+    (FIRST..=LAST)
+        .contains(&i64::from(pg_days))
+        .then(|| pg_days + PG_EPOCH_OFFSET_DAYS)
 }
 
 /// A PostgreSQL timestamp as µs since 1970-01-01; `None` for ±infinity and instants outside
 /// what a Delta timestamp holds (years 1 to 9999; beyond them the shift may even overflow).
 pub fn timestamp_to_arrow(pg_micros: i64) -> Option<i64> {
-    if pg_micros == i64::MAX || pg_micros == i64::MIN {
-        return None;
-    }
-    // Two comparisons against constants, no division: this runs for every timestamp.
-    const FIRST: i64 = FIRST_DELTA_DAY * MICROS_PER_DAY;
-    const END: i64 = (LAST_DELTA_DAY + 1) * MICROS_PER_DAY;
-    let micros = pg_micros.checked_add(PG_EPOCH_OFFSET_MICROS)?;
-    (FIRST..END).contains(&micros).then_some(micros)
+    // Two comparisons against constants on the PostgreSQL value (±infinity are i64::MAX/MIN,
+    // outside the range), then the shift, which cannot overflow inside it: this runs for
+    // every timestamp.
+    const FIRST: i64 = FIRST_DELTA_DAY * MICROS_PER_DAY - PG_EPOCH_OFFSET_MICROS;
+    const END: i64 = (LAST_DELTA_DAY + 1) * MICROS_PER_DAY - PG_EPOCH_OFFSET_MICROS;
+    (FIRST..END)
+        .contains(&pg_micros)
+        .then(|| pg_micros + PG_EPOCH_OFFSET_MICROS)
 }
 
 /// `date_out` with `DateStyle=ISO`: `2026-01-02`, `0044-03-15 BC`, `infinity`.
