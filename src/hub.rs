@@ -130,8 +130,9 @@ pub async fn print_status(lake: &Path, pipeline: &str, sinks: &[WebhookSettings]
             s.tables.clone(),
             s.keys.clone(),
         );
+        let after = cursor.after();
         let lag = tokio::task::spawn_blocking(move || {
-            let mut reader = ChangelogReader::open(&lake2, &p2, &tables, &keys, cursor.after());
+            let mut reader = ChangelogReader::open(&lake2, &p2, &tables, &keys, after);
             let mut n = 0u64;
             let mut oldest = None;
             while let Ok(Some(c)) = reader.next(w) {

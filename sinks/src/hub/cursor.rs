@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::position::now_ms;
+use super::reader::Mark;
 use crate::{Error, Result};
 
 /// Directory of the cursors beside the lake.
@@ -25,12 +26,19 @@ pub fn cursor_path(lake: &Path, pipeline: &str, sink: &str) -> PathBuf {
 }
 
 /// Where a sink stands.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cursor {
     /// Commit position of the last change passed (0: nothing yet).
     pub lsn: u64,
-    /// Its ordinal in the transaction (exclusive bound together with `lsn`).
+    /// Its ordinal in the transaction.
     pub seq: i64,
+    /// Its table (`schema.table`) and ordinal among that table's rows with the same
+    /// `(lsn, seq)` (snapshot rows); with `lsn` and `seq` the exclusive bound.
+    #[serde(default)]
+    pub table: String,
+    /// See `table`.
+    #[serde(default)]
+    pub dup: u64,
     /// Changes acknowledged so far.
     pub delivered: u64,
     /// Changes parked so far.
@@ -41,8 +49,8 @@ pub struct Cursor {
 
 impl Cursor {
     /// The position changes are read after.
-    pub fn after(&self) -> (u64, i64) {
-        (self.lsn, self.seq)
+    pub fn after(&self) -> Mark {
+        (self.lsn, self.seq, self.table.clone(), self.dup)
     }
 
     /// Reads the cursor; a sink that never ran starts at the beginning of the changelog.
@@ -105,6 +113,8 @@ mod tests {
         let mut c = Cursor {
             lsn: 7,
             seq: 3,
+            table: "public.t".into(),
+            dup: 2,
             delivered: 10,
             parked: 1,
             updated_at_ms: 0,

@@ -54,7 +54,7 @@ pub use batch::{Batch, BatchLimits, Batcher};
 pub use cursor::{cursor_path, Cursor, CURSORS_DIR};
 pub use dead_letters::{dead_letter_path, DeadLetters, ParkedChange, DEAD_LETTERS_DIR};
 pub use position::{hub_file, HubPosition, HubState, STATE_DIR};
-pub use reader::{Change, ChangelogReader, KeyColumns};
+pub use reader::{Change, ChangelogReader, KeyColumns, Mark};
 pub use runner::{run, RunOptions, Until};
 
 /// The hub's identity of one sink: which pipeline's changelog, which tables, under what name.

@@ -50,6 +50,11 @@ const CDC_PREFIX: &str = "_sluice_";
 #[derive(Debug, Clone, Default)]
 pub struct KeyColumns(pub HashMap<TableName, Vec<String>>);
 
+/// A change's place in the merged changelog: `(lsn, seq, table, dup)`. `dup` numbers the
+/// rows of one table sharing `(lsn, seq)` in file order: snapshot rows all carry the
+/// snapshot's position with seq 0, and still need a total, deterministic order.
+pub type Mark = (u64, i64, String, u64);
+
 /// One change read from the changelog.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Change {
@@ -59,6 +64,8 @@ pub struct Change {
     pub lsn: u64,
     /// Ordinal in the transaction.
     pub seq: i64,
+    /// Ordinal among this table's rows with the same `(lsn, seq)` (0 but for snapshots).
+    pub dup: u64,
     /// `c`, `u`, `d`, `r` or `t`.
     pub op: String,
     /// Commit time, unix microseconds.
@@ -80,6 +87,11 @@ impl Change {
     pub fn position(&self) -> (u64, i64) {
         (self.lsn, self.seq)
     }
+
+    /// Its place in the merged changelog.
+    pub fn mark(&self) -> Mark {
+        (self.lsn, self.seq, self.table.to_string(), self.dup)
+    }
 }
 
 /// One table's read state.
@@ -91,12 +103,14 @@ struct TableReader {
     files: VecDeque<PathBuf>,
     file: Option<(PathBuf, ParquetRecordBatchReader)>,
     rows: VecDeque<Change>,
+    /// `(lsn, seq)` of the last row decoded and its `dup`.
+    last: Option<((u64, i64), u64)>,
 }
 
 /// Reads the changelog after a position, merged across tables.
 pub struct ChangelogReader {
     app_id: String,
-    after: (u64, i64),
+    after: Mark,
     tables: Vec<TableReader>,
 }
 
@@ -107,7 +121,7 @@ impl ChangelogReader {
         app_id: &str,
         tables: &[TableName],
         keys: &KeyColumns,
-        after: (u64, i64),
+        after: Mark,
     ) -> Self {
         let tables = tables
             .iter()
@@ -119,6 +133,7 @@ impl ChangelogReader {
                 files: VecDeque::new(),
                 file: None,
                 rows: VecDeque::new(),
+                last: None,
             })
             .collect();
         ChangelogReader {
@@ -130,12 +145,11 @@ impl ChangelogReader {
 
     /// The next change at or below `w`, or `None` when every table is read up to `w`.
     pub fn next(&mut self, w: Lsn) -> Result<Option<Change>> {
-        let mut best: Option<(usize, (u64, i64))> = None;
+        let mut best: Option<(usize, Mark)> = None;
         for i in 0..self.tables.len() {
-            let after = self.after;
-            if let Some(c) = self.tables[i].peek(&self.app_id, w, after)? {
-                let p = c.position();
-                if best.is_none_or(|(_, b)| p < b) {
+            if let Some(c) = self.tables[i].peek(&self.app_id, w, &self.after)? {
+                let p = c.mark();
+                if best.as_ref().is_none_or(|(_, b)| p < *b) {
                     best = Some((i, p));
                 }
             }
@@ -149,9 +163,9 @@ impl ChangelogReader {
 }
 
 impl TableReader {
-    fn peek(&mut self, app_id: &str, w: Lsn, after: (u64, i64)) -> Result<Option<&Change>> {
+    fn peek(&mut self, app_id: &str, w: Lsn, after: &Mark) -> Result<Option<&Change>> {
         loop {
-            while self.rows.front().is_some_and(|c| c.position() <= after) {
+            while self.rows.front().is_some_and(|c| c.mark() <= *after) {
                 self.rows.pop_front();
             }
             if !self.rows.is_empty() {
@@ -201,12 +215,7 @@ impl TableReader {
     }
 
     /// Appends the rows of `batch` after `after` to `self.rows`.
-    fn decode(
-        &mut self,
-        batch: &RecordBatch,
-        after: (u64, i64),
-        path: &std::path::Path,
-    ) -> Result<()> {
+    fn decode(&mut self, batch: &RecordBatch, after: &Mark, path: &std::path::Path) -> Result<()> {
         let corrupt = |reason: String| Error::Corrupt {
             path: path.display().to_string(),
             reason,
@@ -269,7 +278,13 @@ impl TableReader {
         };
         for (i, mut row) in rows.into_iter().enumerate() {
             let position = (lsn.value(i) as u64, seq.value(i));
-            if position <= after {
+            let dup = match self.last {
+                Some((p, d)) if p == position => d + 1,
+                _ => 0,
+            };
+            self.last = Some((position, dup));
+            let table = self.name.to_string();
+            if (position.0, position.1, &table, dup) <= (after.0, after.1, &after.2, after.3) {
                 continue;
             }
             let unchanged: Vec<String> = if unchanged.is_null(i) {
@@ -299,6 +314,7 @@ impl TableReader {
                 table: self.name.clone(),
                 lsn: position.0,
                 seq: position.1,
+                dup,
                 op: op.value(i).to_string(),
                 commit_ts: ts.value(i),
                 unchanged,

@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use super::batch::{Batch, BatchLimits, Batcher};
 use super::cursor::{cursor_path, Cursor};
 use super::dead_letters::DeadLetters;
-use super::reader::{ChangelogReader, KeyColumns};
+use super::reader::{Change, ChangelogReader, KeyColumns, Mark};
 use super::{Ack, HubSink, SinkIdentity};
 use crate::{Error, Result};
 
@@ -61,7 +61,7 @@ pub struct RunOptions {
 
 /// A batch handed to the sink and not yet past the cursor.
 struct Slot {
-    last: (u64, i64),
+    last: Mark,
     rows: u64,
     keys: Vec<String>,
     /// `Some(parked count)` once acknowledged.
@@ -154,7 +154,7 @@ async fn run_once<S: HubSink>(
                 slots.insert(
                     slot_id,
                     Slot {
-                        last: batch.last(),
+                        last: batch.changes.last().map(Change::mark).unwrap_or_default(),
                         rows: batch.changes.len() as u64,
                         keys,
                         done: None,
@@ -197,7 +197,7 @@ async fn run_once<S: HubSink>(
                     }
                 }
                 if advance(&mut slots, &mut cursor) {
-                    let mut c = cursor;
+                    let mut c = cursor.clone();
                     let p = path.clone();
                     tokio::task::spawn_blocking(move || c.store(&p))
                         .await
@@ -220,7 +220,7 @@ fn advance(slots: &mut BTreeMap<u64, Slot>, cursor: &mut Cursor) -> bool {
             break;
         };
         let slot = entry.remove();
-        (cursor.lsn, cursor.seq) = slot.last;
+        (cursor.lsn, cursor.seq, cursor.table, cursor.dup) = slot.last;
         cursor.delivered += slot.rows - parked;
         cursor.parked += parked;
         moved = true;
@@ -246,7 +246,7 @@ mod tests {
             slots.insert(
                 i,
                 Slot {
-                    last: (10 + i, 0),
+                    last: (10 + i, 0, String::new(), 0),
                     rows: 2,
                     keys: Vec::new(),
                     done,
@@ -255,10 +255,13 @@ mod tests {
         }
         let mut c = Cursor::default();
         assert!(!advance(&mut slots, &mut c));
-        assert_eq!(c.after(), (0, 0));
+        assert_eq!(c.after(), (0, 0, String::new(), 0));
         slots.get_mut(&0).unwrap().done = Some(0);
         assert!(advance(&mut slots, &mut c));
-        assert_eq!((c.after(), c.delivered, c.parked), ((12, 0), 5, 1));
+        assert_eq!(
+            (c.after(), c.delivered, c.parked),
+            ((12, 0, String::new(), 0), 5, 1)
+        );
         assert!(slots.is_empty());
     }
 }

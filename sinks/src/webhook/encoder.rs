@@ -29,14 +29,24 @@ pub struct Encoded {
     pub body: bytes::Bytes,
 }
 
-/// The key: pipeline, sink, the batch's tables (joined by `,`) and its position range.
+/// The key: pipeline, sink, the batch's tables (joined by `,`) and its position range. Rows
+/// sharing a position (snapshot rows) are told apart by their ordinals, appended to the
+/// tables as `@first-last` when not both 0.
 pub fn key(pipeline: &str, sink: &str, changes: &[Change]) -> String {
     let mut tables: Vec<String> = changes.iter().map(|c| c.table.to_string()).collect();
     tables.sort();
     tables.dedup();
+    let mut tables = tables.join(",");
     let first = changes.first().map_or((0, 0), Change::position);
     let last = changes.last().map_or((0, 0), Change::position);
-    idempotency_key(pipeline, sink, &tables.join(","), first, last)
+    let dups = (
+        changes.first().map_or(0, |c| c.dup),
+        changes.last().map_or(0, |c| c.dup),
+    );
+    if dups != (0, 0) {
+        tables.push_str(&format!("@{}-{}", dups.0, dups.1));
+    }
+    idempotency_key(pipeline, sink, &tables, first, last)
 }
 
 /// Encodes `changes` (a batch or one change of it).
@@ -92,6 +102,7 @@ mod tests {
             table: Arc::new(TableName::parse("public.orders").unwrap()),
             lsn: 100,
             seq,
+            dup: 0,
             op: "u".into(),
             commit_ts: 1_700_000_000_000_000,
             unchanged: unchanged.iter().map(|s| s.to_string()).collect(),
