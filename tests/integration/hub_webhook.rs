@@ -72,7 +72,13 @@ fn spawn_child(config: &Path) -> Child {
         .args(["run", "--config"])
         .arg(config)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(config.with_extension("log"))
+                .expect("log file"),
+        )
         .spawn()
         .expect("spawn sluice run")
 }
@@ -212,6 +218,11 @@ async fn t_hub_every_change_once_in_key_order_through_faults_and_sigkills() {
     add_webhook(&config, &rx.url("/hook"), 3, 4);
 
     let mut child = spawn(&config);
+    crate::support::wait_for_slot(&db, "sluice_t_hub_kill").await;
+    wait_until("the initial snapshot in the lake", 60, || {
+        changelog(&p, &["a", "b"]).len() == 10
+    })
+    .await;
     let work = tokio::spawn(async move {
         let db = admin().await;
         for i in 0..60 {
@@ -232,18 +243,14 @@ async fn t_hub_every_change_once_in_key_order_through_faults_and_sigkills() {
         child = spawn(&config);
     }
     work.await.unwrap();
+    let want = 10 + 60 * 7;
+    wait_until("the lake to hold the whole workload", 120, || {
+        changelog(&p, &["a", "b"]).len() == want
+    })
+    .await;
     let expected = changelog(&p, &["a", "b"]);
-    let mut last_check = Instant::now();
-    let mut complete = false;
     wait_until("every change delivered", 180, || {
-        if delivered(&rx).len() < expected.len() {
-            return false;
-        }
-        if last_check.elapsed() > Duration::from_secs(1) || !complete {
-            last_check = Instant::now();
-            complete = changelog(&p, &["a", "b"]) == delivered(&rx);
-        }
-        complete
+        delivered(&rx).len() >= expected.len()
     })
     .await;
     child.terminate();
