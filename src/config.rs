@@ -669,6 +669,40 @@ mod tests {
     }
 
     #[test]
+    fn webhook_sinks_beside_one_delta_sink() {
+        let base = r#"
+            [pipeline]
+            name = "shop"
+            [source]
+            kind = "postgres"
+            url = "postgres://sluice@127.0.0.1:5432/shop"
+            tables = ["public.orders", "public.customers"]
+            [[sinks]]
+            kind = "delta"
+            path = "./lake"
+            [[sinks]]
+            kind = "webhook"
+            name = "hook"
+            url = "https://hooks.example.com/sluice"
+            tables = ["public.orders"]
+            rate_limit = ["20/s", "100000/day"]
+            max_batch_bytes = "1MiB"
+            "#;
+        let s = parse(base).unwrap();
+        assert_eq!(s.hub_sinks.len(), 1);
+        assert_eq!(s.hub_sinks[0].tables[0].to_string(), "public.orders");
+        let twice =
+            format!("{base}\n[[sinks]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"ftp://x\"\n");
+        let problems = parse(&twice).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].contains("used twice"));
+        assert!(problems[1].contains("https://"));
+        let no_delta = base.replace("kind = \"delta\"\n            path = \"./lake\"", "kind = \"webhook\"\n            name = \"other\"\n            url = \"http://127.0.0.1:1/\"");
+        let problems = parse(&no_delta).unwrap_err();
+        assert!(problems[0].contains("no kind = \"delta\""), "{problems:#?}");
+    }
+
+    #[test]
     fn unknown_fields_are_rejected() {
         let err = toml::from_str::<Config>(
             "[pipeline]\nname = \"x\"\ncolour = 1\n[source]\nkind = \"postgres\"\nurl = \"\"\ntables = []\n",

@@ -431,3 +431,29 @@ async fn t_hub_refused_change_parked_others_flow_standalone_deliver() {
         "{line}"
     );
 }
+
+#[test]
+fn t_hub_check_reports_webhook_problems_before_connecting() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        "[pipeline]\nname = \"t_hub_check\"\n[source]\nkind = \"postgres\"\nurl = \"postgres://sluice@127.0.0.1:1/shop\"\ntables = [\"public.orders\"]\n[[sinks]]\nkind = \"delta\"\npath = \"./lake\"\n[[sinks]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"not a url\"\nsecret = { env = \"T_HUB_SURELY_UNSET\" }\nrate_limit = [\"lots\"]\nmax_batch_rows = 0\n",
+    )
+    .unwrap();
+    let out = sluice()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let errors = crate::support::error_lines(&out);
+    assert_eq!(errors.len(), 4, "{errors:#?}");
+    for (e, fix) in
+        errors
+            .iter()
+            .zip(["https://", "export T_HUB_SURELY_UNSET", "between 1", "20/s"])
+    {
+        assert!(e.contains(fix), "{fix:?} not in {e}");
+    }
+}
