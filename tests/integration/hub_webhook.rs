@@ -457,3 +457,69 @@ fn t_hub_check_reports_webhook_problems_before_connecting() {
         assert!(e.contains(fix), "{fix:?} not in {e}");
     }
 }
+
+/// The accepted bodies by idempotency key, without the per-attempt parts.
+fn bodies(rx: &Receiver) -> std::collections::BTreeMap<String, Value> {
+    rx.deliveries()
+        .into_iter()
+        .map(|(k, r)| (k, r.body))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t_hub_standalone_deliver_sends_what_run_sends() {
+    let db = admin().await;
+    let p = Pipeline::new("t_hub_same", &db).await;
+    create_tables(&db, "t_hub_same", &["a", "b"]).await;
+    let in_process = Receiver::start(ReceiverConfig {
+        secret: Some(SigningKey::from_secret(SECRET).unwrap()),
+        ..ReceiverConfig::default()
+    })
+    .await;
+    let config = p.config(&["a", "b"], "");
+    add_webhook(&config, &in_process.url("/hook"), 4, 3);
+    ok(sluice_with_secret()
+        .args(["run", "--until", "caught-up", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap());
+    for i in 0..15 {
+        db.batch_execute(&workload_sql("t_hub_same", i))
+            .await
+            .unwrap();
+    }
+    // In process: `run --until caught-up` delivers up to the final hub position before exiting.
+    ok(sluice_with_secret()
+        .args(["run", "--until", "caught-up", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap());
+    let lake = changelog(&p, &["a", "b"]);
+    assert_eq!(lake.len(), 10 + 15 * 7);
+    assert_eq!(delivered(&in_process), lake);
+    // Standalone, from the beginning, to another receiver: the same keys and bodies.
+    let standalone = Receiver::start(ReceiverConfig {
+        secret: Some(SigningKey::from_secret(SECRET).unwrap()),
+        ..ReceiverConfig::default()
+    })
+    .await;
+    std::fs::remove_file(p.lake().join("_sluice_cursors/t_hub_same/hook.json")).unwrap();
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace(&in_process.url("/hook"), &standalone.url("/hook"));
+    std::fs::write(&config, text).unwrap();
+    ok(sluice_with_secret()
+        .args([
+            "deliver",
+            "--sink",
+            "hook",
+            "--until",
+            "caught-up",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap());
+    assert_eq!(bodies(&standalone), bodies(&in_process));
+    assert_eq!(standalone.counts().requests, standalone.deliveries().len());
+}
