@@ -85,14 +85,20 @@ fn spawn_child(config: &Path) -> Child {
 
 /// Every change in the changelog tables.
 fn changelog(p: &Pipeline, tables: &[&str]) -> BTreeSet<Position> {
+    changelog_at(&p.lake(), &p.name, tables)
+}
+
+/// Every change in the changelog tables `schema.tables` under `lake`.
+fn changelog_at(lake: &Path, schema: &str, tables: &[&str]) -> BTreeSet<Position> {
     let mut out = BTreeSet::new();
     for t in tables {
-        if !p.lake().join(&p.name).join(t).join("_delta_log").is_dir() {
+        let path = lake.join(schema).join(t);
+        if !path.join("_delta_log").is_dir() {
             continue;
         }
-        for r in p.rows(t) {
+        for r in read_delta(&path, None) {
             out.insert((
-                format!("{}.{t}", p.name),
+                format!("{schema}.{t}"),
                 r["_sluice_lsn"].as_u64().unwrap(),
                 r["_sluice_seq"].as_i64().unwrap(),
                 r["id"].as_i64().unwrap(),
@@ -522,4 +528,60 @@ async fn t_hub_standalone_deliver_sends_what_run_sends() {
         .unwrap());
     assert_eq!(bodies(&standalone), bodies(&in_process));
     assert_eq!(standalone.counts().requests, standalone.deliveries().len());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t_hub_mariadb_changes_delivered_once_in_key_order() {
+    use crate::mysql_support::{admin_at, exec, MyPipeline, MY_PORT};
+    let mut db = admin_at(MY_PORT).await;
+    let p = MyPipeline::new("t_hub_my", &mut db).await;
+    for t in ["a", "b"] {
+        exec(
+            &mut db,
+            &format!("CREATE TABLE t_hub_my.{t} (id bigint PRIMARY KEY, v int, note text); INSERT INTO t_hub_my.{t} VALUES (1, 0, 'seed'), (2, 0, 'seed')"),
+        )
+        .await;
+    }
+    let rx = Receiver::start(ReceiverConfig {
+        secret: Some(SigningKey::from_secret(SECRET).unwrap()),
+        error_fraction: 0.1,
+        seed: 5,
+        ..ReceiverConfig::default()
+    })
+    .await;
+    let config = p.config(&["a", "b"], 5190);
+    add_webhook(&config, &rx.url("/hook"), 3, 4);
+    ok(sluice_with_secret()
+        .args(["run", "--until", "caught-up", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap());
+    for i in 0..10 {
+        let base = 100 + i * 2;
+        exec(
+            &mut db,
+            &format!(
+                "START TRANSACTION;
+                 INSERT INTO t_hub_my.a VALUES ({base}, 0, 'x'), ({}, 0, 'y');
+                 INSERT INTO t_hub_my.b VALUES ({base}, 0, 'x');
+                 UPDATE t_hub_my.a SET v = v + 1 WHERE id IN (1, {base});
+                 UPDATE t_hub_my.b SET id = id + 1000 WHERE id = {base};
+                 DELETE FROM t_hub_my.a WHERE id = {};
+                 COMMIT;",
+                base + 1,
+                base + 1
+            ),
+        )
+        .await;
+    }
+    ok(sluice_with_secret()
+        .args(["run", "--until", "caught-up", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap());
+    let lake = changelog_at(&p.lake(), "t_hub_my", &["a", "b"]);
+    assert!(lake.len() >= 4 + 10 * 7, "{}", lake.len());
+    assert_eq!(delivered(&rx), lake);
+    assert_order_per_key(&rx);
+    assert_eq!(rx.counts().bad_signatures, 0);
 }
