@@ -16,6 +16,9 @@
 //! - Memory is one Parquet batch (at most [`READ_ROWS`] rows) per table, whatever the lag.
 //! - Versions wholly before the cursor are skipped from the log alone; their files are not
 //!   opened. Reading starts at version 0 on open (the log is small beside the data).
+//! - Rows of one table are in `(lsn, seq)` order in file order; a table whose rows are not
+//!   (a MySQL incremental-snapshot chunk placed at the position of the transaction before
+//!   it) is reported as an error rather than risk skipping rows.
 //! - Reads are blocking file I/O: callers run them off the async workers (spawn_blocking).
 
 use std::collections::{HashMap, VecDeque};
@@ -280,6 +283,12 @@ impl TableReader {
             let position = (lsn.value(i) as u64, seq.value(i));
             let dup = match self.last {
                 Some((p, d)) if p == position => d + 1,
+                Some((p, _)) if p > position => {
+                    return Err(corrupt(format!(
+                        "rows of {} out of (lsn, seq) order: {}/{} after {}/{} (an incremental-snapshot chunk sharing a transaction's position, which hub sinks cannot order yet)",
+                        self.name, position.0, position.1, p.0, p.1
+                    )))
+                }
                 _ => 0,
             };
             self.last = Some((position, dup));
