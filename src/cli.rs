@@ -13,6 +13,8 @@ use replication::postgres::{catalog, incremental};
 use replication::window::{Marker, MarkerBody, SnapshotRequest};
 use replication::Lsn;
 use sinks::delta::DeltaSink;
+use sinks::hub::{HubPosition, Until as HubUntil};
+use sinks::webhook::WebhookSettings;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MySettings, Settings, Validated};
@@ -62,6 +64,18 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// Run one hub sink (a webhook) on its own against the lake, following the hub position
+    /// the pipeline writes beside it; forever, or --until caught-up (everything up to the
+    /// hub position at start delivered or parked).
+    Deliver {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The sink's `name`.
+        #[arg(long)]
+        sink: String,
+        #[arg(long, value_enum)]
+        until: Option<Until>,
+    },
     /// Re-snapshot one table (or the rows matching --where) while streaming continues. The
     /// request travels through the WAL (PostgreSQL) or the lake's request mailbox
     /// (MySQL/MariaDB): the running pipeline (or the next run) takes it up.
@@ -93,6 +107,11 @@ pub fn main() -> ExitCode {
             Command::Check { config } => check(config).await,
             Command::Run { config, until } => run(config, until.is_some()).await,
             Command::Status { config } => status(config).await,
+            Command::Deliver {
+                config,
+                sink,
+                until,
+            } => deliver(config, sink, until.is_some()).await,
             Command::Snapshot {
                 config,
                 table,
@@ -189,7 +208,31 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
     };
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
+    let (lake, name, hub_sinks) = {
+        let (lake, name, sinks, _) = hub_parts(&mut settings);
+        (lake.to_path_buf(), name.to_string(), sinks.to_vec())
+    };
+    let hub = match HubPosition::resume(&lake, &name) {
+        Ok(h) => h,
+        Err(e) => return fail(&[e.to_string()]),
+    };
+    let hub_stop = CancellationToken::new();
+    let hub_file = tokio::spawn(hub.clone().write_file(
+        lake.clone(),
+        name.clone(),
+        hub_stop.clone(),
+    ));
+    let sinks_stop = CancellationToken::new();
+    let running = crate::hub::spawn(
+        &lake,
+        &name,
+        &hub_sinks,
+        &hub,
+        HubUntil::Forever,
+        &sinks_stop,
+    );
     let result = loop {
+        *hub_parts(&mut settings).3 = hub.clone();
         // SIGHUP re-reads the configuration and restarts the pipeline with it (a table added
         // is snapshotted while the others keep streaming from where they were).
         let session = shutdown.child_token();
@@ -208,6 +251,19 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
             _ => break result,
         }
     };
+    sinks_stop.cancel();
+    let mut hub_result = crate::hub::join(running).await;
+    if until_caught_up && result.is_ok() && hub_result.is_ok() {
+        let never = CancellationToken::new();
+        let caught_up =
+            crate::hub::spawn(&lake, &name, &hub_sinks, &hub, HubUntil::CaughtUp, &never);
+        hub_result = crate::hub::join(caught_up).await;
+    }
+    hub_stop.cancel();
+    let _ = hub_file.await;
+    if let Err(e) = hub_result {
+        return fail(&[e]);
+    }
     match result {
         Ok(SourceExit::CaughtUp) => {
             tracing::info!(peak_rss_bytes = peak_rss_bytes(), "caught up");
@@ -272,6 +328,39 @@ async fn shutdown_on_signal(cancel: CancellationToken) {
     cancel.cancel();
 }
 
+/// The lake, pipeline name, hub sinks and hub position of either source kind.
+fn hub_parts(v: &mut Validated) -> (&std::path::Path, &str, &[WebhookSettings], &mut HubPosition) {
+    match v {
+        Validated::Postgres(s) => (&s.lake, &s.name, &s.hub_sinks, &mut s.hub),
+        Validated::Mysql(m) => (&m.lake, &m.name, &m.hub_sinks, &mut m.hub),
+    }
+}
+
+async fn deliver(config: PathBuf, sink: String, until_caught_up: bool) -> ExitCode {
+    let mut settings = match validated(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let (lake, name, sinks, _) = hub_parts(&mut settings);
+    let Some(s) = sinks.iter().find(|s| s.name == sink) else {
+        let names: Vec<_> = sinks.iter().map(|s| s.name.as_str()).collect();
+        return fail(&[format!(
+            "no hub sink named {sink:?} in the config: use one of {names:?}"
+        )]);
+    };
+    let cancel = CancellationToken::new();
+    tokio::spawn(shutdown_on_signal(cancel.clone()));
+    let until = if until_caught_up {
+        HubUntil::CaughtUp
+    } else {
+        HubUntil::Forever
+    };
+    match crate::hub::deliver(lake, name, s, until, cancel).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(&[e.to_string()]),
+    }
+}
+
 async fn status(config: PathBuf) -> ExitCode {
     let settings = match validated(config) {
         Ok(Validated::Postgres(s)) => s,
@@ -323,6 +412,7 @@ async fn status(config: PathBuf) -> ExitCode {
             );
         }
         print_schema_changes(&settings.lake, &settings.name, |l| l.to_string()).await?;
+        crate::hub::print_status(&settings.lake, &settings.name, &settings.hub_sinks).await;
         Ok(())
     }
     .await;
@@ -475,6 +565,7 @@ async fn mysql_status(settings: &MySettings) -> ExitCode {
             BinlogPosition::unpack(l, &current.file).to_string()
         })
         .await?;
+        crate::hub::print_status(&settings.lake, &settings.name, &settings.hub_sinks).await;
         Ok(())
     }
     .await;

@@ -11,6 +11,8 @@ use replication::evolution::{SchemaPolicies, SchemaPolicy};
 use replication::mysql::conninfo::MyConnInfo;
 use replication::postgres::conninfo::ConnInfo;
 use serde::Deserialize;
+use sinks::hub::HubPosition;
+use sinks::webhook::{WebhookConfig, WebhookSettings};
 
 /// A whole pipeline: one source, its sinks.
 #[derive(Debug, Deserialize)]
@@ -121,6 +123,9 @@ pub enum SinkConfig {
         #[serde(default = "default_latency", with = "humantime_serde")]
         max_batch_latency: Duration,
     },
+    /// A hub sink: batches of change events POSTed as JSON, read from the changelog with its
+    /// own cursor (see the README's "Hub sinks and webhooks").
+    Webhook(WebhookConfig),
 }
 
 fn default_chunk_rows() -> usize {
@@ -225,6 +230,11 @@ pub struct MySettings {
     pub max_batch_bytes: usize,
     pub max_batch_latency: Duration,
     pub max_inflight_bytes: usize,
+    /// The hub sinks (webhooks) reading the changelog.
+    pub hub_sinks: Vec<WebhookSettings>,
+    /// Where the Delta sink publishes the hub position (replaced by `sluice run` with the
+    /// run's own, which outlives configuration reloads).
+    pub hub: HubPosition,
 }
 
 /// The validated settings of a PostgreSQL → Delta pipeline.
@@ -245,6 +255,10 @@ pub struct Settings {
     pub snapshot_workers: usize,
     pub snapshot_chunk_pages: u64,
     pub snapshot_chunk_rows: usize,
+    /// The hub sinks (webhooks) reading the changelog.
+    pub hub_sinks: Vec<WebhookSettings>,
+    /// Where the Delta sink publishes the hub position (see [`MySettings::hub`]).
+    pub hub: HubPosition,
 }
 
 /// The schema-change policies, each override naming one of the pipeline's `tables`.
@@ -316,43 +330,84 @@ impl Config {
         if self.pipeline.max_inflight_bytes < 1 << 20 {
             problems.push("[pipeline] max_inflight_bytes must be at least 1MiB".into());
         }
-        match self.sinks.as_slice() {
-            [SinkConfig::Delta {
-                path,
-                max_batch_rows,
-                max_batch_bytes,
-                max_batch_latency,
-            }] => {
-                if *max_batch_rows == 0 {
+        let deltas: Vec<_> = self
+            .sinks
+            .iter()
+            .filter_map(|s| match s {
+                SinkConfig::Delta {
+                    path,
+                    max_batch_rows,
+                    max_batch_bytes,
+                    max_batch_latency,
+                } => Some((path, max_batch_rows, max_batch_bytes, max_batch_latency)),
+                SinkConfig::Webhook(_) => None,
+            })
+            .collect();
+        let mut names = Vec::new();
+        for s in &self.sinks {
+            if let SinkConfig::Webhook(w) = s {
+                if names.contains(&&w.name) {
+                    problems.push(format!(
+                        "[[sinks]] name {:?} is used twice: give every webhook sink its own name (it names its cursor)",
+                        w.name
+                    ));
+                }
+                names.push(&w.name);
+            }
+        }
+        match deltas.as_slice() {
+            [(path, max_batch_rows, max_batch_bytes, max_batch_latency)] => {
+                if **max_batch_rows == 0 {
                     problems.push("[[sinks]] max_batch_rows must be at least 1".into());
                 }
-                if *max_batch_bytes < 1024 {
+                if **max_batch_bytes < 1024 {
                     problems.push("[[sinks]] max_batch_bytes must be at least 1KiB".into());
                 }
                 if max_batch_latency.is_zero() {
                     problems.push("[[sinks]] max_batch_latency must be above zero".into());
                 }
                 Some(Sink {
-                    lake: path.clone(),
-                    max_batch_rows: *max_batch_rows,
-                    max_batch_bytes: *max_batch_bytes,
-                    max_batch_latency: *max_batch_latency,
+                    lake: (*path).clone(),
+                    max_batch_rows: **max_batch_rows,
+                    max_batch_bytes: **max_batch_bytes,
+                    max_batch_latency: **max_batch_latency,
                 })
             }
             [] => {
-                problems.push("no [[sinks]]: add a [[sinks]] block with kind = \"delta\"".into());
+                problems.push("no kind = \"delta\" [[sinks]]: add a [[sinks]] block with kind = \"delta\" (the changelog every other sink reads)".into());
                 None
             }
             _ => {
                 problems.push(
-                    "several [[sinks]] are not supported yet: keep one kind = \"delta\" sink"
-                        .into(),
+                    "several kind = \"delta\" [[sinks]] are not supported yet: keep one".into(),
                 );
                 None
             }
         }
     }
+}
 
+/// The hub sinks, validated against the pipeline's tables.
+fn hub_sinks(
+    sinks: &[SinkConfig],
+    tables: &[TableName],
+    problems: &mut Vec<String>,
+) -> Vec<WebhookSettings> {
+    {
+        let mut out = Vec::new();
+        for s in sinks {
+            if let SinkConfig::Webhook(w) = s {
+                match w.validate(tables) {
+                    Ok(v) => out.push(v),
+                    Err(p) => problems.extend(p),
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Config {
     fn validate_mysql(self) -> Result<MySettings, Vec<String>> {
         let mut problems = Vec::new();
         let sink = self.validate_common(&mut problems);
@@ -395,6 +450,7 @@ impl Config {
             }
         }
         let policies = policies(&self.pipeline, &parsed, &mut problems);
+        let hub_sinks = hub_sinks(&self.sinks, &parsed, &mut problems);
         match (info, server_id, sink) {
             (Some(info), Some(server_id), Some(sink)) if problems.is_empty() => Ok(MySettings {
                 name: self.pipeline.name,
@@ -409,6 +465,8 @@ impl Config {
                 max_batch_bytes: sink.max_batch_bytes,
                 max_batch_latency: sink.max_batch_latency,
                 max_inflight_bytes: self.pipeline.max_inflight_bytes,
+                hub_sinks,
+                hub: HubPosition::default(),
             }),
             _ => Err(problems),
         }
@@ -481,6 +539,7 @@ impl Config {
             }
         }
         let policies = policies(&self.pipeline, &parsed, &mut problems);
+        let hub_sinks = hub_sinks(&self.sinks, &parsed, &mut problems);
         match (conninfo, sink) {
             (Some(conninfo), Some(sink)) if problems.is_empty() => Ok(Settings {
                 name,
@@ -498,6 +557,8 @@ impl Config {
                 snapshot_workers,
                 snapshot_chunk_pages,
                 snapshot_chunk_rows,
+                hub_sinks,
+                hub: HubPosition::default(),
             }),
             _ => Err(problems),
         }
@@ -605,6 +666,40 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(problems.len(), 4, "{problems:#?}");
+    }
+
+    #[test]
+    fn webhook_sinks_beside_one_delta_sink() {
+        let base = r#"
+            [pipeline]
+            name = "shop"
+            [source]
+            kind = "postgres"
+            url = "postgres://sluice@127.0.0.1:5432/shop"
+            tables = ["public.orders", "public.customers"]
+            [[sinks]]
+            kind = "delta"
+            path = "./lake"
+            [[sinks]]
+            kind = "webhook"
+            name = "hook"
+            url = "https://hooks.example.com/sluice"
+            tables = ["public.orders"]
+            rate_limit = ["20/s", "100000/day"]
+            max_batch_bytes = "1MiB"
+            "#;
+        let s = parse(base).unwrap();
+        assert_eq!(s.hub_sinks.len(), 1);
+        assert_eq!(s.hub_sinks[0].tables[0].to_string(), "public.orders");
+        let twice =
+            format!("{base}\n[[sinks]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"ftp://x\"\n");
+        let problems = parse(&twice).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:#?}");
+        assert!(problems[0].contains("used twice"));
+        assert!(problems[1].contains("https://"));
+        let no_delta = base.replace("kind = \"delta\"\n            path = \"./lake\"", "kind = \"webhook\"\n            name = \"other\"\n            url = \"http://127.0.0.1:1/\"");
+        let problems = parse(&no_delta).unwrap_err();
+        assert!(problems[0].contains("no kind = \"delta\""), "{problems:#?}");
     }
 
     #[test]

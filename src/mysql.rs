@@ -269,7 +269,7 @@ async fn initial_snapshot(
         tx,
         task: sink_task,
         ..
-    } = spawn_sink(sink, settings.max_inflight_bytes);
+    } = spawn_sink(sink, settings.max_inflight_bytes, settings.hub.clone());
     let progress = Progress::new("snapshot");
     let stop_reporting = CancellationToken::new();
     let reporter = tokio::spawn(progress.clone().report(stop_reporting.clone()));
@@ -355,7 +355,7 @@ async fn session(
         durable,
         chunks,
         task: sink_task,
-    } = spawn_sink(sink, settings.max_inflight_bytes);
+    } = spawn_sink(sink, settings.max_inflight_bytes, settings.hub.clone());
     let (snapshots, link) = snapshots::session(
         MyReader {
             settings: settings.clone(),

@@ -27,6 +27,7 @@ use replication::postgres::table::RowPosition;
 use replication::postgres::{catalog, BatchLimits};
 use replication::{queue, ErrorClass, Lsn};
 use sinks::delta::DeltaSink;
+use sinks::hub::HubPosition;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
@@ -266,7 +267,7 @@ async fn session(
         durable: durable_rx,
         chunks,
         task: sink_task,
-    } = spawn_sink(sink, settings.max_inflight_bytes);
+    } = spawn_sink(sink, settings.max_inflight_bytes, settings.hub.clone());
     let (snapshots, link) = snapshots::session(
         snapshots::PgReader(settings.clone()),
         snapshots::Sizes {
@@ -329,7 +330,10 @@ pub(crate) struct SinkHandle {
 
 /// Run the sink on its own task behind a byte-bounded queue; it publishes the durable position
 /// and the chunks it committed.
-pub(crate) fn spawn_sink(mut sink: DeltaSink, budget: usize) -> SinkHandle {
+///
+/// Each event's commit position is published on `hub` once it is durable in every table:
+/// the hub position W that hub sinks read up to (see `sinks::hub`).
+pub(crate) fn spawn_sink(mut sink: DeltaSink, budget: usize, hub: HubPosition) -> SinkHandle {
     let (tx, mut rx) = queue::channel::<Event>(budget);
     let (durable_tx, durable) = watch::channel(Lsn::ZERO);
     let (chunks_tx, chunks) = watch::channel(None);
@@ -340,9 +344,19 @@ pub(crate) fn spawn_sink(mut sink: DeltaSink, budget: usize) -> SinkHandle {
                 Event::SnapshotChunk { table, chunk, .. } => Some((table.table.clone(), *chunk)),
                 _ => None,
             };
+            let commit = match &event {
+                Event::Committed { commit_lsn, .. }
+                | Event::StreamCommit { commit_lsn, .. }
+                | Event::SnapshotCommit { commit_lsn, .. }
+                | Event::SnapshotChunk { commit_lsn, .. } => Some(*commit_lsn),
+                _ => None,
+            };
             if let Some(end) = sink.apply(event).await? {
                 tracing::debug!(rows, %end, "durable");
                 durable_tx.send_replace(end);
+                if let Some(commit) = commit {
+                    hub.publish(commit);
+                }
             }
             if chunk.is_some() {
                 chunks_tx.send_replace(chunk);
@@ -412,7 +426,7 @@ async fn initial_snapshot(settings: &Settings, temporary: bool) -> Result<Lsn, P
         tx,
         task: sink_task,
         ..
-    } = spawn_sink(sink, settings.max_inflight_bytes);
+    } = spawn_sink(sink, settings.max_inflight_bytes, settings.hub.clone());
     // One below the consistent point: see replication::postgres::snapshot.
     let commit_lsn = Lsn(point.0.saturating_sub(1));
     let options = SnapshotOptions {

@@ -53,6 +53,19 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// A Parquet file of a changelog table cannot be read.
+    #[error("changelog file {path}: {source}")]
+    Parquet {
+        path: String,
+        #[source]
+        source: deltalake::parquet::errors::ParquetError,
+    },
+    /// A changelog table's log or a hub state file cannot be understood.
+    #[error("{path}: {reason}")]
+    Corrupt { path: String, reason: String },
+    /// An HTTP sink gave up on a request after its configured attempts.
+    #[error("sink {sink} gave up after {attempts} attempts")]
+    GaveUp { sink: String, attempts: u32 },
     /// A request cannot be built from the sink's settings (URL, header); the URL is left out
     /// of the message since it may carry a token.
     #[error("invalid http request: {source}")]
@@ -74,6 +87,8 @@ impl Error {
             },
             Error::Io { .. } => ErrorClass::Transient,
             Error::Arrow { .. } => ErrorClass::Bug,
+            Error::GaveUp { .. } => ErrorClass::Transient,
+            Error::Parquet { .. } | Error::Corrupt { .. } => ErrorClass::Definite,
             Error::InvalidPath { .. }
             | Error::InvalidRateLimit { .. }
             | Error::Invalid { .. }

@@ -5,5 +5,7 @@
 pub mod delta;
 mod error;
 pub mod http;
+pub mod hub;
+pub mod webhook;
 
 pub use error::{Error, ErrorClass, Result};

@@ -1,0 +1,338 @@
+//! The changelog reader: the rows of a pipeline's changelog tables after a cursor, merged
+//! across tables in `(_sluice_lsn, _sluice_seq)` order, up to the hub position W.
+//!
+//! ```text
+//!   table a: v0 v1 v2 │ v3 (> W: not yet)      each table: next log version whose txn
+//!   table b: v0 v1    │                        position ≤ W ─▶ its added files ─▶ Parquet
+//!                     ▼                        batches of READ_ROWS rows ─▶ rows > cursor
+//!            k-way merge by (lsn, seq) ─▶ Change
+//! ```
+//!
+//! Invariants:
+//! - A log version is read only once its position is ≤ W; W is only ever an event's commit
+//!   position published after every table committed that event, so a version is either
+//!   wholly ≤ W or wholly after it, and when every table is exhausted up to W, every row
+//!   ≤ W has been returned (a segment is complete).
+//! - Memory is one Parquet batch (at most [`READ_ROWS`] rows) per table, whatever the lag.
+//! - Versions wholly before the cursor are skipped from the log alone; their files are not
+//!   opened. Reading starts at version 0 on open (the log is small beside the data).
+//! - Rows of one table are in `(lsn, seq)` order in file order; a table whose rows are not
+//!   (a MySQL incremental-snapshot chunk placed at the position of the transaction before
+//!   it) is reported as an error rather than risk skipping rows.
+//! - Reads are blocking file I/O: callers run them off the async workers (spawn_blocking).
+
+use std::collections::{HashMap, VecDeque};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use deltalake::arrow::array::{Array, AsArray, RecordBatch};
+use deltalake::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
+use deltalake::arrow::json::writer::JsonArray;
+use deltalake::arrow::json::WriterBuilder;
+use deltalake::parquet::arrow::arrow_reader::{
+    ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
+};
+use replication::change::{
+    TableName, COMMIT_TS_COLUMN, LSN_COLUMN, OP_COLUMN, SEQ_COLUMN, UNCHANGED_COLUMN,
+};
+use replication::Lsn;
+use serde_json::{Map, Value};
+
+use super::log::read_version;
+use crate::{Error, Result};
+
+/// Rows per Parquet batch read: bounds the reader's memory per table.
+const READ_ROWS: usize = 1024;
+
+/// Prefix of the changelog's own columns.
+const CDC_PREFIX: &str = "_sluice_";
+
+/// The key columns of each table, for per-key ordering. A table without an entry is keyed
+/// by its `id` column if it has one; otherwise the whole table is one key (its changes are
+/// delivered one batch at a time).
+#[derive(Debug, Clone, Default)]
+pub struct KeyColumns(pub HashMap<TableName, Vec<String>>);
+
+/// A change's place in the merged changelog: `(lsn, seq, table, dup)`. `dup` numbers the
+/// rows of one table sharing `(lsn, seq)` in file order: snapshot rows all carry the
+/// snapshot's position with seq 0, and still need a total, deterministic order.
+pub type Mark = (u64, i64, String, u64);
+
+/// One change read from the changelog.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Change {
+    /// Source table.
+    pub table: Arc<TableName>,
+    /// Commit position of its transaction.
+    pub lsn: u64,
+    /// Ordinal in the transaction.
+    pub seq: i64,
+    /// Ordinal among this table's rows with the same `(lsn, seq)` (0 but for snapshots).
+    pub dup: u64,
+    /// `c`, `u`, `d`, `r` or `t`.
+    pub op: String,
+    /// Commit time, unix microseconds.
+    pub commit_ts: i64,
+    /// Columns whose value the source did not send (unchanged TOAST): absent from `row`.
+    pub unchanged: Vec<String>,
+    /// The key columns and their values.
+    pub key: Map<String, Value>,
+    /// Identifies the key across tables (`schema.table` + key values).
+    pub key_id: String,
+    /// The row's columns (without the changelog's own), as JSON.
+    pub row: Map<String, Value>,
+    /// Bytes of `row` as JSON: what batch byte limits count.
+    pub size: usize,
+}
+
+impl Change {
+    /// Its changelog position.
+    pub fn position(&self) -> (u64, i64) {
+        (self.lsn, self.seq)
+    }
+
+    /// Its place in the merged changelog.
+    pub fn mark(&self) -> Mark {
+        (self.lsn, self.seq, self.table.to_string(), self.dup)
+    }
+}
+
+/// One table's read state.
+struct TableReader {
+    name: Arc<TableName>,
+    dir: PathBuf,
+    keys: Option<Vec<String>>,
+    next_version: u64,
+    files: VecDeque<PathBuf>,
+    file: Option<(PathBuf, ParquetRecordBatchReader)>,
+    rows: VecDeque<Change>,
+    /// `(lsn, seq)` of the last row decoded and its `dup`.
+    last: Option<((u64, i64), u64)>,
+}
+
+/// Reads the changelog after a position, merged across tables.
+pub struct ChangelogReader {
+    app_id: String,
+    after: Mark,
+    tables: Vec<TableReader>,
+}
+
+impl ChangelogReader {
+    /// A reader of `tables` of pipeline `app_id` under `lake`, returning rows after `after`.
+    pub fn open(
+        lake: &std::path::Path,
+        app_id: &str,
+        tables: &[TableName],
+        keys: &KeyColumns,
+        after: Mark,
+    ) -> Self {
+        let tables = tables
+            .iter()
+            .map(|t| TableReader {
+                dir: lake.join(&t.schema).join(&t.name),
+                keys: keys.0.get(t).cloned(),
+                name: Arc::new(t.clone()),
+                next_version: 0,
+                files: VecDeque::new(),
+                file: None,
+                rows: VecDeque::new(),
+                last: None,
+            })
+            .collect();
+        ChangelogReader {
+            app_id: app_id.to_string(),
+            after,
+            tables,
+        }
+    }
+
+    /// The next change at or below `w`, or `None` when every table is read up to `w`.
+    pub fn next(&mut self, w: Lsn) -> Result<Option<Change>> {
+        let mut best: Option<(usize, Mark)> = None;
+        for i in 0..self.tables.len() {
+            if let Some(c) = self.tables[i].peek(&self.app_id, w, &self.after)? {
+                let p = c.mark();
+                if best.as_ref().is_none_or(|(_, b)| p < *b) {
+                    best = Some((i, p));
+                }
+            }
+        }
+        let Some((i, p)) = best else {
+            return Ok(None);
+        };
+        self.after = p;
+        Ok(self.tables[i].rows.pop_front())
+    }
+}
+
+impl TableReader {
+    fn peek(&mut self, app_id: &str, w: Lsn, after: &Mark) -> Result<Option<&Change>> {
+        loop {
+            while self.rows.front().is_some_and(|c| c.mark() <= *after) {
+                self.rows.pop_front();
+            }
+            if !self.rows.is_empty() {
+                return Ok(self.rows.front());
+            }
+            if let Some((path, reader)) = &mut self.file {
+                match reader.next() {
+                    Some(batch) => {
+                        let batch = batch.map_err(|source| Error::Arrow {
+                            table: self.name.to_string(),
+                            source,
+                        })?;
+                        let path = path.clone();
+                        self.decode(&batch, after, &path)?;
+                        continue;
+                    }
+                    None => self.file = None,
+                }
+            }
+            if let Some(path) = self.files.pop_front() {
+                let parquet = |source| Error::Parquet {
+                    path: path.display().to_string(),
+                    source,
+                };
+                let f = std::fs::File::open(&path).map_err(|source| Error::Io {
+                    path: path.display().to_string(),
+                    source,
+                })?;
+                let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+                    .map_err(parquet)?
+                    .with_batch_size(READ_ROWS)
+                    .build()
+                    .map_err(parquet)?;
+                self.file = Some((path, reader));
+                continue;
+            }
+            let Some(version) = read_version(&self.dir, self.next_version, app_id)? else {
+                return Ok(None);
+            };
+            match version.position {
+                Some(p) if p > w => return Ok(None),
+                Some(p) if p.0 < after.0 => {}
+                _ => self.files.extend(version.files),
+            }
+            self.next_version += 1;
+        }
+    }
+
+    /// Appends the rows of `batch` after `after` to `self.rows`.
+    fn decode(&mut self, batch: &RecordBatch, after: &Mark, path: &std::path::Path) -> Result<()> {
+        let corrupt = |reason: String| Error::Corrupt {
+            path: path.display().to_string(),
+            reason,
+        };
+        let schema = batch.schema();
+        let col = |name: &str| {
+            batch
+                .column_by_name(name)
+                .ok_or_else(|| corrupt(format!("no column {name}")))
+        };
+        let lsn = col(LSN_COLUMN)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| corrupt(format!("{LSN_COLUMN} is not int64")))?;
+        let seq = col(SEQ_COLUMN)?
+            .as_primitive_opt::<Int64Type>()
+            .ok_or_else(|| corrupt(format!("{SEQ_COLUMN} is not int64")))?;
+        let op = col(OP_COLUMN)?
+            .as_string_opt::<i32>()
+            .ok_or_else(|| corrupt(format!("{OP_COLUMN} is not utf8")))?;
+        let ts = col(COMMIT_TS_COLUMN)?
+            .as_primitive_opt::<TimestampMicrosecondType>()
+            .ok_or_else(|| corrupt(format!("{COMMIT_TS_COLUMN} is not a timestamp")))?;
+        let unchanged = col(UNCHANGED_COLUMN)?
+            .as_list_opt::<i32>()
+            .ok_or_else(|| corrupt(format!("{UNCHANGED_COLUMN} is not a list")))?;
+        let data: Vec<usize> = schema
+            .fields()
+            .iter()
+            .enumerate()
+            .filter(|(_, f)| !f.name().starts_with(CDC_PREFIX))
+            .map(|(i, _)| i)
+            .collect();
+        let projected = batch.project(&data).map_err(|source| Error::Arrow {
+            table: self.name.to_string(),
+            source,
+        })?;
+        let mut writer = WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, JsonArray>(Vec::new());
+        writer
+            .write(&projected)
+            .and_then(|()| writer.finish())
+            .map_err(|source| Error::Arrow {
+                table: self.name.to_string(),
+                source,
+            })?;
+        let json = writer.into_inner();
+        let rows: Vec<Map<String, Value>> = if projected.num_rows() == 0 {
+            Vec::new()
+        } else {
+            serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))?
+        };
+        if rows.len() != batch.num_rows() {
+            return Err(corrupt("row count mismatch in json encoding".into()));
+        }
+        let keys: Vec<String> = match &self.keys {
+            Some(k) => k.clone(),
+            None if schema.field_with_name("id").is_ok() => vec!["id".into()],
+            None => Vec::new(),
+        };
+        for (i, mut row) in rows.into_iter().enumerate() {
+            let position = (lsn.value(i) as u64, seq.value(i));
+            let dup = match self.last {
+                Some((p, d)) if p == position => d + 1,
+                Some((p, _)) if p > position => {
+                    return Err(corrupt(format!(
+                        "rows of {} out of (lsn, seq) order: {}/{} after {}/{} (an incremental-snapshot chunk sharing a transaction's position, which hub sinks cannot order yet)",
+                        self.name, position.0, position.1, p.0, p.1
+                    )))
+                }
+                _ => 0,
+            };
+            self.last = Some((position, dup));
+            let table = self.name.to_string();
+            if (position.0, position.1, &table, dup) <= (after.0, after.1, &after.2, after.3) {
+                continue;
+            }
+            let unchanged: Vec<String> = if unchanged.is_null(i) {
+                Vec::new()
+            } else {
+                let list = unchanged.value(i);
+                let names = list.as_string::<i32>();
+                (0..names.len())
+                    .filter(|j| !names.is_null(*j))
+                    .map(|j| names.value(j).to_string())
+                    .collect()
+            };
+            for u in &unchanged {
+                row.remove(u);
+            }
+            let key: Map<String, Value> = keys
+                .iter()
+                .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
+                .collect();
+            let key_id = if keys.is_empty() {
+                self.name.to_string()
+            } else {
+                format!("{}\u{0}{}", self.name, Value::Object(key.clone()))
+            };
+            let size = serde_json::to_vec(&row).map_or(0, |v| v.len());
+            self.rows.push_back(Change {
+                table: self.name.clone(),
+                lsn: position.0,
+                seq: position.1,
+                dup,
+                op: op.value(i).to_string(),
+                commit_ts: ts.value(i),
+                unchanged,
+                key,
+                key_id,
+                row,
+                size,
+            });
+        }
+        Ok(())
+    }
+}

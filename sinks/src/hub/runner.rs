@@ -1,0 +1,267 @@
+//! The runner of one hub sink: reads batches after its cursor, keeps a window of them in
+//! flight (never two sharing a key), parks what the sink refused, and moves the cursor past
+//! the acknowledged prefix.
+//!
+//! ```text
+//!   Batcher ──next batch──▶ key free and window not full? ──▶ spawn deliver ─┐
+//!      ▲ (blocking reads in spawn_blocking)        no: wait for a completion  │
+//!      └── W moved (watch) ◀── nothing to read                                 │
+//!   completions (any order) ─▶ park refused ─▶ cursor := end of done prefix ◀─┘
+//! ```
+//!
+//! Transient errors (a file being written, a dead-letter commit conflict) restart the sink
+//! from its cursor after a backoff; in-flight batches are abandoned and resent with the same
+//! keys. Cancellation abandons the in-flight batches the same way.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use replication::{ErrorClass, Lsn};
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::batch::{Batch, BatchLimits, Batcher};
+use super::cursor::{cursor_path, Cursor};
+use super::dead_letters::DeadLetters;
+use super::reader::{Change, ChangelogReader, KeyColumns, Mark};
+use super::{Ack, HubSink, SinkIdentity};
+use crate::{Error, Result};
+
+/// First and longest wait before restarting after a transient failure.
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
+
+/// When the runner ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Until {
+    /// Until cancelled.
+    Forever,
+    /// Once everything up to the hub position at start is delivered or parked.
+    CaughtUp,
+}
+
+/// How one sink runs.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Pipeline, sink name, tables.
+    pub identity: SinkIdentity,
+    /// The lake directory.
+    pub lake: PathBuf,
+    /// Key columns per table, for per-key order.
+    pub keys: KeyColumns,
+    /// Batch cutting.
+    pub limits: BatchLimits,
+    /// Most batches in flight (the sink's own concurrency adapts below it).
+    pub window: usize,
+    /// When to stop.
+    pub until: Until,
+}
+
+/// A batch handed to the sink and not yet past the cursor.
+struct Slot {
+    last: Mark,
+    rows: u64,
+    keys: Vec<String>,
+    /// `Some(parked count)` once acknowledged.
+    done: Option<u64>,
+}
+
+/// Runs `sink` until cancelled (or caught up), restarting after transient failures.
+pub async fn run<S: HubSink>(
+    sink: Arc<S>,
+    options: RunOptions,
+    mut hub: watch::Receiver<Lsn>,
+    cancel: CancellationToken,
+) -> Result<()> {
+    let target = *hub.borrow();
+    let mut backoff = BACKOFF.0;
+    loop {
+        match run_once(&sink, &options, &mut hub, target, &cancel).await {
+            Ok(()) => return Ok(()),
+            Err(e) if e.class() == ErrorClass::Transient && !cancel.is_cancelled() => {
+                tracing::warn!(sink = %options.identity.sink, error = %e, retry_in = ?backoff, "hub sink failed, restarting from its cursor");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {}
+                    _ = cancel.cancelled() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(BACKOFF.1);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn run_once<S: HubSink>(
+    sink: &Arc<S>,
+    options: &RunOptions,
+    hub: &mut watch::Receiver<Lsn>,
+    target: Lsn,
+    cancel: &CancellationToken,
+) -> Result<()> {
+    let id = &options.identity;
+    let path = cursor_path(&options.lake, &id.pipeline, &id.sink);
+    let mut cursor = Cursor::load(&path)?;
+    let reader = ChangelogReader::open(
+        &options.lake,
+        &id.pipeline,
+        &id.tables,
+        &options.keys,
+        cursor.after(),
+    );
+    let mut batcher = Some(Batcher::new(reader, options.limits));
+    let mut dead = DeadLetters::new(&options.lake, &id.pipeline, &id.sink);
+    let mut tasks: JoinSet<(u64, Result<Ack>)> = JoinSet::new();
+    let mut slots: BTreeMap<u64, Slot> = BTreeMap::new();
+    let mut busy: HashMap<String, usize> = HashMap::new();
+    let mut next: Option<Batch> = None;
+    let mut read_up_to: Option<Lsn> = None;
+    let mut hub_open = true;
+    let mut next_id = 0u64;
+    tracing::info!(sink = %id.sink, lsn = cursor.lsn, seq = cursor.seq, "hub sink starting after its cursor");
+    loop {
+        if cancel.is_cancelled() {
+            return Ok(());
+        }
+        let w = *hub.borrow_and_update();
+        if next.is_none() && read_up_to != Some(w) {
+            let mut b = batcher.take().ok_or_else(|| bug("batcher lost"))?;
+            let (b, read) = tokio::task::spawn_blocking(move || {
+                let r = b.next_batch(w);
+                (b, r)
+            })
+            .await
+            .map_err(|e| bug(&e.to_string()))?;
+            batcher = Some(b);
+            match read? {
+                Some(batch) => next = Some(batch),
+                None => read_up_to = Some(w),
+            }
+        }
+        if let Some(batch) = next.take() {
+            let free = !batch.changes.iter().any(|c| busy.contains_key(&c.key_id));
+            if free && tasks.len() < options.window.max(1) {
+                let mut keys: Vec<String> =
+                    batch.changes.iter().map(|c| c.key_id.clone()).collect();
+                keys.sort();
+                keys.dedup();
+                for k in &keys {
+                    *busy.entry(k.clone()).or_default() += 1;
+                }
+                let slot_id = next_id;
+                next_id += 1;
+                slots.insert(
+                    slot_id,
+                    Slot {
+                        last: batch.changes.last().map(Change::mark).unwrap_or_default(),
+                        rows: batch.changes.len() as u64,
+                        keys,
+                        done: None,
+                    },
+                );
+                let sink = sink.clone();
+                tasks.spawn(async move { (slot_id, sink.deliver(Arc::new(batch)).await) });
+                continue;
+            }
+            next = Some(batch);
+        }
+        if next.is_none()
+            && tasks.is_empty()
+            && options.until == Until::CaughtUp
+            && read_up_to.is_some_and(|r| r >= target)
+        {
+            tracing::info!(sink = %id.sink, lsn = cursor.lsn, seq = cursor.seq, "hub sink caught up");
+            return Ok(());
+        }
+        tokio::select! {
+            done = tasks.join_next(), if !tasks.is_empty() => {
+                let Some(done) = done else { continue };
+                let (slot_id, ack) = done.map_err(|e| bug(&e.to_string()))?;
+                let parked = match ack? {
+                    Ack::Delivered => 0,
+                    Ack::Parked(parked) => {
+                        dead.park(&parked).await?;
+                        tracing::warn!(sink = %id.sink, parked = parked.len(), "changes parked in the dead-letter table");
+                        parked.len() as u64
+                    }
+                };
+                let slot = slots.get_mut(&slot_id).ok_or_else(|| bug("unknown batch"))?;
+                slot.done = Some(parked);
+                for k in &slot.keys {
+                    if let Some(n) = busy.get_mut(k) {
+                        *n -= 1;
+                        if *n == 0 {
+                            busy.remove(k);
+                        }
+                    }
+                }
+                if advance(&mut slots, &mut cursor) {
+                    let mut c = cursor.clone();
+                    let p = path.clone();
+                    tokio::task::spawn_blocking(move || c.store(&p))
+                        .await
+                        .map_err(|e| bug(&e.to_string()))??;
+                }
+            }
+            changed = hub.changed(), if next.is_none() && hub_open => {
+                hub_open = changed.is_ok();
+            }
+            _ = cancel.cancelled() => return Ok(()),
+        }
+    }
+}
+
+/// Moves `cursor` past the acknowledged prefix of `slots`; whether it moved.
+fn advance(slots: &mut BTreeMap<u64, Slot>, cursor: &mut Cursor) -> bool {
+    let mut moved = false;
+    while let Some(entry) = slots.first_entry() {
+        let Some(parked) = entry.get().done else {
+            break;
+        };
+        let slot = entry.remove();
+        (cursor.lsn, cursor.seq, cursor.table, cursor.dup) = slot.last;
+        cursor.delivered += slot.rows - parked;
+        cursor.parked += parked;
+        moved = true;
+    }
+    moved
+}
+
+fn bug(what: &str) -> Error {
+    Error::Corrupt {
+        path: "hub runner".into(),
+        reason: what.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_moves_only_past_the_acknowledged_prefix() {
+        let mut slots = BTreeMap::new();
+        for (i, done) in [(0u64, None), (1, Some(0)), (2, Some(1))] {
+            slots.insert(
+                i,
+                Slot {
+                    last: (10 + i, 0, String::new(), 0),
+                    rows: 2,
+                    keys: Vec::new(),
+                    done,
+                },
+            );
+        }
+        let mut c = Cursor::default();
+        assert!(!advance(&mut slots, &mut c));
+        assert_eq!(c.after(), (0, 0, String::new(), 0));
+        slots.get_mut(&0).unwrap().done = Some(0);
+        assert!(advance(&mut slots, &mut c));
+        assert_eq!(
+            (c.after(), c.delivered, c.parked),
+            ((12, 0, String::new(), 0), 5, 1)
+        );
+        assert!(slots.is_empty());
+    }
+}

@@ -1,0 +1,157 @@
+//! Wiring of the hub sinks: beside the pipeline in `sluice run` (separate tasks woken by the
+//! in-process hub position), alone in `sluice deliver` (following the hub file), and their
+//! lines in `sluice status`. No delivery logic lives here (see `sinks::hub`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use replication::Lsn;
+use sinks::hub::{
+    cursor_path, run, ChangelogReader, Cursor, HubPosition, HubState, RunOptions, SinkIdentity,
+    Until,
+};
+use sinks::webhook::{WebhookSettings, WebhookSink};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The runner options of one webhook sink of `pipeline`.
+fn options(lake: &Path, pipeline: &str, s: &WebhookSettings, until: Until) -> RunOptions {
+    RunOptions {
+        identity: SinkIdentity {
+            pipeline: pipeline.to_string(),
+            sink: s.name.clone(),
+            tables: s.tables.clone(),
+        },
+        lake: lake.to_path_buf(),
+        keys: s.keys.clone(),
+        limits: s.limits,
+        window: s.destination.concurrency.max,
+        until,
+    }
+}
+
+/// Runs one sink to its end; a definite failure is logged (it never stops the pipeline).
+async fn run_one(
+    lake: PathBuf,
+    pipeline: String,
+    settings: WebhookSettings,
+    hub: HubPosition,
+    until: Until,
+    cancel: CancellationToken,
+) -> Result<(), sinks::Error> {
+    let sink = Arc::new(WebhookSink::new(&pipeline, &settings)?);
+    let options = options(&lake, &pipeline, &settings, until);
+    let result = run(sink, options, hub.subscribe(), cancel).await;
+    if let Err(e) = &result {
+        tracing::error!(sink = %settings.name, error = %e, "hub sink stopped: fix the problem and restart; the lake and the source continue");
+    }
+    result
+}
+
+/// Starts every hub sink on its own task.
+pub fn spawn(
+    lake: &Path,
+    pipeline: &str,
+    sinks: &[WebhookSettings],
+    hub: &HubPosition,
+    until: Until,
+    cancel: &CancellationToken,
+) -> JoinSet<Result<(), sinks::Error>> {
+    let mut set = JoinSet::new();
+    for s in sinks {
+        set.spawn(run_one(
+            lake.to_path_buf(),
+            pipeline.to_string(),
+            s.clone(),
+            hub.clone(),
+            until,
+            cancel.clone(),
+        ));
+    }
+    set
+}
+
+/// Waits for every task; the first failure, if any.
+pub async fn join(mut set: JoinSet<Result<(), sinks::Error>>) -> Result<(), String> {
+    let mut first = Ok(());
+    while let Some(r) = set.join_next().await {
+        let r = match r {
+            Ok(r) => r.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        };
+        if first.is_ok() {
+            first = r;
+        }
+    }
+    first
+}
+
+/// `sluice deliver`: one sink alone, following the hub file the pipeline writes.
+pub async fn deliver(
+    lake: &Path,
+    pipeline: &str,
+    settings: &WebhookSettings,
+    until: Until,
+    cancel: CancellationToken,
+) -> Result<(), sinks::Error> {
+    let hub = HubPosition::resume(lake, pipeline)?;
+    let follow = tokio::spawn(hub.clone().follow_file(
+        lake.to_path_buf(),
+        pipeline.to_string(),
+        cancel.clone(),
+    ));
+    let result = run_one(
+        lake.to_path_buf(),
+        pipeline.to_string(),
+        settings.clone(),
+        hub,
+        until,
+        cancel.clone(),
+    )
+    .await;
+    cancel.cancel();
+    let _ = follow.await;
+    result
+}
+
+/// One line per hub sink: cursor, lag (changes and seconds behind the hub position), parked.
+pub async fn print_status(lake: &Path, pipeline: &str, sinks: &[WebhookSettings]) {
+    let hub = HubState::read(lake, pipeline).ok().flatten();
+    let w = Lsn(hub.map_or(0, |h| h.position));
+    for s in sinks {
+        let cursor = Cursor::load(&cursor_path(lake, pipeline, &s.name));
+        let Ok(cursor) = cursor else {
+            println!("hub sink {}: cursor unreadable", s.name);
+            continue;
+        };
+        let (lake2, p2, tables, keys) = (
+            lake.to_path_buf(),
+            pipeline.to_string(),
+            s.tables.clone(),
+            s.keys.clone(),
+        );
+        let after = cursor.after();
+        let lag = tokio::task::spawn_blocking(move || {
+            let mut reader = ChangelogReader::open(&lake2, &p2, &tables, &keys, after);
+            let mut n = 0u64;
+            let mut oldest = None;
+            while let Ok(Some(c)) = reader.next(w) {
+                oldest.get_or_insert(c.commit_ts);
+                n += 1;
+            }
+            (n, oldest)
+        })
+        .await
+        .unwrap_or((0, None));
+        let seconds = lag.1.map_or(0.0, |ts| {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as i64);
+            (now - ts).max(0) as f64 / 1e6
+        });
+        println!(
+            "hub sink {}: cursor {}/{} lag {} changes {:.1} s delivered {} parked {} (hub position {})",
+            s.name, cursor.lsn, cursor.seq, lag.0, seconds, cursor.delivered, cursor.parked, w.0
+        );
+    }
+}
