@@ -44,6 +44,7 @@ use super::rows::{Cell, RawColumn};
 
 use crate::cdc::{cdc_fields, CdcBuilder, Op, RowPosition};
 use crate::change::TableName;
+use crate::evolution::COMPANION_SUFFIX;
 use crate::postgres::value::{days_from_civil, decimal_from_text};
 use crate::{Error, Result};
 
@@ -619,9 +620,6 @@ pub struct MyTableBuilder {
     invalid: Vec<Option<StringBuilder>>,
 }
 
-/// Suffix of the text column that carries a column's values its type cannot hold.
-pub const INVALID_SUFFIX: &str = "__text";
-
 /// The exact text of a value the server accepted that a column of type `ty` could not hold
 /// ([`Column::append`] refused it): a zero or impossible date, datetime or timestamp as the
 /// server prints it, an integer (or bit, year) beyond the column's range as its number, an enum
@@ -766,7 +764,7 @@ impl MyTableBuilder {
             for (i, companion) in self.invalid.iter_mut().enumerate() {
                 if let Some(mut b) = companion.take() {
                     fields.push(Field::new(
-                        format!("{}{INVALID_SUFFIX}", self.shape.columns[i].0),
+                        format!("{}{COMPANION_SUFFIX}", self.shape.columns[i].0),
                         DataType::Utf8,
                         true,
                     ));
@@ -878,7 +876,7 @@ mod tests {
         let batch = builder.take().unwrap().unwrap();
         let column = |name: &str| batch.column_by_name(name).unwrap().clone();
         let text = |name: &str| {
-            let a = column(&format!("{name}{INVALID_SUFFIX}"));
+            let a = column(&format!("{name}{COMPANION_SUFFIX}"));
             let a = a
                 .as_any()
                 .downcast_ref::<deltalake::arrow::array::StringArray>()

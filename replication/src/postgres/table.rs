@@ -22,6 +22,7 @@ use super::column::{ColumnBuilder, ColumnType};
 use super::pgoutput::{Relation, Tuple, Value};
 use crate::cdc::CdcBuilder;
 use crate::change::TableName;
+use crate::evolution::COMPANION_SUFFIX;
 use crate::{Error, Lsn, Result};
 
 pub use crate::cdc::{cdc_fields, Op, RowPosition};
@@ -96,10 +97,6 @@ impl TableShape {
             .collect()
     }
 }
-
-/// Suffix of the string column that carries a column's values its Delta type cannot hold
-/// (as for MySQL's zero dates): `day__text` holds `infinity` where `day` is NULL.
-pub const COMPANION_SUFFIX: &str = "__text";
 
 /// Accumulates rows of one table until the batch is taken.
 pub struct TableBuilder {
