@@ -172,30 +172,12 @@ fn de_bytes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<usize, D::Error> {
     }
     match Raw::deserialize(d)? {
         Raw::N(n) => Ok(n as usize),
-        Raw::S(s) => parse_bytes(&s).ok_or_else(|| {
+        Raw::S(s) => sinks::bytesize::parse(&s).ok_or_else(|| {
             serde::de::Error::custom(format!(
                 "invalid size {s:?}: write e.g. \"64MiB\" or 1048576"
             ))
         }),
     }
-}
-
-fn parse_bytes(s: &str) -> Option<usize> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (n, unit) = s.split_at(split);
-    let n: usize = n.parse().ok()?;
-    let mult = match unit.trim() {
-        "" | "B" => 1,
-        "KB" | "kB" => 1_000,
-        "KiB" => 1 << 10,
-        "MB" => 1_000_000,
-        "MiB" => 1 << 20,
-        "GB" => 1_000_000_000,
-        "GiB" => 1 << 30,
-        _ => return None,
-    };
-    n.checked_mul(mult)
 }
 
 /// A validated configuration, by source kind.
@@ -709,7 +691,5 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("colour"));
-        assert_eq!(parse_bytes("64MiB"), Some(64 << 20));
-        assert_eq!(parse_bytes("12 parsecs"), None);
     }
 }

@@ -111,21 +111,7 @@ impl ByteSize {
     fn bytes(&self) -> Option<usize> {
         match self {
             ByteSize::N(n) => usize::try_from(*n).ok(),
-            ByteSize::S(s) => {
-                let s = s.trim();
-                let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-                let (n, unit) = s.split_at(split);
-                let n: usize = n.parse().ok()?;
-                let mult = match unit.trim() {
-                    "" | "B" => 1,
-                    "KB" | "kB" => 1_000,
-                    "KiB" => 1 << 10,
-                    "MB" => 1_000_000,
-                    "MiB" => 1 << 20,
-                    _ => return None,
-                };
-                n.checked_mul(mult)
-            }
+            ByteSize::S(s) => crate::bytesize::parse(s),
         }
     }
 }
