@@ -118,8 +118,11 @@ impl HubPosition {
                     updated_at_ms: now_ms(),
                 };
                 let path = hub_file(&lake, &pipeline);
-                match write_atomically(&path, &serde_json::to_vec(&state).unwrap_or_default()) {
-                    Ok(()) => written = Some(w),
+                let bytes = serde_json::to_vec(&state).unwrap_or_default();
+                // Two fsyncs: off the async workers, which the source and the sink share.
+                match tokio::task::spawn_blocking(move || write_atomically(&path, &bytes)).await {
+                    Ok(Ok(())) => written = Some(w),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "cannot write the hub position file"),
                     Err(e) => tracing::warn!(error = %e, "cannot write the hub position file"),
                 }
             }
