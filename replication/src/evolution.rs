@@ -20,7 +20,10 @@
 
 use std::collections::HashMap;
 
-use deltalake::arrow::datatypes::{DataType, Schema};
+use std::sync::Arc;
+
+use deltalake::arrow::array::{ArrayRef, StringBuilder};
+use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use crate::cdc::cdc_fields;
@@ -29,6 +32,33 @@ use crate::change::TableName;
 /// Suffix of the string column that carries, beside a typed column, the exact text of values
 /// its type cannot hold (zero dates, `infinity`, …).
 pub const COMPANION_SUFFIX: &str = "__text";
+
+/// Append the companion columns that hold values (taking them) after a batch's columns, in
+/// column order: `companions[i]` belongs to the column named `names[i]`. Returns the batch
+/// schema; a batch without companions keeps `schema` (the sink null-fills the companion
+/// columns the Delta table already has).
+pub fn with_companions<'a>(
+    schema: SchemaRef,
+    arrays: &mut Vec<ArrayRef>,
+    companions: &mut [Option<StringBuilder>],
+    names: impl Iterator<Item = &'a str>,
+) -> SchemaRef {
+    if companions.iter().all(Option::is_none) {
+        return schema;
+    }
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    for (companion, name) in companions.iter_mut().zip(names) {
+        if let Some(mut b) = companion.take() {
+            fields.push(Field::new(
+                format!("{name}{COMPANION_SUFFIX}"),
+                DataType::Utf8,
+                true,
+            ));
+            arrays.push(Arc::new(b.finish()));
+        }
+    }
+    Arc::new(Schema::new(fields))
+}
 
 /// What a schema change does to the pipeline.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]

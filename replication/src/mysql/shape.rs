@@ -44,7 +44,7 @@ use super::rows::{Cell, RawColumn};
 
 use crate::cdc::{cdc_fields, CdcBuilder, Op, RowPosition};
 use crate::change::TableName;
-use crate::evolution::COMPANION_SUFFIX;
+use crate::evolution::with_companions;
 use crate::postgres::value::{days_from_civil, decimal_from_text};
 use crate::{Error, Result};
 
@@ -755,24 +755,12 @@ impl MyTableBuilder {
         }
         let mut arrays = self.cdc.finish();
         arrays.extend(self.columns.iter_mut().map(Column::finish));
-        let mut schema = self.schema.clone();
-        if self.invalid.iter().any(Option::is_some) {
-            // Companions go after the table's columns; batches without them are null-filled
-            // by the sink, which adds them to the Delta schema the first time.
-            let mut fields: Vec<Field> =
-                schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-            for (i, companion) in self.invalid.iter_mut().enumerate() {
-                if let Some(mut b) = companion.take() {
-                    fields.push(Field::new(
-                        format!("{}{COMPANION_SUFFIX}", self.shape.columns[i].0),
-                        DataType::Utf8,
-                        true,
-                    ));
-                    arrays.push(Arc::new(b.finish()));
-                }
-            }
-            schema = Arc::new(Schema::new(fields));
-        }
+        let schema = with_companions(
+            self.schema.clone(),
+            &mut arrays,
+            &mut self.invalid,
+            self.shape.columns.iter().map(|(name, _)| name.as_str()),
+        );
         Ok(Some(RecordBatch::try_new(schema, arrays)?))
     }
 }
@@ -876,7 +864,7 @@ mod tests {
         let batch = builder.take().unwrap().unwrap();
         let column = |name: &str| batch.column_by_name(name).unwrap().clone();
         let text = |name: &str| {
-            let a = column(&format!("{name}{COMPANION_SUFFIX}"));
+            let a = column(&format!("{name}{}", crate::evolution::COMPANION_SUFFIX));
             let a = a
                 .as_any()
                 .downcast_ref::<deltalake::arrow::array::StringArray>()

@@ -15,14 +15,14 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use deltalake::arrow::array::{ArrayBuilder, ArrayRef, StringBuilder};
-use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
 
 use super::column::{ColumnBuilder, ColumnType};
 use super::pgoutput::{Relation, Tuple, Value};
 use crate::cdc::CdcBuilder;
 use crate::change::TableName;
-use crate::evolution::COMPANION_SUFFIX;
+use crate::evolution::with_companions;
 use crate::{Error, Lsn, Result};
 
 pub use crate::cdc::{cdc_fields, Op, RowPosition};
@@ -236,23 +236,16 @@ impl TableBuilder {
         }
         let mut arrays: Vec<ArrayRef> = self.cdc.finish();
         arrays.extend(self.columns.iter_mut().map(|c| c.finish()));
-        let mut schema = self.schema.clone();
-        if std::mem::take(&mut self.any_companion) {
-            // Companions go after the table's columns, in column order.
-            let mut fields: Vec<Field> =
-                schema.fields().iter().map(|f| f.as_ref().clone()).collect();
-            for (i, companion) in self.companions.iter_mut().enumerate() {
-                if let Some(mut b) = companion.take() {
-                    fields.push(Field::new(
-                        format!("{}{COMPANION_SUFFIX}", self.shape.columns[i].0),
-                        DataType::Utf8,
-                        true,
-                    ));
-                    arrays.push(Arc::new(b.finish()));
-                }
-            }
-            schema = Arc::new(Schema::new(fields));
-        }
+        let schema = if std::mem::take(&mut self.any_companion) {
+            with_companions(
+                self.schema.clone(),
+                &mut arrays,
+                &mut self.companions,
+                self.shape.columns.iter().map(|(name, _, _)| name.as_str()),
+            )
+        } else {
+            self.schema.clone()
+        };
         Ok(Some(RecordBatch::try_new(schema, arrays)?))
     }
 }
