@@ -159,12 +159,12 @@ running() { [ -f "$BASE/$1.pid" ] && kill -0 "$(cat "$BASE/$1.pid")" 2>/dev/null
 answers() { curl -fsS -o /dev/null --max-time 2 "$1" 2>/dev/null; }
 
 wait_for() { # name url log
-  for _ in $(seq 1 100); do
+  for _ in $(seq 1 300); do
     answers "$2" && return 0
     running "$1" || { tail -20 "$3" >&2; die "$1 exited during start, see $3"; }
     sleep 0.2
   done
-  tail -20 "$3" >&2; die "$1 did not answer $2 within 20 s, see $3"
+  tail -20 "$3" >&2; die "$1 did not answer $2 within 60 s, see $3"
 }
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }

@@ -9,6 +9,10 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
 export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/dev-db.sh start
+# Kinto and Datasette, the REST APIs the REST sink's tests deliver to (exports their URLs
+# and the Datasette token).
+scripts/dev-http.sh start
+eval "$(scripts/dev-http.sh env)"
 
 # The independent Delta reader used by the integration tests (exports SLUICE_PYTHON).
 source scripts/reader-env.sh

@@ -14,7 +14,6 @@ use replication::window::{Marker, MarkerBody, SnapshotRequest};
 use replication::Lsn;
 use sinks::delta::DeltaSink;
 use sinks::hub::{HubPosition, Until as HubUntil};
-use sinks::webhook::WebhookSettings;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MySettings, Settings, Validated};
@@ -160,25 +159,34 @@ fn error_lines(e: &pipeline::PipelineError) -> Vec<String> {
 }
 
 async fn check(config: PathBuf) -> ExitCode {
-    let (result, ready) = match validated(config) {
-        Ok(Validated::Postgres(s)) => (
-            postgres_check(&s).await,
+    let settings = match validated(config) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let templates = template_problems(&settings).await;
+    let (result, ready) = match &settings {
+        Validated::Postgres(s) => (
+            postgres_check(s).await,
             format!(
                 "ok: {} table(s) ready to replicate through slot {}",
                 s.tables.len(),
                 s.slot
             ),
         ),
-        Ok(Validated::Mysql(m)) => (
-            crate::mysql::check(&m).await,
+        Validated::Mysql(m) => (
+            crate::mysql::check(m).await,
             format!(
                 "ok: {} table(s) ready to replicate from the binlog as replica server_id {}",
                 m.tables.len(),
                 m.server_id
             ),
         ),
-        Err(code) => return code,
     };
+    // A source that cannot be reached is reported once, by its own check.
+    let result = result.map(|mut p| {
+        p.extend(templates.unwrap_or_default());
+        p
+    });
     match result {
         Ok(problems) if problems.is_empty() => {
             println!("{ready}");
@@ -187,6 +195,55 @@ async fn check(config: PathBuf) -> ExitCode {
         Ok(problems) => fail(&problems),
         Err(e) => fail(&error_lines(&e)),
     }
+}
+
+/// Problems of the REST sinks' templates against the source tables' columns.
+async fn template_problems(v: &Validated) -> Result<Vec<String>, pipeline::PipelineError> {
+    let sinks = match v {
+        Validated::Postgres(s) => &s.hub_sinks,
+        Validated::Mysql(m) => &m.hub_sinks,
+    };
+    let rest: Vec<&sinks::rest::RestSettings> = sinks
+        .iter()
+        .filter_map(|s| match s {
+            crate::hub::HubSinkSettings::Rest(r) => Some(&**r),
+            crate::hub::HubSinkSettings::Webhook(_) => None,
+        })
+        .collect();
+    let mut tables: Vec<&replication::change::TableName> =
+        rest.iter().flat_map(|r| r.shared.tables.iter()).collect();
+    tables.sort();
+    tables.dedup();
+    if tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut columns = std::collections::HashMap::new();
+    match v {
+        Validated::Postgres(s) => {
+            let client = catalog::connect(&s.conninfo).await?;
+            for t in tables {
+                columns.insert(t.clone(), catalog::table_columns(&client, t).await?);
+            }
+        }
+        Validated::Mysql(m) => {
+            let mut conn = replication::mysql::catalog::connect(&m.info).await?;
+            for t in tables {
+                let cols = replication::mysql::catalog::table_columns(&mut conn, t).await?;
+                columns.insert(t.clone(), cols);
+            }
+        }
+    }
+    let mut problems = Vec::new();
+    for r in rest {
+        for t in &r.shared.tables {
+            match columns.get(t) {
+                // A missing table is the source check's to report.
+                Some(cols) if !cols.is_empty() => problems.extend(r.check_columns(t, cols)),
+                _ => {}
+            }
+        }
+    }
+    Ok(problems)
 }
 
 async fn postgres_check(settings: &Settings) -> Result<Vec<String>, pipeline::PipelineError> {
@@ -206,6 +263,15 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
         Ok(s) => s,
         Err(code) => return code,
     };
+    // Templates naming a column the table lacks would park every change: stop first. An
+    // unreachable source is the pipeline's to retry.
+    match template_problems(&settings).await {
+        Ok(problems) if !problems.is_empty() => return fail(&problems),
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot check the rest sinks' templates against the source's columns yet")
+        }
+    }
     let shutdown = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(shutdown.clone()));
     let (lake, name, hub_sinks) = {
@@ -329,7 +395,14 @@ async fn shutdown_on_signal(cancel: CancellationToken) {
 }
 
 /// The lake, pipeline name, hub sinks and hub position of either source kind.
-fn hub_parts(v: &mut Validated) -> (&std::path::Path, &str, &[WebhookSettings], &mut HubPosition) {
+fn hub_parts(
+    v: &mut Validated,
+) -> (
+    &std::path::Path,
+    &str,
+    &[crate::hub::HubSinkSettings],
+    &mut HubPosition,
+) {
     match v {
         Validated::Postgres(s) => (&s.lake, &s.name, &s.hub_sinks, &mut s.hub),
         Validated::Mysql(m) => (&m.lake, &m.name, &m.hub_sinks, &mut m.hub),
@@ -342,8 +415,8 @@ async fn deliver(config: PathBuf, sink: String, until_caught_up: bool) -> ExitCo
         Err(code) => return code,
     };
     let (lake, name, sinks, _) = hub_parts(&mut settings);
-    let Some(s) = sinks.iter().find(|s| s.name == sink) else {
-        let names: Vec<_> = sinks.iter().map(|s| s.name.as_str()).collect();
+    let Some(s) = sinks.iter().find(|s| s.name() == sink) else {
+        let names: Vec<_> = sinks.iter().map(|s| s.name()).collect();
         return fail(&[format!(
             "no hub sink named {sink:?} in the config: use one of {names:?}"
         )]);

@@ -12,7 +12,10 @@ use replication::mysql::conninfo::MyConnInfo;
 use replication::postgres::conninfo::ConnInfo;
 use serde::Deserialize;
 use sinks::hub::HubPosition;
-use sinks::webhook::{WebhookConfig, WebhookSettings};
+use sinks::rest::RestConfig;
+use sinks::webhook::WebhookConfig;
+
+use crate::hub::HubSinkSettings;
 
 /// A whole pipeline: one source, its sinks.
 #[derive(Debug, Deserialize)]
@@ -42,6 +45,10 @@ pub struct PipelineConfig {
     /// Per-table overrides of `on_schema_change`: `"schema.table" = "stop"`.
     #[serde(default)]
     pub on_schema_change_tables: HashMap<String, SchemaPolicy>,
+    /// Where the changelog is kept when no `kind = "delta"` sink is configured (a local
+    /// journal the hub sinks read; default `./sluice-journal`).
+    #[serde(default)]
+    pub journal: Option<PathBuf>,
 }
 
 /// `[source]`
@@ -126,6 +133,19 @@ pub enum SinkConfig {
     /// A hub sink: batches of change events POSTed as JSON, read from the changelog with its
     /// own cursor (see the README's "Hub sinks and webhooks").
     Webhook(WebhookConfig),
+    /// A hub sink: one object per source row in a REST API, from templates.
+    Rest(Box<RestConfig>),
+}
+
+impl SinkConfig {
+    /// The name of a hub sink.
+    fn hub_name(&self) -> Option<&str> {
+        match self {
+            SinkConfig::Delta { .. } => None,
+            SinkConfig::Webhook(w) => Some(&w.name),
+            SinkConfig::Rest(r) => Some(&r.name),
+        }
+    }
 }
 
 fn default_chunk_rows() -> usize {
@@ -212,8 +232,8 @@ pub struct MySettings {
     pub max_batch_bytes: usize,
     pub max_batch_latency: Duration,
     pub max_inflight_bytes: usize,
-    /// The hub sinks (webhooks) reading the changelog.
-    pub hub_sinks: Vec<WebhookSettings>,
+    /// The hub sinks (webhooks, REST APIs) reading the changelog.
+    pub hub_sinks: Vec<HubSinkSettings>,
     /// Where the Delta sink publishes the hub position (replaced by `sluice run` with the
     /// run's own, which outlives configuration reloads).
     pub hub: HubPosition,
@@ -237,8 +257,8 @@ pub struct Settings {
     pub snapshot_workers: usize,
     pub snapshot_chunk_pages: u64,
     pub snapshot_chunk_rows: usize,
-    /// The hub sinks (webhooks) reading the changelog.
-    pub hub_sinks: Vec<WebhookSettings>,
+    /// The hub sinks (webhooks, REST APIs) reading the changelog.
+    pub hub_sinks: Vec<HubSinkSettings>,
     /// Where the Delta sink publishes the hub position (see [`MySettings::hub`]).
     pub hub: HubPosition,
 }
@@ -322,20 +342,17 @@ impl Config {
                     max_batch_bytes,
                     max_batch_latency,
                 } => Some((path, max_batch_rows, max_batch_bytes, max_batch_latency)),
-                SinkConfig::Webhook(_) => None,
+                SinkConfig::Webhook(_) | SinkConfig::Rest(_) => None,
             })
             .collect();
         let mut names = Vec::new();
-        for s in &self.sinks {
-            if let SinkConfig::Webhook(w) = s {
-                if names.contains(&&w.name) {
-                    problems.push(format!(
-                        "[[sinks]] name {:?} is used twice: give every webhook sink its own name (it names its cursor)",
-                        w.name
-                    ));
-                }
-                names.push(&w.name);
+        for name in self.sinks.iter().filter_map(SinkConfig::hub_name) {
+            if names.contains(&name) {
+                problems.push(format!(
+                    "[[sinks]] name {name:?} is used twice: give every hub sink its own name (it names its cursor)"
+                ));
             }
+            names.push(name);
         }
         match deltas.as_slice() {
             [(path, max_batch_rows, max_batch_bytes, max_batch_latency)] => {
@@ -355,8 +372,18 @@ impl Config {
                     max_batch_latency: **max_batch_latency,
                 })
             }
+            [] if !names.is_empty() => Some(Sink {
+                lake: self
+                    .pipeline
+                    .journal
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from(DEFAULT_JOURNAL)),
+                max_batch_rows: default_batch_rows(),
+                max_batch_bytes: default_batch_bytes(),
+                max_batch_latency: default_latency(),
+            }),
             [] => {
-                problems.push("no kind = \"delta\" [[sinks]]: add a [[sinks]] block with kind = \"delta\" (the changelog every other sink reads)".into());
+                problems.push("no [[sinks]]: add a [[sinks]] block with kind = \"delta\" (the changelog every other sink reads), \"webhook\" or \"rest\"".into());
                 None
             }
             _ => {
@@ -369,24 +396,32 @@ impl Config {
     }
 }
 
+/// Where the changelog is kept without a delta sink.
+pub const DEFAULT_JOURNAL: &str = "./sluice-journal";
+
 /// The hub sinks, validated against the pipeline's tables.
 fn hub_sinks(
     sinks: &[SinkConfig],
     tables: &[TableName],
     problems: &mut Vec<String>,
-) -> Vec<WebhookSettings> {
-    {
-        let mut out = Vec::new();
-        for s in sinks {
-            if let SinkConfig::Webhook(w) = s {
-                match w.validate(tables) {
-                    Ok(v) => out.push(v),
-                    Err(p) => problems.extend(p),
-                }
-            }
+) -> Vec<HubSinkSettings> {
+    let mut out = Vec::new();
+    for s in sinks {
+        let validated = match s {
+            SinkConfig::Delta { .. } => continue,
+            SinkConfig::Webhook(w) => w
+                .validate(tables)
+                .map(|w| HubSinkSettings::Webhook(Box::new(w))),
+            SinkConfig::Rest(r) => r
+                .validate(tables)
+                .map(|r| HubSinkSettings::Rest(Box::new(r))),
+        };
+        match validated {
+            Ok(v) => out.push(v),
+            Err(p) => problems.extend(p),
         }
-        out
     }
+    out
 }
 
 impl Config {
@@ -672,7 +707,10 @@ mod tests {
             "#;
         let s = parse(base).unwrap();
         assert_eq!(s.hub_sinks.len(), 1);
-        assert_eq!(s.hub_sinks[0].tables[0].to_string(), "public.orders");
+        assert_eq!(
+            s.hub_sinks[0].shared().tables[0].to_string(),
+            "public.orders"
+        );
         let twice =
             format!("{base}\n[[sinks]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"ftp://x\"\n");
         let problems = parse(&twice).unwrap_err();
@@ -680,8 +718,12 @@ mod tests {
         assert!(problems[0].contains("used twice"));
         assert!(problems[1].contains("https://"));
         let no_delta = base.replace("kind = \"delta\"\n            path = \"./lake\"", "kind = \"webhook\"\n            name = \"other\"\n            url = \"http://127.0.0.1:1/\"");
-        let problems = parse(&no_delta).unwrap_err();
-        assert!(problems[0].contains("no kind = \"delta\""), "{problems:#?}");
+        let journal = parse(&no_delta).unwrap();
+        assert_eq!(journal.lake, PathBuf::from(DEFAULT_JOURNAL));
+        assert_eq!(journal.hub_sinks.len(), 2);
+        let nothing = "sinks = []\n".to_string() + base.split("[[sinks]]").next().unwrap();
+        let problems = parse(&nothing).unwrap_err();
+        assert!(problems[0].contains("no [[sinks]]"), "{problems:#?}");
     }
 
     #[test]

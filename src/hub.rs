@@ -6,16 +6,42 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use replication::Lsn;
+use sinks::http::SharedSettings;
 use sinks::hub::{
     cursor_path, run, ChangelogReader, Cursor, HubPosition, HubState, RunOptions, SinkIdentity,
     Until,
 };
+use sinks::rest::{RestSettings, RestSink};
 use sinks::webhook::{WebhookSettings, WebhookSink};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-/// The runner options of one webhook sink of `pipeline`.
-fn options(lake: &Path, pipeline: &str, s: &WebhookSettings, until: Until) -> RunOptions {
+/// A validated hub sink of any kind.
+#[derive(Debug, Clone)]
+pub enum HubSinkSettings {
+    /// Batches of change events POSTed to one URL.
+    Webhook(Box<WebhookSettings>),
+    /// One object per source row in a REST API.
+    Rest(Box<RestSettings>),
+}
+
+impl HubSinkSettings {
+    /// What every kind shares: name, tables, keys, limits, traffic shaping.
+    pub fn shared(&self) -> &SharedSettings {
+        match self {
+            HubSinkSettings::Webhook(w) => &w.shared,
+            HubSinkSettings::Rest(r) => &r.shared,
+        }
+    }
+
+    /// The sink's name.
+    pub fn name(&self) -> &str {
+        &self.shared().name
+    }
+}
+
+/// The runner options of one hub sink of `pipeline`.
+fn options(lake: &Path, pipeline: &str, s: &SharedSettings, until: Until) -> RunOptions {
     RunOptions {
         identity: SinkIdentity {
             pipeline: pipeline.to_string(),
@@ -34,16 +60,24 @@ fn options(lake: &Path, pipeline: &str, s: &WebhookSettings, until: Until) -> Ru
 async fn run_one(
     lake: PathBuf,
     pipeline: String,
-    settings: WebhookSettings,
+    settings: HubSinkSettings,
     hub: HubPosition,
     until: Until,
     cancel: CancellationToken,
 ) -> Result<(), sinks::Error> {
-    let sink = Arc::new(WebhookSink::new(&pipeline, &settings)?);
-    let options = options(&lake, &pipeline, &settings, until);
-    let result = run(sink, options, hub.subscribe(), cancel).await;
+    let options = options(&lake, &pipeline, settings.shared(), until);
+    let result = match &settings {
+        HubSinkSettings::Webhook(w) => {
+            let sink = Arc::new(WebhookSink::new(&pipeline, w)?);
+            run(sink, options, hub.subscribe(), cancel).await
+        }
+        HubSinkSettings::Rest(r) => {
+            let sink = Arc::new(RestSink::new(&pipeline, r)?);
+            run(sink, options, hub.subscribe(), cancel).await
+        }
+    };
     if let Err(e) = &result {
-        tracing::error!(sink = %settings.name, error = %e, "hub sink stopped: fix the problem and restart; the lake and the source continue");
+        tracing::error!(sink = %settings.name(), error = %e, "hub sink stopped: fix the problem and restart; the lake and the source continue");
     }
     result
 }
@@ -52,7 +86,7 @@ async fn run_one(
 pub fn spawn(
     lake: &Path,
     pipeline: &str,
-    sinks: &[WebhookSettings],
+    sinks: &[HubSinkSettings],
     hub: &HubPosition,
     until: Until,
     cancel: &CancellationToken,
@@ -90,7 +124,7 @@ pub async fn join(mut set: JoinSet<Result<(), sinks::Error>>) -> Result<(), Stri
 pub async fn deliver(
     lake: &Path,
     pipeline: &str,
-    settings: &WebhookSettings,
+    settings: &HubSinkSettings,
     until: Until,
     cancel: CancellationToken,
 ) -> Result<(), sinks::Error> {
@@ -115,10 +149,10 @@ pub async fn deliver(
 }
 
 /// One line per hub sink: cursor, lag (changes and seconds behind the hub position), parked.
-pub async fn print_status(lake: &Path, pipeline: &str, sinks: &[WebhookSettings]) {
+pub async fn print_status(lake: &Path, pipeline: &str, sinks: &[HubSinkSettings]) {
     let hub = HubState::read(lake, pipeline).ok().flatten();
     let w = Lsn(hub.map_or(0, |h| h.position));
-    for s in sinks {
+    for s in sinks.iter().map(HubSinkSettings::shared) {
         let cursor = Cursor::load(&cursor_path(lake, pipeline, &s.name));
         let Ok(cursor) = cursor else {
             println!("hub sink {}: cursor unreadable", s.name);

@@ -3,7 +3,7 @@
 //! - the Delta changelog ([`delta`]) receives [`replication::change::Event`]s in source commit
 //!   order and reports the end position of each event once it is durable; it alone confirms
 //!   the source (the slot, the binlog resume position);
-//! - hub sinks ([`hub`]: the contract; [`webhook`]) read that changelog with a durable cursor
+//! - hub sinks ([`hub`]: the contract; [`webhook`], [`rest`]) read that changelog with a durable cursor
 //!   of their own, so a slow or failing API never holds back the source or the lake.
 
 pub mod bytesize;
@@ -11,6 +11,7 @@ pub mod delta;
 mod error;
 pub mod http;
 pub mod hub;
+pub mod rest;
 pub mod webhook;
 
 pub use error::{Error, ErrorClass, Result};

@@ -40,17 +40,21 @@ fn sluice_with_secret() -> std::process::Command {
 }
 
 /// A running `sluice run`, killed if the test panics before stopping it.
-struct Running(Option<Child>);
+pub(crate) struct Running(Option<Child>);
 
 impl Running {
-    fn kill(&mut self) {
+    pub(crate) fn new(child: Child) -> Self {
+        Running(Some(child))
+    }
+
+    pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.0.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 
-    fn terminate(mut self) {
+    pub(crate) fn terminate(mut self) {
         if let Some(c) = self.0.take() {
             terminate(c);
         }
@@ -63,7 +67,7 @@ impl Drop for Running {
     }
 }
 
-fn spawn(config: &Path) -> Running {
+pub(crate) fn spawn(config: &Path) -> Running {
     Running(Some(spawn_child(config)))
 }
 
@@ -161,7 +165,7 @@ fn assert_order_per_key(rx: &Receiver) {
     }
 }
 
-async fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn wait_until(what: &str, secs: u64, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(secs);
     while !cond() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");

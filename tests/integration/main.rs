@@ -8,6 +8,7 @@ mod bad_input;
 mod changes;
 mod drift;
 mod exactly_once;
+mod hub_rest;
 mod hub_webhook;
 mod incremental;
 mod large_transaction;

@@ -265,3 +265,14 @@ pub async fn charsets(conn: &mut Conn) -> Result<HashMap<u16, String>> {
         .map_err(sql("reading collations"))?;
     Ok(rows.into_iter().collect())
 }
+
+/// The column names of `table` in order (empty if the table does not exist).
+pub async fn table_columns(conn: &mut Conn, table: &TableName) -> Result<Vec<String>> {
+    conn.exec(
+        "SELECT CAST(COLUMN_NAME AS CHAR) FROM information_schema.COLUMNS \
+         WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",
+        (table.schema.as_str(), table.name.as_str()),
+    )
+    .await
+    .map_err(sql("reading the columns of a table"))
+}

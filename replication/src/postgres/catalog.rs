@@ -355,3 +355,18 @@ pub async fn slot_status(client: &Client, slot: &str) -> Result<Option<SlotStatu
         active: row.get(2),
     }))
 }
+
+/// The column names of `table` in order (empty if the table does not exist).
+pub async fn table_columns(client: &Client, table: &TableName) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2 AND a.attnum > 0 AND NOT a.attisdropped \
+             ORDER BY a.attnum",
+            &[&table.schema, &table.name],
+        )
+        .await
+        .map_err(sql("reading the columns of a table"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}

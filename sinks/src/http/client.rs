@@ -74,6 +74,9 @@ pub struct Response {
     pub latency: Duration,
     /// At most [`EXCERPT_BYTES`] of the body, lossy UTF-8, cut at a character boundary.
     pub excerpt: String,
+    /// The body when the caller asked to keep it (batch endpoints answer per item), else
+    /// empty.
+    pub body: bytes::Bytes,
 }
 
 /// Why an attempt got no response.
@@ -117,8 +120,9 @@ impl Attempt {
     }
 }
 
-/// Performs one attempt of `request` on `client`.
-pub async fn send(client: &reqwest::Client, request: reqwest::Request) -> Attempt {
+/// Performs one attempt of `request` on `client`, keeping at most `keep` bytes of the body
+/// in [`Response::body`] (0: only the excerpt).
+pub async fn send(client: &reqwest::Client, request: reqwest::Request, keep: usize) -> Attempt {
     let start = Instant::now();
     let failed = |e: reqwest::Error, start: Instant| Attempt::Failed {
         error: transport_error(&e),
@@ -135,10 +139,14 @@ pub async fn send(client: &reqwest::Client, request: reqwest::Request) -> Attemp
         .and_then(|v| v.to_str().ok())
         .and_then(|v| parse_retry_after(v, SystemTime::now()));
     let mut body = Vec::new();
-    while body.len() < EXCERPT_BYTES {
+    let mut complete = false;
+    while body.len() <= EXCERPT_BYTES.max(keep) {
         match response.chunk().await {
             Ok(Some(chunk)) => body.extend_from_slice(&chunk),
-            Ok(None) => break,
+            Ok(None) => {
+                complete = true;
+                break;
+            }
             // The status arrived: a broken body does not change the verdict on it.
             Err(_) => break,
         }
@@ -148,6 +156,11 @@ pub async fn send(client: &reqwest::Client, request: reqwest::Request) -> Attemp
         retry_after,
         latency: start.elapsed(),
         excerpt: excerpt(&body),
+        body: if keep > 0 && complete && body.len() <= keep {
+            bytes::Bytes::from(body)
+        } else {
+            bytes::Bytes::new()
+        },
     })
 }
 
@@ -162,7 +175,7 @@ fn transport_error(e: &reqwest::Error) -> TransportError {
 }
 
 /// At most [`EXCERPT_BYTES`] of `body` as text, never splitting a character.
-fn excerpt(body: &[u8]) -> String {
+pub fn excerpt(body: &[u8]) -> String {
     let mut end = body.len().min(EXCERPT_BYTES);
     let text = loop {
         match std::str::from_utf8(&body[..end]) {
@@ -214,7 +227,7 @@ mod tests {
             .post(format!("http://127.0.0.1:{port}/"))
             .build()
             .unwrap();
-        match send(&client, req).await {
+        match send(&client, req, 0).await {
             Attempt::Failed { error, .. } => assert_eq!(error, TransportError::Connect),
             other => panic!("{other:?}"),
         }

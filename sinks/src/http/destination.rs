@@ -106,6 +106,15 @@ impl Destination {
     where
         F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     {
+        self.deliver_keeping(build, 0).await
+    }
+
+    /// [`Destination::deliver`], keeping at most `keep` bytes of the accepted or refused
+    /// response's body (a longer body is not kept: [`Response::body`] is then empty).
+    pub async fn deliver_keeping<F>(&self, build: F, keep: usize) -> Result<Delivery>
+    where
+        F: Fn(&reqwest::Client) -> reqwest::RequestBuilder,
+    {
         let mut attempts = 0u32;
         loop {
             let permit = self.concurrency.acquire().await;
@@ -115,7 +124,7 @@ impl Destination {
                 .map_err(|e| Error::InvalidRequest {
                     source: e.without_url(),
                 })?;
-            let attempt = send(&self.client, request).await;
+            let attempt = send(&self.client, request, keep).await;
             permit.finish(concurrency_outcome(&attempt));
             attempts += 1;
             let verdict = classify(&attempt);

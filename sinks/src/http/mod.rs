@@ -11,18 +11,22 @@ mod limit;
 mod retry;
 mod secret;
 mod sign;
+mod sink_config;
 
 pub use client::{
-    build_client, send, Attempt, ClientConfig, Response, TransportError, EXCERPT_BYTES, USER_AGENT,
+    build_client, excerpt, send, Attempt, ClientConfig, Response, TransportError, EXCERPT_BYTES,
+    USER_AGENT,
 };
 pub use concurrency::{Concurrency, ConcurrencyConfig, Controller, Outcome, Permit, Ticket};
 pub use destination::{Delivery, Destination, DestinationConfig};
 pub use idempotency::{idempotency_key, ChangePosition, IDEMPOTENCY_KEY_HEADER};
 pub use limit::{Limiter, RateLimit, Windows};
 pub use retry::{
-    classify, concurrency_outcome, parse_retry_after, Backoff, Verdict, MAX_RETRY_AFTER,
+    classify, classify_status, concurrency_outcome, parse_retry_after, Backoff, Verdict,
+    MAX_RETRY_AFTER,
 };
 pub use secret::{Secret, SecretSource};
 pub use sign::{
     SigningKey, VerifyError, ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, TIMESTAMP_TOLERANCE,
 };
+pub use sink_config::{check_url, ByteSize, SharedFields, SharedSettings};

@@ -41,15 +41,7 @@ pub enum Verdict {
 /// The one retry decision for HTTP attempts.
 pub fn classify(attempt: &Attempt) -> Verdict {
     match attempt {
-        Attempt::Response(r) => match r.status {
-            200..=299 => Verdict::Delivered,
-            408 | 429 | 503 => Verdict::Retry { backpressure: true },
-            501 => Verdict::Rejected,
-            500..=599 => Verdict::Retry {
-                backpressure: false,
-            },
-            _ => Verdict::Rejected,
-        },
+        Attempt::Response(r) => classify_status(r.status),
         Attempt::Failed { error, .. } => match error {
             TransportError::Timeout => Verdict::Retry { backpressure: true },
             TransportError::Connect | TransportError::Closed => Verdict::Retry {
@@ -65,6 +57,19 @@ pub fn concurrency_outcome(attempt: &Attempt) -> Outcome {
         (Verdict::Delivered, Attempt::Response(r)) => Outcome::Success { rtt: r.latency },
         (Verdict::Retry { backpressure: true }, _) => Outcome::Backpressure,
         _ => Outcome::Other,
+    }
+}
+
+/// The decision on a status: a whole response's, or one item's of a batch response.
+pub fn classify_status(status: u16) -> Verdict {
+    match status {
+        200..=299 => Verdict::Delivered,
+        408 | 429 | 503 => Verdict::Retry { backpressure: true },
+        501 => Verdict::Rejected,
+        500..=599 => Verdict::Retry {
+            backpressure: false,
+        },
+        _ => Verdict::Rejected,
     }
 }
 
@@ -131,6 +136,7 @@ mod tests {
             retry_after: None,
             latency: Duration::from_millis(5),
             excerpt: String::new(),
+            body: bytes::Bytes::new(),
         })
     }
 

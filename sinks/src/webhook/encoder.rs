@@ -32,13 +32,13 @@ pub struct Encoded {
 /// The key: pipeline, sink, the batch's tables (joined by `,`) and its position range. Rows
 /// sharing a position (snapshot rows) are told apart by their ordinals, appended to the
 /// tables as `@first-last` when not both 0.
-pub fn key(pipeline: &str, sink: &str, changes: &[Change]) -> String {
+pub fn key(pipeline: &str, sink: &str, changes: &[&Change]) -> String {
     let mut tables: Vec<String> = changes.iter().map(|c| c.table.to_string()).collect();
     tables.sort();
     tables.dedup();
     let mut tables = tables.join(",");
-    let first = changes.first().map_or((0, 0), Change::position);
-    let last = changes.last().map_or((0, 0), Change::position);
+    let first = changes.first().map_or((0, 0), |c| c.position());
+    let last = changes.last().map_or((0, 0), |c| c.position());
     let dups = (
         changes.first().map_or(0, |c| c.dup),
         changes.last().map_or(0, |c| c.dup),
@@ -51,7 +51,7 @@ pub fn key(pipeline: &str, sink: &str, changes: &[Change]) -> String {
 
 /// Encodes `changes` (a batch or one change of it).
 pub fn encode(pipeline: &str, sink: &str, changes: &[Change]) -> Encoded {
-    let key = key(pipeline, sink, changes);
+    let key = key(pipeline, sink, &changes.iter().collect::<Vec<_>>());
     let pos = |p: (u64, i64)| json!({"lsn": p.0, "seq": p.1});
     let events: Vec<Value> = changes.iter().map(event).collect();
     let body = json!({

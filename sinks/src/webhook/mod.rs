@@ -7,7 +7,7 @@
 //! changes of a parked key are delivered as usual: the endpoint sees the key's newer state,
 //! and the refused change stays in the dead-letter table for an operator to inspect.
 
-mod config;
+pub mod config;
 mod encoder;
 mod request_builder;
 mod sink;

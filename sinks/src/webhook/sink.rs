@@ -24,10 +24,10 @@ impl WebhookSink {
     pub fn new(pipeline: &str, settings: &WebhookSettings) -> Result<Self> {
         Ok(WebhookSink {
             pipeline: pipeline.to_string(),
-            name: settings.name.clone(),
+            name: settings.shared.name.clone(),
             url: settings.url.clone(),
             signing: settings.signing.clone(),
-            destination: Destination::new(&settings.name, &settings.destination)?,
+            destination: Destination::new(&settings.shared.name, &settings.shared.destination)?,
         })
     }
 
