@@ -40,6 +40,8 @@
 #        (each sub-request has its own status; the batch is NOT atomic; at most 25
 #        sub-requests: more is a 400 for the whole batch)
 #   Record ids: letters, digits, - and _ ; any other id is a 400 "Invalid object id".
+#   Collection JSON schemas are enforced (experimental_collection_schema_validation):
+#   PUT a collection with {"data":{"schema":{...}}} and records that do not match are a 400.
 #
 # ── Datasette on http://127.0.0.1:$SLUICE_DATASETTE_PORT (default 8001) ────────────────
 # Serves the SQLite file $SLUICE_HTTP_DIR/shop.db as database `shop`, with a fixed signing
@@ -116,6 +118,7 @@ kinto.userid_hmac_secret = $KINTO_HMAC
 multiauth.policies = basicauth
 kinto.bucket_create_principals = system.Authenticated
 kinto.batch_max_requests = 25
+kinto.experimental_collection_schema_validation = true
 
 [loggers]
 keys = root
@@ -169,14 +172,20 @@ wait_for() { # name url log
 
 port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
-start_one() { # name port url cmd...
-  local name=$1 port=$2 url=$3; shift 3
-  if running "$name" && answers "$url"; then return; fi
-  running "$name" && kill "$(cat "$BASE/$name.pid")" 2>/dev/null && sleep 0.5
+start_one() { # name port url config cmd...
+  local name=$1 port=$2 url=$3 config=$4; shift 4
+  # A server started with an older config is restarted with the current one.
+  local stamp; stamp=$(sha256sum "$config" | cut -c1-16)
+  if running "$name" && answers "$url" && [ "$(cat "$BASE/$name.stamp" 2>/dev/null)" = "$stamp" ]; then return; fi
+  if running "$name"; then
+    kill "$(cat "$BASE/$name.pid")" 2>/dev/null || true
+    for _ in $(seq 1 50); do port_free "$port" && break; sleep 0.1; done
+  fi
   port_free "$port" || die "port $port is taken by another process; set SLUICE_$(echo "$name" | tr a-z A-Z)_PORT"
   nohup "$@" >"$BASE/$name.log" 2>&1 &
   echo $! >"$BASE/$name.pid"
   wait_for "$name" "$url" "$BASE/$name.log"
+  echo "$stamp" >"$BASE/$name.stamp"
 }
 
 token() {
@@ -189,10 +198,10 @@ case "${1:-}" in
     command -v curl >/dev/null || die "curl is missing (apt-get install curl)"
     install
     write_configs
-    start_one kinto "$KINTO_PORT" "http://127.0.0.1:$KINTO_PORT/v1/__heartbeat__" \
+    start_one kinto "$KINTO_PORT" "http://127.0.0.1:$KINTO_PORT/v1/__heartbeat__" "$BASE/kinto.ini" \
       "$VENV/bin/kinto" start --ini "$BASE/kinto.ini" --port "$KINTO_PORT"
     [ -f "$BASE/shop.db" ] || "$VENV/bin/python" -c "import sqlite3,sys; sqlite3.connect(sys.argv[1]).close()" "$BASE/shop.db"
-    start_one datasette "$DS_PORT" "http://127.0.0.1:$DS_PORT/-/versions.json" \
+    start_one datasette "$DS_PORT" "http://127.0.0.1:$DS_PORT/-/versions.json" "$BASE/datasette.yaml" \
       "$VENV/bin/datasette" serve "$BASE/shop.db" --host 127.0.0.1 --port "$DS_PORT" \
       --config "$BASE/datasette.yaml" --secret "$DS_SECRET"
     echo "kinto      http://127.0.0.1:$KINTO_PORT/v1  (basic auth: any user:password, e.g. sluice:sluice-dev-password)"

@@ -63,7 +63,12 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
-    /// Run one hub sink (a webhook) on its own against the lake, following the hub position
+    /// List or re-send the changes a hub sink parked (its dead letters).
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterAction,
+    },
+    /// Run one hub sink (a webhook or REST API) on its own against the lake, following the hub position
     /// the pipeline writes beside it; forever, or --until caught-up (everything up to the
     /// hub position at start delivered or parked).
     Deliver {
@@ -87,6 +92,28 @@ enum Command {
         /// Only the rows matching this SQL predicate, e.g. "updated_at > '2026-01-01'".
         #[arg(long = "where")]
         filter: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterAction {
+    /// Print every open parked change of the sink: position, table, key, op, status and the
+    /// destination's answer.
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The sink's `name`.
+        #[arg(long)]
+        sink: String,
+    },
+    /// Send the open parked changes again, oldest first; those accepted (or, for a REST
+    /// sink, superseded by a newer change of their key) are resolved.
+    Retry {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The sink's `name`.
+        #[arg(long)]
+        sink: String,
     },
 }
 
@@ -116,6 +143,7 @@ pub fn main() -> ExitCode {
                 table,
                 filter,
             } => snapshot(config, table, filter).await,
+            Command::DeadLetters { action } => dead_letters(action).await,
         }
     })
 }
@@ -409,17 +437,52 @@ fn hub_parts(
     }
 }
 
+/// The hub sink named `sink`, or the one-line error naming the ones there are.
+fn find_sink<'a>(
+    sinks: &'a [crate::hub::HubSinkSettings],
+    sink: &str,
+) -> Result<&'a crate::hub::HubSinkSettings, ExitCode> {
+    sinks.iter().find(|s| s.name() == sink).ok_or_else(|| {
+        let names: Vec<_> = sinks.iter().map(|s| s.name()).collect();
+        fail(&[format!(
+            "no hub sink named {sink:?} in the config: use one of {names:?}"
+        )])
+    })
+}
+
+async fn dead_letters(action: DeadLetterAction) -> ExitCode {
+    let (DeadLetterAction::List { config, sink } | DeadLetterAction::Retry { config, sink }) =
+        &action;
+    let mut settings = match validated(config.clone()) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let (lake, name, sinks, _) = hub_parts(&mut settings);
+    let s = match find_sink(sinks, sink) {
+        Ok(s) => s,
+        Err(code) => return code,
+    };
+    let result = match action {
+        DeadLetterAction::List { .. } => crate::hub::list_dead_letters(lake, name, s).await,
+        DeadLetterAction::Retry { .. } => crate::hub::retry_dead_letters(lake, name, s).await,
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        // Some changes are still refused: the list says which.
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => fail(&[e.to_string()]),
+    }
+}
+
 async fn deliver(config: PathBuf, sink: String, until_caught_up: bool) -> ExitCode {
     let mut settings = match validated(config) {
         Ok(s) => s,
         Err(code) => return code,
     };
     let (lake, name, sinks, _) = hub_parts(&mut settings);
-    let Some(s) = sinks.iter().find(|s| s.name() == sink) else {
-        let names: Vec<_> = sinks.iter().map(|s| s.name()).collect();
-        return fail(&[format!(
-            "no hub sink named {sink:?} in the config: use one of {names:?}"
-        )]);
+    let s = match find_sink(sinks, &sink) {
+        Ok(s) => s,
+        Err(code) => return code,
     };
     let cancel = CancellationToken::new();
     tokio::spawn(shutdown_on_signal(cancel.clone()));

@@ -8,8 +8,8 @@ use std::sync::Arc;
 use replication::Lsn;
 use sinks::http::SharedSettings;
 use sinks::hub::{
-    cursor_path, run, ChangelogReader, Cursor, HubPosition, HubState, RunOptions, SinkIdentity,
-    Until,
+    cursor_path, redeliver, run, ChangelogReader, Cursor, DeadLetters, HubPosition, HubState,
+    RunOptions, SinkIdentity, Until,
 };
 use sinks::rest::{RestSettings, RestSink};
 use sinks::webhook::{WebhookSettings, WebhookSink};
@@ -146,6 +146,83 @@ pub async fn deliver(
     cancel.cancel();
     let _ = follow.await;
     result
+}
+
+/// `sluice dead-letters list`: one line per open parked change; `true` if there is none.
+pub async fn list_dead_letters(
+    lake: &Path,
+    pipeline: &str,
+    settings: &HubSinkSettings,
+) -> Result<bool, sinks::Error> {
+    let open = DeadLetters::open_changes(lake, pipeline, settings.name()).await?;
+    for r in &open {
+        let c = &r.change;
+        let at =
+            std::time::UNIX_EPOCH + std::time::Duration::from_micros(r.parked_at.max(0) as u64);
+        println!(
+            "{} {} key {} position {}/{} op {} status {}: {}",
+            humantime::format_rfc3339_seconds(at),
+            c.table,
+            c.key,
+            c.lsn,
+            c.seq,
+            c.op,
+            c.status,
+            c.response.replace('\n', " ")
+        );
+    }
+    println!(
+        "{} open parked change(s) for sink {}",
+        open.len(),
+        settings.name()
+    );
+    Ok(open.is_empty())
+}
+
+/// `sluice dead-letters retry`: re-sends the open parked changes; `true` if none is left.
+pub async fn retry_dead_letters(
+    lake: &Path,
+    pipeline: &str,
+    settings: &HubSinkSettings,
+) -> Result<bool, sinks::Error> {
+    let shared = settings.shared();
+    let identity = SinkIdentity {
+        pipeline: pipeline.to_string(),
+        sink: shared.name.clone(),
+        tables: shared.tables.clone(),
+    };
+    let w = Lsn(HubState::read(lake, pipeline)?.map_or(0, |h| h.position));
+    let report = match settings {
+        HubSinkSettings::Webhook(s) => {
+            let sink = WebhookSink::new(pipeline, s)?;
+            redeliver(&sink, lake, &identity, &shared.keys, w, false).await?
+        }
+        HubSinkSettings::Rest(s) => {
+            let sink = RestSink::new(pipeline, s)?;
+            redeliver(&sink, lake, &identity, &shared.keys, w, true).await?
+        }
+    };
+    for p in &report.refused {
+        println!(
+            "still refused: {} key {} position {}/{} status {}: {}",
+            p.table,
+            p.key,
+            p.lsn,
+            p.seq,
+            p.status,
+            p.response.replace('\n', " ")
+        );
+    }
+    println!(
+        "sink {}: {} open, {} delivered, {} superseded by a newer change of their key, {} still refused, {} no longer in the changelog",
+        shared.name,
+        report.open,
+        report.delivered,
+        report.superseded,
+        report.refused.len(),
+        report.missing
+    );
+    Ok(report.refused.is_empty() && report.missing == 0)
 }
 
 /// One line per hub sink: cursor, lag (changes and seconds behind the hub position), parked.

@@ -359,3 +359,308 @@ async fn assert_equal_everywhere(
     );
     assert_clean_log(config);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t_rest_mariadb_to_kinto_and_datasette_equal_through_sigkills() {
+    use crate::mysql_support::{admin_at, exec, MyPipeline, MY_PORT};
+    use mysql_async::prelude::Queryable;
+    let apis = Apis::from_env();
+    let mut db = admin_at(MY_PORT).await;
+    let name = "t_rest_my";
+    let bucket = "t-rest-my";
+    let p = MyPipeline::new(name, &mut db).await;
+    apis.reset_kinto(bucket).await;
+    apis.reset_datasette(name).await;
+    exec(
+        &mut db,
+        &format!(
+            "CREATE TABLE {name}.customers (id bigint PRIMARY KEY, email text, name text, bio mediumtext);
+             INSERT INTO {name}.customers
+               SELECT seq, CONCAT('c', seq, '@example.com'), CONCAT('name ', seq), REPEAT(CONCAT('bio ', seq, ' '), 200)
+               FROM {name}.seq_1_to_320;"
+        ),
+    )
+    .await;
+    let config = p.config(&["customers"], 5191);
+    add_rest_sinks(&config, &apis, bucket, name, &format!("{name}.customers"));
+    ok(sluice_with_tokens(&apis)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap());
+    let work = tokio::spawn(async move {
+        let mut db = admin_at(MY_PORT).await;
+        for i in 0..60i64 {
+            exec(
+                &mut db,
+                &format!(
+                    "START TRANSACTION;
+                     INSERT INTO {name}.customers VALUES ({n}, 'new{n}@example.com', 'new {n}', REPEAT('fresh ', 600));
+                     UPDATE {name}.customers SET name = CONCAT(name, ' +') WHERE id IN ({a}, {b});
+                     UPDATE {name}.customers SET email = 'e{i}@example.com' WHERE id = {n};
+                     DELETE FROM {name}.customers WHERE id = {d};
+                     UPDATE {name}.customers SET id = id + 100000, name = 'moved' WHERE id = {m};
+                     COMMIT;",
+                    n = 1000 + i,
+                    a = 1 + (i * 7) % 320,
+                    b = 1 + (i * 11) % 320,
+                    d = 319 - 2 * i,
+                    m = 2 + 2 * ((i * 13) % 150),
+                ),
+            )
+            .await;
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        }
+    });
+    let mut child = kill_ten_times(&apis, &config, &p.lake(), name).await;
+    work.await.unwrap();
+    child.kill();
+    ok(sluice_with_tokens(&apis)
+        .args(["run", "--until", "caught-up", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap());
+    let rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> = db
+        .query(format!("SELECT id, email, name, bio FROM {name}.customers"))
+        .await
+        .unwrap();
+    let s = |v: Option<String>| v.map_or(Value::Null, Value::String);
+    let source: BTreeMap<i64, Value> = rows
+        .into_iter()
+        .map(|(id, e, n, b)| (id, json!({"email": s(e), "name": s(n), "bio": s(b)})))
+        .collect();
+    assert_equal_everywhere(&apis, &source, bucket, name, &p.lake(), &config).await;
+}
+
+/// A Kinto sink of `bucket` (no batch endpoint: one request per object).
+fn add_kinto_sink(config: &Path, apis: &Apis, bucket: &str, table: &str) {
+    let k = format!(
+        "{}/buckets/{bucket}/collections/{bucket}/records",
+        apis.kinto
+    );
+    let mut text = std::fs::read_to_string(config).unwrap();
+    text.push_str(&format!(
+        r#"
+[[sinks]]
+kind = "rest"
+name = "kinto"
+tables = ["{table}"]
+upsert = {{ url = "{k}/{{id}}", body = {{ data = {{ email = "{{email}}", bio = "{{bio}}" }} }} }}
+delete = {{ url = "{k}/{{id}}" }}
+headers = {{ Authorization = {{ env = "T_REST_KINTO_AUTH", prefix = "Basic " }} }}
+"#
+    ));
+    std::fs::write(config, text).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t_rest_refused_changes_parked_listed_and_retried_without_stale_overwrites() {
+    let apis = Apis::from_env();
+    let db = admin().await;
+    let name = "t_rest_dl";
+    let bucket = "t-rest-dl";
+    let p = Pipeline::new(name, &db).await;
+    apis.reset_kinto(bucket).await;
+    // The collection refuses emails without an @ (a JSON schema Kinto enforces).
+    let collection = format!("{}/buckets/{bucket}/collections/{bucket}", apis.kinto);
+    let schema = json!({"data": {"schema": {"type": "object",
+        "properties": {"email": {"type": "string", "pattern": "@"}}}}});
+    let (s, _) = apis
+        .call(
+            apis.http
+                .put(&collection)
+                .basic_auth(KINTO_AUTH.0, Some(KINTO_AUTH.1))
+                .json(&schema),
+        )
+        .await;
+    assert_eq!(s, 200);
+    db.batch_execute(&format!(
+        "CREATE TABLE {name}.customers (id bigint PRIMARY KEY, email text, bio text);
+         ALTER TABLE {name}.customers ALTER COLUMN bio SET STORAGE EXTERNAL;
+         ALTER TABLE {name}.customers OWNER TO sluice;
+         INSERT INTO {name}.customers SELECT g, 'c' || g || '@example.com', 'short' FROM generate_series(1, 5) g;"
+    ))
+    .await
+    .unwrap();
+    let config = p.config(&["customers"], "");
+    add_kinto_sink(&config, &apis, bucket, &format!("{name}.customers"));
+    let run = || {
+        ok(sluice_with_tokens(&apis)
+            .args(["run", "--until", "caught-up", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap())
+    };
+    run();
+    // Three transactions (a batch folds the changes of a key within one transaction).
+    for sql in [
+        "INSERT INTO {name}.customers VALUES (6, 'no-at-sign', 'short'), (7, 'nope', 'short'),
+                                             (8, 'c8@example.com', repeat('long bio ', 800))",
+        "UPDATE {name}.customers SET email = 'seven@example.com' WHERE id = 7",
+        "UPDATE {name}.customers SET id = 80 WHERE id = 8",
+    ] {
+        db.batch_execute(&sql.replace("{name}", name)).await.unwrap();
+    }
+    run();
+    // Parked: 6 and the first change of 7 (refused by the schema); the move of 8 to 80,
+    // whose long bio was not sent (unchanged) and cannot be patched onto a missing record.
+    // Delivered meanwhile: 7's newer change.
+    let kinto = apis.kinto_rows(bucket).await;
+    assert_eq!(
+        kinto.keys().copied().collect::<Vec<_>>(),
+        [1, 2, 3, 4, 5, 7]
+    );
+    assert_eq!(kinto[&7]["email"], "seven@example.com");
+    let list = sluice_with_tokens(&apis)
+        .args(["dead-letters", "list", "--sink", "kinto", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&list.stdout);
+    assert_eq!(list.status.code(), Some(1), "{out}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(
+        lines[0].contains("key {\"id\":6}") && lines[0].contains("status 400"),
+        "{out}"
+    );
+    assert!(lines[0].contains("does not match"), "{out}");
+    assert!(
+        lines[1].contains("key {\"id\":7}") && lines[1].contains("op c"),
+        "{out}"
+    );
+    assert!(
+        lines[2].contains("key {\"id\":80}") && lines[2].contains("status 404"),
+        "{out}"
+    );
+    assert!(lines[3].starts_with("3 open parked change(s)"), "{out}");
+    let status = ok(sluice_with_tokens(&apis)
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap());
+    assert!(
+        status.contains("hub sink kinto:") && status.contains("parked 3"),
+        "{status}"
+    );
+
+    // The operator relaxes the schema and retries: 6 is delivered, 7's old change is not
+    // sent (its newer change is already there), 80 is still refused.
+    let (s, _) = apis
+        .call(
+            apis.http
+                .put(&collection)
+                .basic_auth(KINTO_AUTH.0, Some(KINTO_AUTH.1))
+                .json(&json!({"data": {}})),
+        )
+        .await;
+    assert_eq!(s, 200);
+    let retry = sluice_with_tokens(&apis)
+        .args(["dead-letters", "retry", "--sink", "kinto", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&retry.stdout);
+    assert_eq!(retry.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains(
+            "3 open, 1 delivered, 1 superseded by a newer change of their key, 1 still refused"
+        ),
+        "{out}"
+    );
+    let kinto = apis.kinto_rows(bucket).await;
+    assert_eq!(kinto[&6]["email"], "no-at-sign");
+    assert_eq!(
+        kinto[&7]["email"], "seven@example.com",
+        "a stale change overwrote a newer one"
+    );
+    let list = sluice_with_tokens(&apis)
+        .args(["dead-letters", "list", "--sink", "kinto", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        out.contains("1 open parked change(s)") && out.contains("\"id\":80"),
+        "{out}"
+    );
+}
+
+#[test]
+fn t_rest_check_names_template_problems_with_their_fixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    let base = format!(
+        "[pipeline]\nname = \"t_rest_check\"\n[source]\nkind = \"postgres\"\nurl = \"postgres://sluice@127.0.0.1:{}/shop\"\ntables = [\"public.orders\"]\n",
+        crate::support::PORT
+    );
+    std::fs::write(
+        &config,
+        format!(
+            "{base}[[sinks]]\nkind = \"rest\"\nname = \"crm\"\nupsert = {{ url = \"https://{{host}}/c/{{id}}\" }}\ndelete = {{ url = \"https://crm.example.com/c/{{id}}\" }}\nbatch = {{ url = \"https://crm.example.com/batch\", max_items = 0, format = \"requests\" }}\nheaders = {{ Authorization = {{ env = \"T_REST_SURELY_UNSET\", prefix = \"Bearer \" }} }}\n"
+        ),
+    )
+    .unwrap();
+    let out = sluice()
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for fix in [
+        "batch.max_items 0 is impossible",
+        "spell out scheme and host",
+        "T_REST_SURELY_UNSET is not set",
+    ] {
+        assert!(err.contains(fix), "{fix}: {err}");
+    }
+    // No journal or lake was written by a failed check.
+    assert!(!dir.path().join("sluice-journal").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t_rest_check_and_run_refuse_a_template_naming_a_missing_column() {
+    let apis = Apis::from_env();
+    let db = admin().await;
+    let p = Pipeline::new("t_rest_cols", &db).await;
+    db.batch_execute(
+        "CREATE TABLE t_rest_cols.customers (id bigint PRIMARY KEY, email text, bio text);
+         ALTER TABLE t_rest_cols.customers OWNER TO sluice;",
+    )
+    .await
+    .unwrap();
+    let config = p.config(&["customers"], "");
+    add_kinto_sink(&config, &apis, "t-rest-cols", "t_rest_cols.customers");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("{bio}", "{biography}");
+    std::fs::write(&config, text).unwrap();
+    for command in ["check", "run"] {
+        let out = sluice_with_tokens(&apis)
+            .args([command, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{command}: {err}");
+        let lines: Vec<&str> = err.lines().filter(|l| l.starts_with("error:")).collect();
+        assert_eq!(lines.len(), 2, "{command}: {err}");
+        for l in lines {
+            assert!(
+                l.contains("names column {biography}, which table t_rest_cols.customers does not have: use one of id, email, bio"),
+                "{command}: {l}"
+            );
+        }
+    }
+    // The refused run created no slot and wrote no lake.
+    let slots = db
+        .query(
+            "SELECT 1 FROM pg_replication_slots WHERE slot_name = 'sluice_t_rest_cols'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(slots.is_empty());
+    assert!(!p.lake().exists());
+}

@@ -22,10 +22,8 @@ use deltalake::arrow::array::{
 use deltalake::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use deltalake::kernel::engine::arrow_conversion::TryIntoKernel;
 use deltalake::kernel::StructType;
-use deltalake::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use deltalake::writer::{DeltaWriter, RecordBatchWriter};
 use deltalake::DeltaTable;
-use object_store::ObjectStoreExt;
 use replication::change::TableName;
 use replication::evolution::{type_name, ColumnChange, Columns, SchemaPolicies, SchemaPolicy};
 use replication::Lsn;
@@ -146,7 +144,11 @@ impl SchemaHistory {
         if path.join("_delta_log").is_dir() {
             let table = deltalake::open_table(url(&path)?).await.map_err(delta)?;
             let mut shapes = HashMap::new();
-            for record in read(&table).await? {
+            for record in super::SideTable::scan_table(&table, &path)
+                .await?
+                .iter()
+                .flat_map(records_of)
+            {
                 if record.pipeline != app_id {
                     continue;
                 }
@@ -318,12 +320,11 @@ impl SchemaHistory {
 
     /// Every change recorded (by any pipeline writing to this lake), oldest first.
     pub async fn records(root: &Path) -> Result<Vec<SchemaChangeRecord>> {
-        let path = root.join(HISTORY_DIR);
-        if !path.join("_delta_log").is_dir() {
-            return Ok(Vec::new());
-        }
-        let table = deltalake::open_table(url(&path)?).await.map_err(delta)?;
-        let mut records = read(&table).await?;
+        let mut records: Vec<SchemaChangeRecord> = super::SideTable::scan(&root.join(HISTORY_DIR))
+            .await?
+            .iter()
+            .flat_map(records_of)
+            .collect();
         records.sort_by_key(|r| (r.position, r.seq, r.recorded_at));
         Ok(records)
     }
@@ -371,34 +372,6 @@ fn url(path: &Path) -> Result<url::Url> {
 }
 
 /// Read every row of the history table (it is small: one row per schema change).
-async fn read(table: &DeltaTable) -> Result<Vec<SchemaChangeRecord>> {
-    let snapshot = table.snapshot().map_err(delta)?;
-    let store = table.log_store().object_store(None);
-    let paths: Vec<_> = snapshot
-        .log_data()
-        .into_iter()
-        .map(|f| f.object_store_path())
-        .collect();
-    let mut out = Vec::new();
-    for path in paths {
-        let bytes = store
-            .get(&path)
-            .await
-            .map_err(|e| delta(e.into()))?
-            .bytes()
-            .await
-            .map_err(|e| delta(e.into()))?;
-        let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-            .and_then(|b| b.build())
-            .map_err(|e| delta(e.into()))?;
-        for batch in reader {
-            let batch = batch.map_err(arrow)?;
-            out.extend(records_of(&batch));
-        }
-    }
-    Ok(out)
-}
-
 fn records_of(batch: &RecordBatch) -> Vec<SchemaChangeRecord> {
     let text = |name: &str| {
         batch

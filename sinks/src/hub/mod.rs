@@ -43,6 +43,7 @@ mod dead_letters;
 mod log;
 mod position;
 mod reader;
+mod redeliver;
 mod runner;
 
 use std::future::Future;
@@ -52,9 +53,13 @@ use replication::change::TableName;
 
 pub use batch::{Batch, BatchLimits, Batcher};
 pub use cursor::{cursor_path, Cursor, CURSORS_DIR};
-pub use dead_letters::{dead_letter_path, DeadLetters, ParkedChange, DEAD_LETTERS_DIR};
+pub use dead_letters::{
+    dead_letter_path, DeadLetters, ParkedChange, ParkedId, ParkedRecord, Resolution,
+    DEAD_LETTERS_DIR,
+};
 pub use position::{hub_file, HubPosition, HubState, STATE_DIR};
 pub use reader::{Change, ChangelogReader, KeyColumns, Mark};
+pub use redeliver::{redeliver, RedeliverReport};
 pub use runner::{run, RunOptions, Until};
 
 /// The hub's identity of one sink: which pipeline's changelog, which tables, under what name.
