@@ -420,7 +420,8 @@ async fn t_rest_mariadb_to_kinto_and_datasette_equal_through_sigkills() {
         .arg(&config)
         .output()
         .unwrap());
-    let rows: Vec<(i64, Option<String>, Option<String>, Option<String>)> = db
+    type Row = (i64, Option<String>, Option<String>, Option<String>);
+    let rows: Vec<Row> = db
         .query(format!("SELECT id, email, name, bio FROM {name}.customers"))
         .await
         .unwrap();
