@@ -500,7 +500,9 @@ async fn t_rest_refused_changes_parked_listed_and_retried_without_stale_overwrit
         "UPDATE {name}.customers SET email = 'seven@example.com' WHERE id = 7",
         "UPDATE {name}.customers SET id = 80 WHERE id = 8",
     ] {
-        db.batch_execute(&sql.replace("{name}", name)).await.unwrap();
+        db.batch_execute(&sql.replace("{name}", name))
+            .await
+            .unwrap();
     }
     run();
     // Parked: 6 and the first change of 7 (refused by the schema); the move of 8 to 80,
@@ -664,4 +666,54 @@ async fn t_rest_check_and_run_refuse_a_template_naming_a_missing_column() {
         .unwrap();
     assert!(slots.is_empty());
     assert!(!p.lake().exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn t_rest_without_a_delta_sink_the_changelog_is_a_local_journal() {
+    let apis = Apis::from_env();
+    let db = admin().await;
+    let p = Pipeline::new("t_rest_journal", &db).await;
+    apis.reset_kinto("t-rest-journal").await;
+    db.batch_execute(
+        "CREATE TABLE t_rest_journal.customers (id bigint PRIMARY KEY, email text, bio text);
+         ALTER TABLE t_rest_journal.customers OWNER TO sluice;
+         INSERT INTO t_rest_journal.customers SELECT g, 'c' || g || '@example.com', 'b' FROM generate_series(1, 20) g;",
+    )
+    .await
+    .unwrap();
+    // Only a REST sink: no kind = "delta" block, a journal directory instead.
+    let config = p.config(&["customers"], "");
+    let journal = p.dir.path().join("journal");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text.split("[[sinks]]").next().unwrap().replace(
+        "[pipeline]\n",
+        &format!("[pipeline]\njournal = \"{}\"\n", journal.display()),
+    );
+    std::fs::write(&config, text).unwrap();
+    add_kinto_sink(&config, &apis, "t-rest-journal", "t_rest_journal.customers");
+    let run = || {
+        ok(sluice_with_tokens(&apis)
+            .args(["run", "--until", "caught-up", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap())
+    };
+    run();
+    db.batch_execute(
+        "UPDATE t_rest_journal.customers SET email = 'x@example.com' WHERE id <= 5;
+         DELETE FROM t_rest_journal.customers WHERE id > 15;",
+    )
+    .await
+    .unwrap();
+    run();
+    let kinto = apis.kinto_rows("t-rest-journal").await;
+    assert_eq!(kinto.len(), 15);
+    assert_eq!(kinto[&3]["email"], "x@example.com");
+    assert_eq!(kinto[&10]["email"], "c10@example.com");
+    // The journal is a changelog like any: a Delta table per source table, and the cursor.
+    let rows = crate::support::read_delta(&journal.join("t_rest_journal").join("customers"), None);
+    assert_eq!(rows.len(), 20 + 5 + 5);
+    assert!(journal
+        .join("_sluice_cursors/t_rest_journal/kinto.json")
+        .is_file());
 }

@@ -47,6 +47,19 @@ impl Running {
         Running(Some(child))
     }
 
+    /// The resident set size of the process now, from /proc.
+    pub(crate) fn rss_bytes(&self) -> u64 {
+        let pid = self.0.as_ref().expect("running").id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|kb| kb.parse::<u64>().ok())
+            .expect("VmRSS")
+            * 1024
+    }
+
     pub(crate) fn kill(&mut self) {
         if let Some(mut c) = self.0.take() {
             let _ = c.kill();
@@ -314,7 +327,7 @@ async fn t_hub_stalled_receiver_holds_back_neither_lake_nor_slot() {
     .await;
     rx.stall();
     let config = p.config(&["a", "b"], "");
-    add_webhook(&config, &rx.url("/hook"), 10, 2);
+    add_webhook(&config, &rx.url("/hook"), 500, 4);
     let child = spawn(&config);
     crate::support::wait_for_slot(&db, "sluice_t_hub_stall").await;
     wait_until("the initial snapshot in the lake", 60, || {
@@ -322,13 +335,24 @@ async fn t_hub_stalled_receiver_holds_back_neither_lake_nor_slot() {
     })
     .await;
     let before = confirmed_flush(&db, "sluice_t_hub_stall").await;
+    let rss_before = child.rss_bytes();
     for i in 0..30 {
         db.batch_execute(&workload_sql("t_hub_stall", i))
             .await
             .unwrap();
     }
+    // A backlog far larger than the sink's window: 100,000 rows of about 200 bytes.
+    for i in 0..10 {
+        db.batch_execute(&format!(
+            "INSERT INTO t_hub_stall.a SELECT g, 0, repeat('z', 200) FROM generate_series({}, {}) g",
+            10_000 + i * 10_000,
+            10_000 + i * 10_000 + 9_999
+        ))
+        .await
+        .unwrap();
+    }
     // While the receiver answers nothing, the lake takes every change and the slot moves.
-    let want = 10 + 30 * 7;
+    let want = 10 + 30 * 7 + 100_000;
     wait_until("the lake to keep up", 60, || {
         changelog(&p, &["a", "b"]).len() == want
     })
@@ -351,6 +375,15 @@ async fn t_hub_stalled_receiver_holds_back_neither_lake_nor_slot() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     assert_eq!(rx.counts().accepted, 0, "the receiver is stalled");
+    // Memory is bounded by the sink's window, not by the backlog (which as decoded JSON
+    // changes would take hundreds of MB).
+    let rss_stalled = child.rss_bytes();
+    assert!(
+        rss_stalled < rss_before + (64 << 20),
+        "RSS grew from {} MiB to {} MiB with the endpoint stalled",
+        rss_before >> 20,
+        rss_stalled >> 20
+    );
     // After release the backlog drains.
     rx.release();
     let expected = changelog(&p, &["a", "b"]);
