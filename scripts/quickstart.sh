@@ -14,6 +14,11 @@ export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/dev-db.sh start
 eval "$(scripts/dev-db.sh env)"
+# Kinto, a real REST API: the demo's customers are kept equal there by a REST hub sink.
+scripts/dev-http.sh start
+eval "$(scripts/dev-http.sh env)"
+KINTO_COLLECTION=$SLUICE_KINTO_URL/buckets/quickstart/collections/customers
+kinto() { curl -fsS -u "$SLUICE_KINTO_USER:$SLUICE_KINTO_PASSWORD" "$@"; }
 ADMIN=$SLUICE_DEV_PG_ADMIN_URL
 
 echo "== building sluice (release)"
@@ -70,8 +75,12 @@ traffic_mysql() {
     UPDATE demo.customers SET email = CONCAT('vip', id, '@example.com') WHERE id = 1 + $1 % 20;"
 }
 
-echo "== creating the demo tables"
+echo "== creating the demo tables and an empty Kinto collection"
 setup_"$SOURCE"
+kinto -X DELETE "$SLUICE_KINTO_URL/buckets/quickstart" -o /dev/null 2>/dev/null || true
+kinto -X PUT "$SLUICE_KINTO_URL/buckets/quickstart" -o /dev/null
+kinto -X PUT "$KINTO_COLLECTION" -o /dev/null
+export QUICKSTART_KINTO_AUTH=$(printf '%s:%s' "$SLUICE_KINTO_USER" "$SLUICE_KINTO_PASSWORD" | base64)
 rm -rf lake quickstart.toml
 cat > quickstart.toml <<EOF2
 [pipeline]
@@ -85,6 +94,17 @@ tables = ["demo.customers", "demo.orders"]
 kind = "delta"
 path = "./lake"
 max_batch_latency = "500ms"
+
+# demo.customers, one Kinto record per row, through Kinto's batch endpoint.
+[[sinks]]
+kind = "rest"
+name = "kinto-customers"
+tables = ["demo.customers"]
+upsert = { method = "PUT", url = "$KINTO_COLLECTION/records/{id}", body = { data = { name = "{name}", email = "{email}" } } }
+delete = { method = "DELETE", url = "$KINTO_COLLECTION/records/{id}" }
+batch = { url = "$SLUICE_KINTO_URL/batch", max_items = 25, format = "requests" }
+headers = { Authorization = { env = "QUICKSTART_KINTO_AUTH", prefix = "Basic " } }
+rate_limit = ["50/s"]
 EOF2
 
 "$SLUICE" check --config quickstart.toml
@@ -116,3 +136,6 @@ for table in ["demo/customers", "demo/orders"]:
 sys.stdout.flush()
 os._exit(0)  # skip interpreter teardown, which can abort in the deltalake binding
 PY
+records=$(kinto "$KINTO_COLLECTION/records?_limit=10000" | "$SLUICE_PYTHON" -c "import json,sys; print(len(json.load(sys.stdin)['data']))")
+vips=$(kinto "$KINTO_COLLECTION/records?_limit=10000" | "$SLUICE_PYTHON" -c "import json,sys; print(sum(r['email'].startswith('vip') for r in json.load(sys.stdin)['data']))")
+echo "kinto $KINTO_COLLECTION: $records records ($vips with the updated vip email), one per demo.customers row"
