@@ -8,8 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use replication::change::TableName;
-use replication::postgres::source::SourceExit;
 use replication::postgres::{catalog, incremental};
+use replication::source::SourceExit;
 use replication::window::{Marker, MarkerBody, SnapshotRequest};
 use replication::Lsn;
 use sinks::delta::DeltaSink;

@@ -21,10 +21,11 @@ use std::time::Duration;
 
 use replication::cdc::now_micros;
 use replication::change::{Event, TableName};
+use replication::postgres::catalog;
 use replication::postgres::snapshot::{self, ExportedSnapshot, SnapshotOptions};
-use replication::postgres::source::{self, SourceExit, SourceOptions};
+use replication::postgres::source::{self, SourceOptions};
 use replication::postgres::table::RowPosition;
-use replication::postgres::{catalog, BatchLimits};
+use replication::source::{BatchLimits, SourceExit};
 use replication::{queue, ErrorClass, Lsn};
 use sinks::delta::DeltaSink;
 use sinks::hub::HubPosition;
