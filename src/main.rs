@@ -5,7 +5,6 @@ mod config;
 mod core;
 mod hub;
 mod progress;
-mod snapshots;
 mod source;
 mod state;
 

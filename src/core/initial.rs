@@ -9,7 +9,7 @@
 //! ```
 //!
 //! Each table lands as one Delta commit at the snapshot's position, so a table without a
-//! position in the lake was not finished (see `snapshots::catch_up`).
+//! position in the lake was not finished (see `incremental::catch_up`).
 
 use std::future::Future;
 use std::path::PathBuf;

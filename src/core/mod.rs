@@ -45,8 +45,13 @@
 //!
 //! Shutdown (Ctrl-C, SIGTERM) and SIGHUP reload cancel the run's token: the session ends as
 //! above, and `sluice run` starts a new run with the new configuration after a reload.
+//!
+//! A file per role: [`Source`] and what passes through it (`source`), the run loop and one
+//! session (`run`), the sink task (`sink`), the sink side of an initial snapshot (`initial`),
+//! the incremental snapshot driver ([`incremental`]), and [`PipelineError`] (`error`).
 
 mod error;
+pub mod incremental;
 mod initial;
 mod run;
 mod sink;

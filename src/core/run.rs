@@ -12,10 +12,10 @@ use sinks::delta::DeltaSink;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::incremental;
 use super::sink::{join_sink, spawn_sink, SinkHandle};
 use super::source::{Prepared, Source, Stream};
 use super::PipelineError;
-use crate::snapshots;
 use crate::state::Store;
 
 /// First and longest wait between retries of a transient failure.
@@ -107,7 +107,7 @@ async fn session<S: Source>(
         chunks,
         task: sink_task,
     } = spawn_sink(sink, pipeline.max_inflight_bytes, pipeline.hub.clone());
-    let (snapshots, link) = snapshots::session(
+    let (snapshots, link) = incremental::session(
         source.reader(&session),
         pipeline.sizes,
         pipeline.tables.to_vec(),

@@ -20,8 +20,8 @@ use sinks::hub::HubPosition;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use super::incremental::{ChunkReader, Sizes};
 use super::PipelineError;
-use crate::snapshots::{ChunkReader, Sizes};
 use crate::state::Store;
 
 /// What the core uses of a pipeline's settings, whichever its source.

@@ -31,9 +31,11 @@ use sinks::delta::DeltaSink;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{MySettings, SnapshotMode};
+use crate::core::incremental::{
+    bad_predicate, catch_up, log_queued, queue_catch_up, ChunkJob, ChunkReader, Sizes,
+};
 use crate::core::{InitialLoad, Opened, Pipeline, PipelineError, Prepared, Source, Stream};
 use crate::progress::Progress;
-use crate::snapshots::{self, ChunkJob, ChunkReader, Sizes};
 use crate::state::{SnapshotState, State, Store};
 
 /// One binlog connection's options, and where it reports the resume position.
@@ -139,7 +141,7 @@ impl Source for MySettings {
             let todo = if settings.snapshot == SnapshotMode::Never {
                 Vec::new()
             } else {
-                snapshots::catch_up(&state, &settings.tables, &positions)
+                catch_up(&state, &settings.tables, &positions)
             };
             // Tables with a primary key are snapshotted in chunks beside the stream; the others
             // are copied now, at a fresh consistent position (the sink skips their binlog changes
@@ -179,9 +181,9 @@ impl Source for MySettings {
                 s.snapshot = SnapshotState::Done;
             }
             s.binlog = Some(start.clone());
-            snapshots::queue_catch_up(s, &settings.tables, &queued);
+            queue_catch_up(s, &settings.tables, &queued);
         })?;
-        snapshots::log_queued(&queued);
+        log_queued(&queued);
         drop(conn);
         tracing::info!(server = %server.version, mariadb = server.mariadb, position = %start, "starting from binlog position");
         let until = if until_caught_up {
@@ -300,7 +302,7 @@ impl Source for MySettings {
         if let Some(predicate) = filter {
             my_snapshot::check_filter(&mut conn, table, predicate)
                 .await
-                .map_err(|e| snapshots::bad_predicate(table, &e))?;
+                .map_err(|e| bad_predicate(table, &e))?;
         }
         let request = replication::window::SnapshotRequest {
             table: table.to_string(),

@@ -30,9 +30,11 @@ use sinks::delta::DeltaSink;
 use tokio::sync::mpsc;
 
 use crate::config::{Settings, SnapshotMode};
+use crate::core::incremental::{
+    bad_predicate, catch_up, log_queued, queue_catch_up, ChunkJob, ChunkReader, Sizes,
+};
 use crate::core::{InitialLoad, Opened, Pipeline, PipelineError, Prepared, Source, Stream};
 use crate::progress::Progress;
-use crate::snapshots::{self, ChunkJob, ChunkReader, Sizes};
 use crate::state::{SnapshotState, State, Store};
 
 /// What every session of a run streams until.
@@ -167,9 +169,9 @@ impl Source for Settings {
                     .await?;
                 store.update(|s| {
                     s.snapshot = SnapshotState::Done;
-                    snapshots::queue_catch_up(s, &settings.tables, &todo);
+                    queue_catch_up(s, &settings.tables, &todo);
                 })?;
-                snapshots::log_queued(&todo);
+                log_queued(&todo);
                 store
             }
         };
@@ -263,7 +265,7 @@ impl Source for Settings {
         if let Some(filter) = filter {
             incremental::check_filter(&client, table, filter)
                 .await
-                .map_err(|e| snapshots::bad_predicate(table, &e))?;
+                .map_err(|e| bad_predicate(table, &e))?;
         }
         let marker = Marker {
             pipeline: self.name.clone(),
@@ -280,18 +282,14 @@ impl Source for Settings {
 }
 
 /// Tables that need an incremental snapshot before streaming alone is enough (see
-/// [`snapshots::catch_up`]; the initial load commits each table once, at consistent point
+/// [`catch_up`]; the initial load commits each table once, at consistent point
 /// − 1, so a table without a position was not finished). Nothing is changed here.
 async fn catch_up_snapshots(
     settings: &Settings,
     state: &State,
 ) -> Result<Vec<(TableName, &'static str)>, PipelineError> {
     let sink = DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
-    Ok(snapshots::catch_up(
-        state,
-        &settings.tables,
-        &sink.positions(),
-    ))
+    Ok(catch_up(state, &settings.tables, &sink.positions()))
 }
 
 /// Create the slot with an exported snapshot and copy every table as of its consistent point;

@@ -34,7 +34,7 @@ use sinks::delta::ResnapshotQueue;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::core::{CommittedChunk, PipelineError};
+use super::{CommittedChunk, PipelineError};
 use crate::progress::Progress;
 use crate::state::{Incremental, State, Store};
 
