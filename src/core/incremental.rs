@@ -1,8 +1,9 @@
 //! Incremental snapshots, driven beside the stream (DBLog; the source's side is
 //! `replication::window`, the SQL sides `replication::postgres::incremental` and
 //! `replication::mysql::snapshot`). The driver is the same for both sources; what differs is
-//! behind [`ChunkReader`]: PostgreSQL brackets each read with watermarks written into the WAL,
-//! MySQL/MariaDB reads each chunk in a consistent snapshot whose binlog position places it.
+//! behind [`ChunkReader`] (`source::postgres::PgReader`, `source::mysql::MyReader`):
+//! PostgreSQL brackets each read with watermarks written into the WAL, MySQL/MariaDB reads each
+//! chunk in a consistent snapshot whose binlog position places it.
 //!
 //! ```text
 //!  state file: queue of snapshots ──▶ driver (one chunk at a time)
