@@ -8,7 +8,8 @@ use std::collections::{HashMap, HashSet};
 
 use criterion::{criterion_group, Criterion, Throughput};
 use replication::postgres::pgoutput::Decoder;
-use replication::postgres::{Assembler, BatchLimits};
+use replication::postgres::Assembler;
+use replication::source::BatchLimits;
 use replication::Lsn;
 
 const ROWS: usize = 100_000;

@@ -8,16 +8,15 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use replication::change::TableName;
-use replication::postgres::source::SourceExit;
-use replication::postgres::{catalog, incremental};
-use replication::window::{Marker, MarkerBody, SnapshotRequest};
+use replication::postgres::catalog;
+use replication::source::SourceExit;
 use replication::Lsn;
 use sinks::delta::DeltaSink;
 use sinks::hub::{HubPosition, Until as HubUntil};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, MySettings, Settings, Validated};
-use crate::pipeline;
+use crate::config::{Config, MySettings, Validated};
+use crate::core::{PipelineError, Source};
 use crate::state::SnapshotState;
 use replication::mysql::position::BinlogPosition;
 
@@ -177,11 +176,9 @@ fn validated(path: PathBuf) -> Result<Validated, ExitCode> {
         .map_err(|problems| fail(&problems))
 }
 
-fn error_lines(e: &pipeline::PipelineError) -> Vec<String> {
+fn error_lines(e: &PipelineError) -> Vec<String> {
     match e {
-        pipeline::PipelineError::Source(replication::Error::Preflight { problems }) => {
-            problems.clone()
-        }
+        PipelineError::Source(replication::Error::Preflight { problems }) => problems.clone(),
         other => vec![other.to_string()],
     }
 }
@@ -194,7 +191,7 @@ async fn check(config: PathBuf) -> ExitCode {
     let templates = template_problems(&settings).await;
     let (result, ready) = match &settings {
         Validated::Postgres(s) => (
-            postgres_check(s).await,
+            s.check().await,
             format!(
                 "ok: {} table(s) ready to replicate through slot {}",
                 s.tables.len(),
@@ -202,7 +199,7 @@ async fn check(config: PathBuf) -> ExitCode {
             ),
         ),
         Validated::Mysql(m) => (
-            crate::mysql::check(m).await,
+            m.check().await,
             format!(
                 "ok: {} table(s) ready to replicate from the binlog as replica server_id {}",
                 m.tables.len(),
@@ -226,7 +223,7 @@ async fn check(config: PathBuf) -> ExitCode {
 }
 
 /// Problems of the REST sinks' templates against the source tables' columns.
-async fn template_problems(v: &Validated) -> Result<Vec<String>, pipeline::PipelineError> {
+async fn template_problems(v: &Validated) -> Result<Vec<String>, PipelineError> {
     let sinks = match v {
         Validated::Postgres(s) => &s.hub_sinks,
         Validated::Mysql(m) => &m.hub_sinks,
@@ -272,18 +269,6 @@ async fn template_problems(v: &Validated) -> Result<Vec<String>, pipeline::Pipel
         }
     }
     Ok(problems)
-}
-
-async fn postgres_check(settings: &Settings) -> Result<Vec<String>, pipeline::PipelineError> {
-    let client = catalog::connect(&settings.conninfo).await?;
-    Ok(catalog::preflight(
-        &client,
-        &catalog::Requirements {
-            slot: &settings.slot,
-            tables: &settings.tables,
-        },
-    )
-    .await?)
 }
 
 async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
@@ -332,8 +317,8 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
         let session = shutdown.child_token();
         let reload = tokio::spawn(reload_on_hangup(config.clone(), session.clone()));
         let result = match &settings {
-            Validated::Postgres(s) => pipeline::run(s, until_caught_up, session).await,
-            Validated::Mysql(m) => crate::mysql::run(m, until_caught_up, session).await,
+            Validated::Postgres(s) => crate::core::run(s, until_caught_up, session).await,
+            Validated::Mysql(m) => crate::core::run(m, until_caught_up, session).await,
         };
         reload.abort();
         let reloaded = reload.await.ok().flatten();
@@ -503,7 +488,7 @@ async fn status(config: PathBuf) -> ExitCode {
         Ok(Validated::Mysql(m)) => return mysql_status(&m).await,
         Err(code) => return code,
     };
-    let result: Result<(), pipeline::PipelineError> = async {
+    let result: Result<(), PipelineError> = async {
         let client = catalog::connect(&settings.conninfo).await?;
         match catalog::slot_status(&client, &settings.slot).await? {
             Some(s) => println!(
@@ -569,38 +554,16 @@ async fn snapshot(config: PathBuf, table: String, filter: Option<String>) -> Exi
             "table {table} is not one of the pipeline's [source] tables: add it there and restart (or send SIGHUP); a table added is snapshotted then"
         )]);
     };
-    let result: Result<Lsn, pipeline::PipelineError> = async {
-        let client = catalog::connect(&settings.conninfo).await?;
-        if !catalog::slot_exists(&client, &settings.slot).await? {
-            return Err(replication::Error::Preflight {
-                problems: vec![format!(
-                    "pipeline {} has not started yet (slot {} does not exist): its first run snapshots every table",
-                    settings.name, settings.slot
-                )],
-            }
-            .into());
-        }
-        crate::snapshots::check_keys(&client, std::slice::from_ref(&name)).await?;
-        if let Some(filter) = &filter {
-            incremental::check_filter(&client, &name, filter)
-                .await
-                .map_err(|e| crate::snapshots::bad_predicate(&name, &e))?;
-        }
-        let marker = Marker {
-            pipeline: settings.name.clone(),
-            body: MarkerBody::Request(SnapshotRequest {
-                table: name.to_string(),
-                filter: filter.clone(),
-            }),
-        };
-        Ok(incremental::emit(&client, &marker).await?)
-    }
-    .await;
+    let result = settings.request_snapshot(&name, filter.as_deref()).await;
     match result {
-        Ok(lsn) => {
+        Ok(requested) => {
             println!(
-                "ok: snapshot of {name}{} requested at {lsn}; the running pipeline takes it up (or its next run); see sluice status",
-                if filter.is_some() { " (rows matching --where)" } else { "" }
+                "ok: snapshot of {name}{} {requested}; see sluice status",
+                if filter.is_some() {
+                    " (rows matching --where)"
+                } else {
+                    ""
+                }
             );
             ExitCode::SUCCESS
         }
@@ -615,11 +578,15 @@ async fn mysql_snapshot(settings: &MySettings, table: String, filter: Option<Str
             "table {table} is not one of the pipeline's [source] tables: add it there and restart (or send SIGHUP); a table added is snapshotted then"
         )]);
     };
-    match crate::mysql::request_snapshot(settings, &name, filter.as_deref()).await {
-        Ok(()) => {
+    match settings.request_snapshot(&name, filter.as_deref()).await {
+        Ok(requested) => {
             println!(
-                "ok: snapshot of {name}{} requested; the running pipeline takes it up within a second (or its next run); see sluice status",
-                if filter.is_some() { " (rows matching --where)" } else { "" }
+                "ok: snapshot of {name}{} {requested}; see sluice status",
+                if filter.is_some() {
+                    " (rows matching --where)"
+                } else {
+                    ""
+                }
             );
             ExitCode::SUCCESS
         }
@@ -659,7 +626,7 @@ fn print_incremental(state: &crate::state::State, sink: &DeltaSink) {
 }
 
 async fn mysql_status(settings: &MySettings) -> ExitCode {
-    let result: Result<(), pipeline::PipelineError> = async {
+    let result: Result<(), PipelineError> = async {
         let mut conn = replication::mysql::catalog::connect(&settings.info).await?;
         let current = replication::mysql::catalog::current_position(&mut conn).await?;
         let state = crate::state::State::load(&settings.lake, &settings.name)
@@ -716,7 +683,7 @@ async fn print_schema_changes(
     lake: &std::path::Path,
     pipeline: &str,
     position: impl Fn(Lsn) -> String,
-) -> Result<(), pipeline::PipelineError> {
+) -> Result<(), PipelineError> {
     for r in sinks::delta::SchemaHistory::records(lake).await? {
         if r.pipeline == pipeline {
             println!(

@@ -2,11 +2,10 @@
 
 mod cli;
 mod config;
+mod core;
 mod hub;
-mod mysql;
-mod pipeline;
 mod progress;
-mod snapshots;
+mod source;
 mod state;
 
 fn main() -> std::process::ExitCode {

@@ -45,7 +45,7 @@ use super::rows::{Cell, RawColumn};
 use crate::cdc::{cdc_fields, CdcBuilder, Op, RowPosition};
 use crate::change::TableName;
 use crate::evolution::with_companions;
-use crate::postgres::value::{days_from_civil, decimal_from_text};
+use crate::value::{days_from_civil, decimal_from_text};
 use crate::{Error, Result};
 
 const MAX_DECIMAL_PRECISION: u8 = 38;

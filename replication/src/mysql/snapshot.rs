@@ -43,8 +43,8 @@ use super::rows::{Cell, RawColumn};
 use super::shape::{text_type, Charset, MyShape, MyTableBuilder, MyType};
 use crate::cdc::{Op, RowPosition};
 use crate::change::{Event, TableBatch, TableName};
-use crate::postgres::value::days_from_civil;
 use crate::queue;
+use crate::value::days_from_civil;
 use crate::window::ChunkRead;
 use crate::{Error, Result};
 

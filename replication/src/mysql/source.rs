@@ -38,9 +38,8 @@ use super::shape::{MyShape, MyTableBuilder};
 use crate::cdc::{now_micros, Op, RowPosition};
 use crate::change::{Event, TableBatch, TableName};
 use crate::evolution::{self, ColumnChange, Columns, SchemaPolicy};
-use crate::postgres::source::SourceExit;
-use crate::postgres::BatchLimits;
 use crate::queue;
+use crate::source::{BatchLimits, SourceExit};
 use crate::window::{SnapshotLink, Step, Windows};
 use crate::{Error, ErrorClass, Lsn, Result};
 

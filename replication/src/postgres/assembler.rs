@@ -24,6 +24,7 @@ use super::table::{Op, RowPosition, TableBuilder, TableShape};
 use super::value::PG_EPOCH_OFFSET_MICROS;
 use crate::change::{Event, TableBatch, TableName, MARKER_PREFIX};
 use crate::evolution::{self, ColumnChange, Columns, SchemaPolicies, SchemaPolicy};
+use crate::source::BatchLimits;
 use crate::{Error, Lsn, Result};
 
 /// Relation OIDs and xids are small integers chosen by the server: a multiplicative hash is
@@ -48,15 +49,6 @@ impl Hasher for OidHasher {
 }
 
 type OidMap<K, V> = HashMap<K, V, BuildHasherDefault<OidHasher>>;
-
-/// When a batch closes.
-#[derive(Debug, Clone, Copy)]
-pub struct BatchLimits {
-    /// Close after this many rows (at the next transaction boundary).
-    pub max_rows: usize,
-    /// Close after about this many bytes of decoded data.
-    pub max_bytes: usize,
-}
 
 /// Transaction state of the ordinary (non-streamed) stream.
 #[derive(Debug, Clone, Copy)]

@@ -32,6 +32,7 @@ use deltalake::arrow::datatypes::{DataType, Field, FieldRef, TimeUnit};
 
 use super::pgoutput::Value;
 use super::value::{self, ValueResult};
+use crate::value::decimal_exact;
 
 /// Type OIDs from `pg_type.dat`, for the types Sluice decodes natively.
 mod oid {
@@ -559,9 +560,7 @@ fn plain_text_elements(kind: Kind, text: &str) -> Option<Vec<Option<String>>> {
         let fits = |e: &str| match kind {
             Kind::Date => value::date_from_text(e).is_some(),
             Kind::Timestamp | Kind::TimestampTz => value::timestamp_from_text(e).is_some(),
-            Kind::Decimal { precision, scale } => {
-                value::decimal_exact(e, precision, scale).is_some()
-            }
+            Kind::Decimal { precision, scale } => decimal_exact(e, precision, scale).is_some(),
             _ => true,
         };
         if !elements.iter().flatten().all(|e| fits(e)) {
@@ -690,7 +689,7 @@ fn append_text(kind: Kind, b: &mut Builder, v: &str) -> ValueResult<bool> {
             b.append_value(v.parse().map_err(|_| bad("float8"))?)
         }
         (Kind::Decimal { precision, scale }, Builder::Decimal(b)) => {
-            match value::decimal_exact(v, precision, scale) {
+            match decimal_exact(v, precision, scale) {
                 Some(d) => b.append_value(d),
                 None => return Ok(false),
             }

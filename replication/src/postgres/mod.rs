@@ -25,4 +25,4 @@ pub mod table;
 pub mod tls;
 pub mod value;
 
-pub use assembler::{Assembler, BatchLimits};
+pub use assembler::Assembler;

@@ -28,9 +28,10 @@ use super::conninfo::ConnInfo;
 use super::pgoutput::Decoder;
 use super::pgoutput::Message;
 use super::stream::{self, ServerMessage};
-use super::{Assembler, BatchLimits};
+use super::Assembler;
 use crate::change::{quote_ident, quote_literal, Event, TableName};
 use crate::queue;
+use crate::source::{BatchLimits, SourceExit};
 use crate::window::{RequestSender, SnapshotLink, SnapshotRequest, Step, Windows};
 use crate::{Error, ErrorClass, Lsn, Result};
 
@@ -67,15 +68,6 @@ pub struct SourceOptions {
     pub policies: crate::evolution::SchemaPolicies,
     /// Each table's columns as the lake last recorded them.
     pub known: std::collections::HashMap<TableName, crate::evolution::Columns>,
-}
-
-/// How the source ended without error.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SourceExit {
-    /// Cancelled (Ctrl-C, SIGTERM).
-    Cancelled,
-    /// `until` reached: every change committed before it is durable.
-    CaughtUp,
 }
 
 struct Source {

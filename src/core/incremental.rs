@@ -1,8 +1,9 @@
 //! Incremental snapshots, driven beside the stream (DBLog; the source's side is
 //! `replication::window`, the SQL sides `replication::postgres::incremental` and
 //! `replication::mysql::snapshot`). The driver is the same for both sources; what differs is
-//! behind [`ChunkReader`]: PostgreSQL brackets each read with watermarks written into the WAL,
-//! MySQL/MariaDB reads each chunk in a consistent snapshot whose binlog position places it.
+//! behind [`ChunkReader`] (`source::postgres::PgReader`, `source::mysql::MyReader`):
+//! PostgreSQL brackets each read with watermarks written into the WAL, MySQL/MariaDB reads each
+//! chunk in a consistent snapshot whose binlog position places it.
 //!
 //! ```text
 //!  state file: queue of snapshots ──▶ driver (one chunk at a time)
@@ -25,22 +26,16 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use replication::cdc::{now_micros, RowPosition};
 use replication::change::TableName;
-use replication::mysql::snapshot::{Consistent, KeyPlan};
-use replication::postgres::catalog::{self, TypeSupport};
-use replication::postgres::incremental::{self, KeyedPlan};
 use replication::window::{
-    ChunkOutcome, ChunkRead, ChunkWindow, Marker, MarkerBody, RequestSender, SnapshotLink,
-    SnapshotRequest, ToSource,
+    ChunkOutcome, ChunkRead, ChunkWindow, RequestSender, SnapshotLink, SnapshotRequest, ToSource,
 };
 use replication::{ErrorClass, Lsn};
 use sinks::delta::ResnapshotQueue;
 use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{MySettings, Settings};
-use crate::pipeline::{CommittedChunk, PipelineError};
+use super::{CommittedChunk, PipelineError};
 use crate::progress::Progress;
 use crate::state::{Incremental, State, Store};
 
@@ -655,185 +650,5 @@ fn same(a: &Incremental, b: &Incremental) -> bool {
 fn remove(state: &mut State, job: &Incremental) {
     if let Some(i) = state.incremental.iter().position(|j| same(j, job)) {
         state.incremental.remove(i);
-    }
-}
-
-/// Refuse tables an incremental snapshot cannot read (no primary key), before anything is
-/// created.
-pub async fn check_keys(
-    client: &tokio_postgres::Client,
-    tables: &[TableName],
-) -> Result<(), PipelineError> {
-    for table in tables {
-        if incremental::primary_key(client, table).await?.is_empty() {
-            return Err(replication::Error::NoPrimaryKey {
-                table: table.to_string(),
-            }
-            .into());
-        }
-    }
-    Ok(())
-}
-
-/// PostgreSQL: each read is bracketed by watermarks written into the WAL.
-pub struct PgReader(pub Settings);
-
-/// One PostgreSQL table's chunks.
-pub struct PgJob {
-    client: tokio_postgres::Client,
-    types: TypeSupport,
-    plan: KeyedPlan,
-    pipeline: String,
-}
-
-impl ChunkReader for PgReader {
-    type Job = PgJob;
-
-    async fn begin(&self, table: &TableName) -> Result<PgJob, PipelineError> {
-        let client = catalog::connect(&self.0.conninfo).await?;
-        let types = catalog::type_support(&client, std::slice::from_ref(table)).await?;
-        let plan = incremental::plan(&client, table, &types).await?;
-        Ok(PgJob {
-            client,
-            types,
-            plan,
-            pipeline: self.0.name.clone(),
-        })
-    }
-}
-
-impl PgJob {
-    async fn mark(&self, body: MarkerBody) -> Result<(), PipelineError> {
-        let marker = Marker {
-            pipeline: self.pipeline.clone(),
-            body,
-        };
-        incremental::emit(&self.client, &marker).await?;
-        Ok(())
-    }
-}
-
-impl ChunkJob for PgJob {
-    fn table(&self) -> (Arc<TableName>, Vec<String>) {
-        (self.plan.table().clone(), self.plan.key_names())
-    }
-
-    fn estimate(&self) -> u64 {
-        self.plan.estimate()
-    }
-
-    async fn replan(&mut self) -> Result<(), PipelineError> {
-        let table = (**self.plan.table()).clone();
-        self.plan = incremental::plan(&self.client, &table, &self.types).await?;
-        Ok(())
-    }
-
-    async fn open(
-        &mut self,
-        id: u64,
-        _: &mpsc::UnboundedSender<ToSource>,
-    ) -> Result<bool, PipelineError> {
-        self.mark(MarkerBody::Low { id }).await?;
-        Ok(true)
-    }
-
-    async fn read(
-        &mut self,
-        after: Option<&[String]>,
-        filter: Option<&str>,
-        size: usize,
-        max_rows: usize,
-    ) -> Result<(ChunkRead, Option<Lsn>), PipelineError> {
-        let read = incremental::read_chunk(&self.client, &self.plan, after, filter, size, max_rows)
-            .await?;
-        Ok((read, None))
-    }
-
-    async fn close(&mut self, id: u64) -> Result<(), PipelineError> {
-        self.mark(MarkerBody::High { id }).await
-    }
-}
-
-/// MySQL/MariaDB: each chunk is read in a consistent snapshot of its own, whose binlog
-/// position places it in the stream.
-pub struct MyReader {
-    pub settings: MySettings,
-    pub mariadb: bool,
-}
-
-/// One MySQL/MariaDB table's chunks.
-pub struct MyJob {
-    snapshot: Consistent,
-    plan: KeyPlan,
-}
-
-impl ChunkReader for MyReader {
-    type Job = MyJob;
-
-    async fn begin(&self, table: &TableName) -> Result<MyJob, PipelineError> {
-        let mut snapshot = Consistent::begin(&self.settings.info, self.mariadb).await?;
-        let plan = snapshot.plan(table).await?;
-        snapshot.release().await?;
-        Ok(MyJob { snapshot, plan })
-    }
-}
-
-impl ChunkJob for MyJob {
-    fn table(&self) -> (Arc<TableName>, Vec<String>) {
-        (self.plan.shape.table.clone(), self.plan.key_names())
-    }
-
-    fn estimate(&self) -> u64 {
-        self.plan.estimate
-    }
-
-    async fn replan(&mut self) -> Result<(), PipelineError> {
-        let table = (*self.plan.shape.table).clone();
-        self.plan = self.snapshot.plan(&table).await?;
-        Ok(())
-    }
-
-    async fn open(
-        &mut self,
-        _: u64,
-        to_source: &mpsc::UnboundedSender<ToSource>,
-    ) -> Result<bool, PipelineError> {
-        // The read's snapshot must start after the source opened the window.
-        let (ping, pong) = oneshot::channel();
-        if to_source.send(ToSource::Ping(ping)).is_err() {
-            return Ok(false);
-        }
-        Ok(pong.await.is_ok())
-    }
-
-    async fn read(
-        &mut self,
-        after: Option<&[String]>,
-        filter: Option<&str>,
-        size: usize,
-        max_rows: usize,
-    ) -> Result<(ChunkRead, Option<Lsn>), PipelineError> {
-        self.snapshot.renew().await?;
-        let at = self.snapshot.position.packed().ok_or_else(|| {
-            replication::Error::Protocol(format!(
-                "binlog position {} cannot be ordered",
-                self.snapshot.position
-            ))
-        })?;
-        let position = RowPosition {
-            lsn: at,
-            seq: 0,
-            commit_ts: now_micros(),
-        };
-        let read = self
-            .snapshot
-            .read_chunk(&self.plan, after, filter, size, max_rows, position)
-            .await?;
-        self.snapshot.release().await?;
-        Ok((read, Some(at)))
-    }
-
-    async fn close(&mut self, _: u64) -> Result<(), PipelineError> {
-        Ok(())
     }
 }
