@@ -16,7 +16,7 @@ use sinks::hub::{HubPosition, Until as HubUntil};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MySettings, Validated};
-use crate::core::{PipelineError, Source};
+use crate::engine::{PipelineError, Source};
 use crate::state::SnapshotState;
 use replication::mysql::position::BinlogPosition;
 
@@ -317,8 +317,8 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
         let session = shutdown.child_token();
         let reload = tokio::spawn(reload_on_hangup(config.clone(), session.clone()));
         let result = match &settings {
-            Validated::Postgres(s) => crate::core::run(s, until_caught_up, session).await,
-            Validated::Mysql(m) => crate::core::run(m, until_caught_up, session).await,
+            Validated::Postgres(s) => crate::engine::run(s, until_caught_up, session).await,
+            Validated::Mysql(m) => crate::engine::run(m, until_caught_up, session).await,
         };
         reload.abort();
         let reloaded = reload.await.ok().flatten();

@@ -2,7 +2,7 @@
 
 mod cli;
 mod config;
-mod core;
+mod engine;
 mod hub;
 mod progress;
 mod source;

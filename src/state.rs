@@ -17,7 +17,7 @@ use replication::change::TableName;
 
 use serde::{Deserialize, Serialize};
 
-use crate::core::PipelineError;
+use crate::engine::PipelineError;
 
 /// Progress of the initial snapshot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

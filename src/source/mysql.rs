@@ -31,10 +31,10 @@ use sinks::delta::DeltaSink;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::{MySettings, SnapshotMode};
-use crate::core::incremental::{
+use crate::engine::incremental::{
     bad_predicate, catch_up, log_queued, queue_catch_up, ChunkJob, ChunkReader, Sizes,
 };
-use crate::core::{InitialLoad, Opened, Pipeline, PipelineError, Prepared, Source, Stream};
+use crate::engine::{InitialLoad, Opened, Pipeline, PipelineError, Prepared, Source, Stream};
 use crate::progress::Progress;
 use crate::state::{SnapshotState, State, Store};
 

@@ -30,10 +30,10 @@ use sinks::delta::DeltaSink;
 use tokio::sync::mpsc;
 
 use crate::config::{Settings, SnapshotMode};
-use crate::core::incremental::{
+use crate::engine::incremental::{
     bad_predicate, catch_up, log_queued, queue_catch_up, ChunkJob, ChunkReader, Sizes,
 };
-use crate::core::{InitialLoad, Opened, Pipeline, PipelineError, Prepared, Source, Stream};
+use crate::engine::{InitialLoad, Opened, Pipeline, PipelineError, Prepared, Source, Stream};
 use crate::progress::Progress;
 use crate::state::{SnapshotState, State, Store};
 
