@@ -6,10 +6,12 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use replication::Lsn;
-use sinks::http::SharedSettings;
+use std::time::Duration;
+
+use sinks::http::{DestinationStats, SharedSettings};
 use sinks::hub::{
     cursor_path, redeliver, run, ChangelogReader, Cursor, DeadLetters, HubPosition, HubState,
-    RunOptions, SinkIdentity, Until,
+    RunOptions, SinkIdentity, Until, STATE_DIR,
 };
 use sinks::rest::{RestSettings, RestSink};
 use sinks::webhook::{WebhookSettings, WebhookSink};
@@ -66,13 +68,18 @@ async fn run_one(
     cancel: CancellationToken,
 ) -> Result<(), sinks::Error> {
     let options = options(&lake, &pipeline, settings.shared(), until);
+    let stats = stats_file(&lake, &pipeline, settings.name());
     let result = match &settings {
         HubSinkSettings::Webhook(w) => {
             let sink = Arc::new(WebhookSink::new(&pipeline, w)?);
+            let d = sink.destination().clone();
+            let _writer = StatsWriter::spawn(stats, move || d.stats());
             run(sink, options, hub.subscribe(), cancel).await
         }
         HubSinkSettings::Rest(r) => {
             let sink = Arc::new(RestSink::new(&pipeline, r)?);
+            let d = sink.destination().clone();
+            let _writer = StatsWriter::spawn(stats, move || d.stats());
             run(sink, options, hub.subscribe(), cancel).await
         }
     };
@@ -80,6 +87,86 @@ async fn run_one(
         tracing::error!(sink = %settings.name(), error = %e, "hub sink stopped: fix the problem and restart; the lake and the source continue");
     }
     result
+}
+
+/// How often a running hub sink writes its traffic for `sluice status`.
+const STATS_EVERY: Duration = Duration::from_secs(1);
+
+/// `<lake>/_sluice_state/<pipeline>.<sink>.stats.json`: a running sink's in-flight requests,
+/// concurrency limit, retries, 429s and refusals, rewritten every second.
+fn stats_file(lake: &Path, pipeline: &str, sink: &str) -> PathBuf {
+    lake.join(STATE_DIR)
+        .join(format!("{pipeline}.{sink}.stats.json"))
+}
+
+/// What the stats file holds.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SinkStats {
+    #[serde(flatten)]
+    destination: DestinationStats,
+    updated_at_ms: u64,
+}
+
+/// Writes a sink's stats file until dropped (then removes it: the sink is not running).
+struct StatsWriter(tokio::task::JoinHandle<()>, PathBuf);
+
+impl StatsWriter {
+    fn spawn(path: PathBuf, stats: impl Fn() -> DestinationStats + Send + 'static) -> Self {
+        let file = path.clone();
+        StatsWriter(
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(STATS_EVERY);
+                loop {
+                    tick.tick().await;
+                    let s = SinkStats {
+                        destination: stats(),
+                        updated_at_ms: now_ms(),
+                    };
+                    let tmp = path.with_extension("json.tmp");
+                    let written = serde_json::to_vec(&s)
+                        .map_err(std::io::Error::other)
+                        .and_then(|b| std::fs::write(&tmp, b))
+                        .and_then(|()| std::fs::rename(&tmp, &path));
+                    if let Err(e) = written {
+                        tracing::debug!(error = %e, "cannot write the hub sink's stats file");
+                    }
+                }
+            }),
+            file,
+        )
+    }
+}
+
+impl Drop for StatsWriter {
+    fn drop(&mut self) {
+        self.0.abort();
+        let _ = std::fs::remove_file(&self.1);
+    }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The live part of a status line: from the stats file if the sink wrote it lately.
+fn live_stats(lake: &Path, pipeline: &str, sink: &str) -> String {
+    let read = std::fs::read(stats_file(lake, pipeline, sink))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<SinkStats>(&b).ok());
+    match read {
+        Some(s)
+            if now_ms().saturating_sub(s.updated_at_ms) <= 5 * STATS_EVERY.as_millis() as u64 =>
+        {
+            let d = s.destination;
+            format!(
+                " in flight {} concurrency limit {} retries {} 429s {} refused {}",
+                d.in_flight, d.limit, d.retries, d.throttled, d.rejected
+            )
+        }
+        _ => " (not running)".into(),
+    }
 }
 
 /// Starts every hub sink on its own task.
@@ -261,8 +348,16 @@ pub async fn print_status(lake: &Path, pipeline: &str, sinks: &[HubSinkSettings]
             (now - ts).max(0) as f64 / 1e6
         });
         println!(
-            "hub sink {}: cursor {}/{} lag {} changes {:.1} s delivered {} parked {} (hub position {})",
-            s.name, cursor.lsn, cursor.seq, lag.0, seconds, cursor.delivered, cursor.parked, w.0
+            "hub sink {}: cursor {}/{} lag {} changes {:.1} s delivered {} parked {}{} (hub position {})",
+            s.name,
+            cursor.lsn,
+            cursor.seq,
+            lag.0,
+            seconds,
+            cursor.delivered,
+            cursor.parked,
+            live_stats(lake, pipeline, &s.name),
+            w.0
         );
     }
 }

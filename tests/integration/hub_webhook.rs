@@ -384,11 +384,36 @@ async fn t_hub_stalled_receiver_holds_back_neither_lake_nor_slot() {
         rss_before >> 20,
         rss_stalled >> 20
     );
+    // `sluice status` shows the running sink's requests stuck in flight and its lag.
+    let status = ok(sluice_with_secret()
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap());
+    let line = status
+        .lines()
+        .find(|l| l.starts_with("hub sink hook:"))
+        .unwrap_or_else(|| panic!("{status}"));
+    assert!(
+        line.contains(" in flight ") && line.contains(" concurrency limit "),
+        "{line}"
+    );
+    assert!(!line.contains(" in flight 0 "), "{line}");
+    assert!(!line.contains("lag 0 changes"), "{line}");
     // After release the backlog drains.
     rx.release();
     let expected = changelog(&p, &["a", "b"]);
     wait_until("the backlog to drain", 120, || delivered(&rx) == expected).await;
     child.terminate();
+    let status = ok(sluice_with_secret()
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap());
+    assert!(
+        status.contains("lag 0 changes") && status.contains("(not running)"),
+        "{status}"
+    );
     assert_order_per_key(&rx);
     assert_eq!(rx.counts().bad_signatures, 0);
 }

@@ -24,8 +24,10 @@
 //! - `build` is called once per attempt, so per-attempt headers (`webhook-timestamp` and
 //!   its signature) are fresh; the idempotency key it sets must be the same every time.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
+use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 use tracing::debug;
 
@@ -76,9 +78,36 @@ pub enum Delivery {
     GaveUp { attempts: u32, last: Attempt },
 }
 
+/// Counters of one destination since its start, for `sluice status` and metrics.
+#[derive(Debug, Default)]
+struct Counters {
+    attempts: AtomicU64,
+    retries: AtomicU64,
+    throttled: AtomicU64,
+    rejected: AtomicU64,
+}
+
+/// A destination's traffic as of now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct DestinationStats {
+    /// Requests in flight.
+    pub in_flight: usize,
+    /// The adaptive concurrency limit.
+    pub limit: usize,
+    /// Attempts sent.
+    pub attempts: u64,
+    /// Attempts that will be retried (429, 5xx, timeouts, connection errors).
+    pub retries: u64,
+    /// Of those, 429 answers.
+    pub throttled: u64,
+    /// Requests refused for good.
+    pub rejected: u64,
+}
+
 /// One destination, shared by all delivery tasks of a sink (cheap to clone).
 #[derive(Debug, Clone)]
 pub struct Destination {
+    counters: Arc<Counters>,
     name: Arc<str>,
     client: reqwest::Client,
     limiter: Arc<Limiter>,
@@ -91,6 +120,7 @@ impl Destination {
     /// A destination named `name` (the sink's name, for logs).
     pub fn new(name: &str, config: &DestinationConfig) -> Result<Self> {
         Ok(Destination {
+            counters: Arc::default(),
             name: name.into(),
             client: build_client(&config.client)?,
             limiter: Arc::new(Limiter::new(config.rate_limits.clone())),
@@ -128,6 +158,7 @@ impl Destination {
             permit.finish(concurrency_outcome(&attempt));
             attempts += 1;
             let verdict = classify(&attempt);
+            self.count(&attempt, verdict);
             debug!(
                 destination = %self.name,
                 status = attempt.status(),
@@ -155,6 +186,36 @@ impl Destination {
                     }
                 }
             }
+        }
+    }
+
+    fn count(&self, attempt: &super::Attempt, verdict: Verdict) {
+        let c = &self.counters;
+        c.attempts.fetch_add(1, Ordering::Relaxed);
+        match verdict {
+            Verdict::Retry { .. } => {
+                c.retries.fetch_add(1, Ordering::Relaxed);
+                if attempt.status() == Some(429) {
+                    c.throttled.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            Verdict::Rejected => {
+                c.rejected.fetch_add(1, Ordering::Relaxed);
+            }
+            Verdict::Delivered => {}
+        }
+    }
+
+    /// Its traffic so far and its concurrency now.
+    pub fn stats(&self) -> DestinationStats {
+        let c = &self.counters;
+        DestinationStats {
+            in_flight: self.concurrency.in_flight(),
+            limit: self.concurrency.limit(),
+            attempts: c.attempts.load(Ordering::Relaxed),
+            retries: c.retries.load(Ordering::Relaxed),
+            throttled: c.throttled.load(Ordering::Relaxed),
+            rejected: c.rejected.load(Ordering::Relaxed),
         }
     }
 

@@ -18,7 +18,7 @@ pub use client::{
     USER_AGENT,
 };
 pub use concurrency::{Concurrency, ConcurrencyConfig, Controller, Outcome, Permit, Ticket};
-pub use destination::{Delivery, Destination, DestinationConfig};
+pub use destination::{Delivery, Destination, DestinationConfig, DestinationStats};
 pub use idempotency::{idempotency_key, ChangePosition, IDEMPOTENCY_KEY_HEADER};
 pub use limit::{Limiter, RateLimit, Windows};
 pub use retry::{
