@@ -295,6 +295,27 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
         Ok(h) => h,
         Err(e) => return fail(&[e.to_string()]),
     };
+    let observe_stop = CancellationToken::new();
+    let metrics = match &settings {
+        Validated::Postgres(s) => s.metrics,
+        Validated::Mysql(m) => m.metrics,
+    };
+    if let Some(m) = metrics {
+        let handle = match crate::observe::install(&name) {
+            Ok(h) => h,
+            Err(e) => return fail(&[e]),
+        };
+        let listener = crate::observe::Listener {
+            handle,
+            hub: hub.clone(),
+            ready_max_lag: m.ready_max_lag,
+        };
+        if let Err(e) = crate::observe::serve(m.listen, listener, observe_stop.clone()).await {
+            return fail(&[e]);
+        }
+        crate::observe::spawn_probe(settings.clone(), observe_stop.clone());
+    }
+    let _observe_stop = observe_stop.drop_guard();
     let hub_stop = CancellationToken::new();
     let hub_file = tokio::spawn(hub.clone().write_file(
         lake.clone(),

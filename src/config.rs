@@ -27,6 +27,51 @@ pub struct Config {
     pub source: SourceConfig,
     /// Where changes go.
     pub sinks: Vec<SinkConfig>,
+    /// The metrics listener (off unless configured).
+    #[serde(default)]
+    pub metrics: Option<MetricsConfig>,
+}
+
+/// `[metrics]`
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`, e.g. `"127.0.0.1:9187"`.
+    pub listen: String,
+    /// `/readyz` answers 503 while the lag in seconds is above this.
+    #[serde(default = "default_ready_lag", with = "humantime_serde")]
+    pub ready_max_lag: Duration,
+}
+
+fn default_ready_lag() -> Duration {
+    Duration::from_secs(60)
+}
+
+/// The validated `[metrics]`.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsSettings {
+    /// Where to listen.
+    pub listen: std::net::SocketAddr,
+    /// Readiness bound on the lag.
+    pub ready_max_lag: Duration,
+}
+
+impl MetricsConfig {
+    fn validate(&self, problems: &mut Vec<String>) -> Option<MetricsSettings> {
+        match self.listen.parse() {
+            Ok(listen) => Some(MetricsSettings {
+                listen,
+                ready_max_lag: self.ready_max_lag,
+            }),
+            Err(_) => {
+                problems.push(format!(
+                    "[metrics] listen = {:?} is not an address:port: write e.g. \"127.0.0.1:9187\" (or \"0.0.0.0:9187\" for every interface)",
+                    self.listen
+                ));
+                None
+            }
+        }
+    }
 }
 
 /// `[pipeline]`
@@ -237,6 +282,8 @@ pub struct MySettings {
     /// Where the Delta sink publishes the hub position (replaced by `sluice run` with the
     /// run's own, which outlives configuration reloads).
     pub hub: HubPosition,
+    /// The metrics listener, if configured.
+    pub metrics: Option<MetricsSettings>,
 }
 
 /// The validated settings of a PostgreSQL → Delta pipeline.
@@ -261,6 +308,8 @@ pub struct Settings {
     pub hub_sinks: Vec<HubSinkSettings>,
     /// Where the Delta sink publishes the hub position (see [`MySettings::hub`]).
     pub hub: HubPosition,
+    /// The metrics listener, if configured.
+    pub metrics: Option<MetricsSettings>,
 }
 
 /// The schema-change policies, each override naming one of the pipeline's `tables`.
@@ -468,6 +517,10 @@ impl Config {
         }
         let policies = policies(&self.pipeline, &parsed, &mut problems);
         let hub_sinks = hub_sinks(&self.sinks, &parsed, &mut problems);
+        let metrics = self
+            .metrics
+            .as_ref()
+            .and_then(|m| m.validate(&mut problems));
         match (info, server_id, sink) {
             (Some(info), Some(server_id), Some(sink)) if problems.is_empty() => Ok(MySettings {
                 name: self.pipeline.name,
@@ -484,6 +537,7 @@ impl Config {
                 max_inflight_bytes: self.pipeline.max_inflight_bytes,
                 hub_sinks,
                 hub: HubPosition::default(),
+                metrics,
             }),
             _ => Err(problems),
         }
@@ -557,6 +611,10 @@ impl Config {
         }
         let policies = policies(&self.pipeline, &parsed, &mut problems);
         let hub_sinks = hub_sinks(&self.sinks, &parsed, &mut problems);
+        let metrics = self
+            .metrics
+            .as_ref()
+            .and_then(|m| m.validate(&mut problems));
         match (conninfo, sink) {
             (Some(conninfo), Some(sink)) if problems.is_empty() => Ok(Settings {
                 name,
@@ -576,6 +634,7 @@ impl Config {
                 snapshot_chunk_rows,
                 hub_sinks,
                 hub: HubPosition::default(),
+                metrics,
             }),
             _ => Err(problems),
         }

@@ -73,13 +73,13 @@ async fn run_one(
         HubSinkSettings::Webhook(w) => {
             let sink = Arc::new(WebhookSink::new(&pipeline, w)?);
             let d = sink.destination().clone();
-            let _writer = StatsWriter::spawn(stats, move || d.stats());
+            let _writer = StatsWriter::spawn(settings.name().to_string(), stats, move || d.stats());
             run(sink, options, hub.subscribe(), cancel).await
         }
         HubSinkSettings::Rest(r) => {
             let sink = Arc::new(RestSink::new(&pipeline, r)?);
             let d = sink.destination().clone();
-            let _writer = StatsWriter::spawn(stats, move || d.stats());
+            let _writer = StatsWriter::spawn(settings.name().to_string(), stats, move || d.stats());
             run(sink, options, hub.subscribe(), cancel).await
         }
     };
@@ -111,7 +111,11 @@ struct SinkStats {
 struct StatsWriter(tokio::task::JoinHandle<()>, PathBuf);
 
 impl StatsWriter {
-    fn spawn(path: PathBuf, stats: impl Fn() -> DestinationStats + Send + 'static) -> Self {
+    fn spawn(
+        sink: String,
+        path: PathBuf,
+        stats: impl Fn() -> DestinationStats + Send + 'static,
+    ) -> Self {
         let file = path.clone();
         StatsWriter(
             tokio::spawn(async move {
@@ -122,6 +126,7 @@ impl StatsWriter {
                         destination: stats(),
                         updated_at_ms: now_ms(),
                     };
+                    export(&sink, &s.destination);
                     let tmp = path.with_extension("json.tmp");
                     let written = serde_json::to_vec(&s)
                         .map_err(std::io::Error::other)
@@ -142,6 +147,16 @@ impl Drop for StatsWriter {
         self.0.abort();
         let _ = std::fs::remove_file(&self.1);
     }
+}
+
+/// A sink's traffic as metrics.
+fn export(sink: &str, d: &DestinationStats) {
+    use sinks::metrics as m;
+    let l = || [("sink", sink.to_string())];
+    metrics::gauge!(m::SINK_IN_FLIGHT, &l()).set(d.in_flight as f64);
+    metrics::gauge!(m::SINK_CONCURRENCY_LIMIT, &l()).set(d.limit as f64);
+    metrics::counter!(m::SINK_RETRIES, &l()).absolute(d.retries);
+    metrics::counter!(m::SINK_THROTTLED, &l()).absolute(d.throttled);
 }
 
 fn now_ms() -> u64 {

@@ -4,6 +4,7 @@ mod cli;
 mod config;
 mod engine;
 mod hub;
+mod observe;
 mod progress;
 mod source;
 mod state;

@@ -105,8 +105,16 @@ impl Progress {
     }
 
     fn show(&self) {
-        for e in self.lock().iter().filter(|e| !e.done) {
+        for e in self.lock().iter() {
             let rows = e.rows.load(Ordering::Relaxed);
+            let table = e.table.clone();
+            metrics::gauge!(sinks::metrics::SNAPSHOT_ROWS, "table" => table.clone())
+                .set(rows as f64);
+            metrics::gauge!(sinks::metrics::SNAPSHOT_ROWS_ESTIMATED, "table" => table)
+                .set(e.estimate.max(rows) as f64);
+            if e.done {
+                continue;
+            }
             match &e.bar {
                 Some(bar) => {
                     // The estimate (reltuples) may be stale: never let the bar overflow.

@@ -23,6 +23,8 @@ pub struct Sender<T> {
 /// Receiving half.
 pub struct Receiver<T> {
     rx: mpsc::UnboundedReceiver<(T, Permit)>,
+    budget: Arc<Semaphore>,
+    capacity: u32,
 }
 
 /// The receiver is gone.
@@ -34,13 +36,18 @@ pub fn channel<T>(capacity_bytes: usize) -> (Sender<T>, Receiver<T>) {
     let capacity =
         u32::try_from(capacity_bytes.clamp(1, Semaphore::MAX_PERMITS)).unwrap_or(u32::MAX);
     let (tx, rx) = mpsc::unbounded_channel();
+    let budget = Arc::new(Semaphore::new(capacity as usize));
     (
         Sender {
             tx,
-            budget: Arc::new(Semaphore::new(capacity as usize)),
+            budget: budget.clone(),
             capacity,
         },
-        Receiver { rx },
+        Receiver {
+            rx,
+            budget,
+            capacity,
+        },
     )
 }
 
@@ -67,6 +74,16 @@ impl<T> Receiver<T> {
     /// The next item and its permit; `None` once every sender is gone and the queue is empty.
     pub async fn recv(&mut self) -> Option<(T, Permit)> {
         self.rx.recv().await
+    }
+
+    /// Bytes of the budget held by queued and in-process items.
+    pub fn in_use(&self) -> usize {
+        (self.capacity as usize).saturating_sub(self.budget.available_permits())
+    }
+
+    /// The whole budget in bytes.
+    pub fn capacity(&self) -> usize {
+        self.capacity as usize
     }
 }
 

@@ -11,6 +11,7 @@ pub mod delta;
 mod error;
 pub mod http;
 pub mod hub;
+pub mod metrics;
 pub mod rest;
 pub mod webhook;
 

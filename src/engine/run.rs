@@ -57,6 +57,7 @@ where
             Ok(exit) => return Ok(exit),
             Err(e) if e.class() == ErrorClass::Transient && !cancel.is_cancelled() => {
                 tracing::warn!(error = %e, retry_in = ?backoff, "transient failure, retrying");
+                metrics::counter!(sinks::metrics::SOURCE_RETRIES).increment(1);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
                     _ = cancel.cancelled() => return Ok(SourceExit::Cancelled),
@@ -134,7 +135,9 @@ async fn session<S: Source>(
         known,
         stop: stop.clone(),
     };
+    crate::observe::streaming(true);
     let source_result = source.stream(session, stream).await;
+    crate::observe::streaming(false);
     stop.cancel();
     let driver_result = driver.await.unwrap_or(Ok(()));
     // The source dropped its queue sender: the sink drains what is queued, then ends.

@@ -11,6 +11,7 @@ use replication::change::{Event, TableName};
 use replication::{queue, Lsn};
 use sinks::delta::DeltaSink;
 use sinks::hub::HubPosition;
+use sinks::metrics as m;
 use tokio::sync::watch;
 
 /// The sink's task: it ends when the queue's senders are gone and the queue is drained.
@@ -42,9 +43,12 @@ pub(crate) fn spawn_sink(mut sink: DeltaSink, budget: usize, hub: HubPosition) -
     let (tx, mut rx) = queue::channel::<Event>(budget);
     let (durable_tx, durable) = watch::channel(Lsn::ZERO);
     let (chunks_tx, chunks) = watch::channel(None);
+    metrics::gauge!(m::QUEUE_BUDGET).set(rx.capacity() as f64);
     let task = tokio::spawn(async move {
         while let Some((event, permit)) = rx.recv().await {
+            metrics::gauge!(m::QUEUE_BYTES).set(rx.in_use() as f64);
             let rows = event.rows();
+            let commit_ts = commit_ts(&event);
             let chunk = match &event {
                 Event::SnapshotChunk { table, chunk, .. } => Some((table.table.clone(), *chunk)),
                 _ => None,
@@ -56,9 +60,14 @@ pub(crate) fn spawn_sink(mut sink: DeltaSink, budget: usize, hub: HubPosition) -
                 | Event::SnapshotChunk { commit_lsn, .. } => Some(*commit_lsn),
                 _ => None,
             };
+            if let Some(commit) = commit {
+                metrics::gauge!(m::SOURCE_POSITION).set(commit.0 as f64);
+            }
             if let Some(end) = sink.apply(event).await? {
                 tracing::debug!(rows, %end, "durable");
                 durable_tx.send_replace(end);
+                metrics::gauge!(m::DURABLE_POSITION).set(end.0 as f64);
+                crate::observe::durable(end.0, commit_ts);
                 if let Some(commit) = commit {
                     hub.publish(commit);
                 }
@@ -76,6 +85,30 @@ pub(crate) fn spawn_sink(mut sink: DeltaSink, budget: usize, hub: HubPosition) -
         chunks,
         task,
     }
+}
+
+/// The source commit time (unix microseconds) of an event's newest row, if it has rows that
+/// carry one (snapshot rows carry the snapshot's time).
+fn commit_ts(event: &Event) -> Option<i64> {
+    use deltalake::arrow::array::AsArray;
+    use deltalake::arrow::datatypes::TimestampMicrosecondType;
+    let tables = match event {
+        Event::Committed { tables, .. } => tables,
+        Event::StreamCommit { commit_ts, .. } | Event::Marker { commit_ts, .. } => {
+            return Some(*commit_ts)
+        }
+        _ => return None,
+    };
+    tables
+        .iter()
+        .filter_map(|t| {
+            let ts = t
+                .batch
+                .column_by_name(replication::change::COMMIT_TS_COLUMN)?
+                .as_primitive_opt::<TimestampMicrosecondType>()?;
+            (!ts.is_empty()).then(|| ts.value(ts.len() - 1))
+        })
+        .max()
 }
 
 /// End a snapshot's stream to the sink: make it visible (`commit`: at `.0`, durable up to

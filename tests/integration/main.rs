@@ -12,6 +12,7 @@ mod hub_rest;
 mod hub_webhook;
 mod incremental;
 mod large_transaction;
+mod metrics;
 mod mysql;
 mod mysql_support;
 mod mysql_types;

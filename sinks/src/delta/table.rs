@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use deltalake::arrow::array::{BooleanArray, Int64Array};
+use deltalake::arrow::array::{AsArray, BooleanArray, Int64Array};
 use deltalake::arrow::compute::filter_record_batch;
 use deltalake::arrow::datatypes::{Field, Schema, SchemaRef};
 use deltalake::arrow::record_batch::RecordBatch;
@@ -19,7 +19,7 @@ use deltalake::kernel::{StructType, Transaction};
 use deltalake::writer::{DeltaWriter, RecordBatchWriter, WriteMode};
 use deltalake::DeltaTable;
 use replication::cdc::cdc_fields;
-use replication::change::{stamp_position, TableName, LSN_COLUMN, SEQ_COLUMN};
+use replication::change::{stamp_position, TableName, LSN_COLUMN, OP_COLUMN, SEQ_COLUMN};
 use replication::evolution::{diff, lake_column, source_columns, Columns, COMPANION_SUFFIX};
 
 use super::history::{SchemaChangeRecord, SchemaHistory, Shape};
@@ -45,6 +45,36 @@ pub struct PendingCommit {
     writer: Option<RecordBatchWriter>,
     /// Schema changes first seen in this commit's rows (recorded in its metadata).
     schema_changes: Vec<SchemaChangeRecord>,
+    /// Rows written, by op (for the metrics, once committed).
+    ops: OpCounts,
+    /// Arrow bytes written.
+    bytes: usize,
+}
+
+/// Rows by `_sluice_op`: `c`, `u`, `d`, `r`, `t`.
+#[derive(Default, Clone, Copy)]
+struct OpCounts([u64; 5]);
+
+const OPS: [&str; 5] = ["c", "u", "d", "r", "t"];
+
+impl OpCounts {
+    fn add(&mut self, batch: &RecordBatch) {
+        let Some(ops) = batch
+            .column_by_name(OP_COLUMN)
+            .and_then(|c| c.as_string_opt::<i32>())
+        else {
+            return;
+        };
+        for op in ops.iter().flatten() {
+            if let Some(i) = OPS.iter().position(|o| *o == op) {
+                self.0[i] += 1;
+            }
+        }
+    }
+
+    fn rows(&self) -> u64 {
+        self.0.iter().sum()
+    }
 }
 
 /// A changelog table and the last source position committed to it.
@@ -311,6 +341,8 @@ impl ChangelogTable {
             self.shape = Some((source_columns(&batch.schema()), first_position(&batch)));
         }
         let batch = self.evolve(pending, batch).await?;
+        pending.ops.add(&batch);
+        pending.bytes += batch.get_array_memory_size();
         let writer = match &mut pending.writer {
             Some(w) => w,
             None => pending.writer.insert(self.writer()?),
@@ -440,7 +472,22 @@ impl ChangelogTable {
         if chunk.is_some() {
             self.snapshot_chunk = chunk;
         }
+        self.record(pending.ops, pending.bytes);
         Ok(true)
+    }
+
+    /// The metrics of one commit.
+    fn record(&self, ops: OpCounts, bytes: usize) {
+        let table = self.name.to_string();
+        metrics::counter!(crate::metrics::DELTA_COMMITS, "table" => table.clone()).increment(1);
+        for (op, n) in OPS.iter().zip(ops.0) {
+            if n > 0 {
+                metrics::counter!(crate::metrics::CHANGES, "table" => table.clone(), "op" => *op)
+                    .increment(n);
+            }
+        }
+        metrics::histogram!(crate::metrics::BATCH_ROWS).record(ops.rows() as f64);
+        metrics::histogram!(crate::metrics::BATCH_BYTES).record(bytes as f64);
     }
 
     fn vanished(&self) -> Error {

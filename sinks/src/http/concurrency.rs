@@ -204,6 +204,10 @@ pub struct Concurrency {
 struct Shared {
     state: Mutex<Controller>,
     notify: Notify,
+    /// Waiters take turns in arrival order (tokio's mutex is fair), so a request waiting
+    /// for a slot is never overtaken by later ones: the hub's in-flight window stays a
+    /// window, and a crash resends no more than it.
+    turn: tokio::sync::Mutex<()>,
 }
 
 /// The right to have one request in flight; give it back with [`Permit::finish`]. Dropping
@@ -221,12 +225,14 @@ impl Concurrency {
             inner: Arc::new(Shared {
                 state: Mutex::new(Controller::new(config)),
                 notify: Notify::new(),
+                turn: tokio::sync::Mutex::new(()),
             }),
         }
     }
 
-    /// Waits until one more request may be in flight. Cancel safe.
+    /// Waits until one more request may be in flight, first come first served. Cancel safe.
     pub async fn acquire(&self) -> Permit {
+        let _turn = self.inner.turn.lock().await;
         loop {
             let notified = self.inner.notify.notified();
             tokio::pin!(notified);

@@ -209,6 +209,9 @@ impl Windows {
 #[derive(Debug)]
 pub struct Limiter {
     state: Mutex<Windows>,
+    /// Waiters are admitted in arrival order (tokio's mutex is fair): without it they all
+    /// sleep to the same instant and race, and one may lose again and again.
+    turn: tokio::sync::Mutex<()>,
 }
 
 impl Limiter {
@@ -216,6 +219,7 @@ impl Limiter {
     pub fn new(limits: Vec<RateLimit>) -> Self {
         Limiter {
             state: Mutex::new(Windows::new(limits)),
+            turn: tokio::sync::Mutex::new(()),
         }
     }
 
@@ -238,9 +242,10 @@ impl Limiter {
         }
     }
 
-    /// Waits until one request is admitted by every window and the pause is over. Cancel
-    /// safe: a dropped wait consumes nothing.
+    /// Waits until one request is admitted by every window and the pause is over, first come
+    /// first served. Cancel safe: a dropped wait consumes nothing.
     pub async fn ready(&self) {
+        let _turn = self.turn.lock().await;
         loop {
             let now = Instant::now();
             let verdict = self.lock().admit(now);

@@ -9,6 +9,12 @@
 //!   completions (any order) ─▶ park refused ─▶ cursor := end of done prefix ◀─┘
 //! ```
 //!
+//! The cursor is stored by a writer task of its own, coalesced: the loop hands it the newest
+//! cursor and goes on joining and dispatching while the previous one is fsynced, so a slow
+//! disk never stalls delivery (a store takes up to half a second on a busy disk). A crash
+//! therefore resends at most the batches acknowledged since the last store, with the same
+//! idempotency keys.
+//!
 //! Transient errors (a file being written, a dead-letter commit conflict) restart the sink
 //! from its cursor after a backoff; in-flight batches are abandoned and resent with the same
 //! keys. Cancellation abandons the in-flight batches the same way.
@@ -62,6 +68,8 @@ pub struct RunOptions {
 /// A batch handed to the sink and not yet past the cursor.
 struct Slot {
     last: Mark,
+    /// Commit time of its first change (unix microseconds), for the lag.
+    first_ts: i64,
     rows: u64,
     keys: Vec<String>,
     /// `Some(parked count)` once acknowledged.
@@ -93,6 +101,54 @@ pub async fn run<S: HubSink>(
     }
 }
 
+/// Stores the newest cursor it is handed, one store at a time, skipping those superseded
+/// while a store ran.
+struct CursorWriter {
+    tx: watch::Sender<Cursor>,
+    task: tokio::task::JoinHandle<Result<()>>,
+}
+
+impl CursorWriter {
+    fn spawn(path: PathBuf, cursor: Cursor) -> Self {
+        let (tx, mut rx) = watch::channel(cursor);
+        let task = tokio::spawn(async move {
+            // `changed` reports a value sent before the sender was dropped, then the end.
+            while rx.changed().await.is_ok() {
+                let mut c = rx.borrow_and_update().clone();
+                let p = path.clone();
+                tokio::task::spawn_blocking(move || c.store(&p))
+                    .await
+                    .map_err(|e| bug(&e.to_string()))??;
+            }
+            Ok(())
+        });
+        CursorWriter { tx, task }
+    }
+
+    /// Hands over the newest cursor.
+    fn set(&self, cursor: &Cursor) {
+        self.tx.send_replace(cursor.clone());
+    }
+
+    /// A store failed (the writer ended early): its error.
+    async fn failed(&mut self) -> Option<Error> {
+        if !self.task.is_finished() {
+            return None;
+        }
+        match (&mut self.task).await {
+            Ok(Err(e)) => Some(e),
+            Ok(Ok(())) => Some(bug("cursor writer ended")),
+            Err(e) => Some(bug(&e.to_string())),
+        }
+    }
+
+    /// Stores the last cursor handed over and ends.
+    async fn finish(self) -> Result<()> {
+        drop(self.tx);
+        self.task.await.map_err(|e| bug(&e.to_string()))?
+    }
+}
+
 async fn run_once<S: HubSink>(
     sink: &Arc<S>,
     options: &RunOptions,
@@ -102,7 +158,24 @@ async fn run_once<S: HubSink>(
 ) -> Result<()> {
     let id = &options.identity;
     let path = cursor_path(&options.lake, &id.pipeline, &id.sink);
-    let mut cursor = Cursor::load(&path)?;
+    let cursor = Cursor::load(&path)?;
+    let mut writer = CursorWriter::spawn(path, cursor.clone());
+    let result = deliver_loop(sink, options, hub, target, cancel, cursor, &mut writer).await;
+    // The last cursor is stored on every way out; a delivery error comes first.
+    let stored = writer.finish().await;
+    result.and(stored)
+}
+
+async fn deliver_loop<S: HubSink>(
+    sink: &Arc<S>,
+    options: &RunOptions,
+    hub: &mut watch::Receiver<Lsn>,
+    target: Lsn,
+    cancel: &CancellationToken,
+    mut cursor: Cursor,
+    writer: &mut CursorWriter,
+) -> Result<()> {
+    let id = &options.identity;
     let reader = ChangelogReader::open(
         &options.lake,
         &id.pipeline,
@@ -124,6 +197,9 @@ async fn run_once<S: HubSink>(
         if cancel.is_cancelled() {
             return Ok(());
         }
+        if let Some(e) = writer.failed().await {
+            return Err(e);
+        }
         let w = *hub.borrow_and_update();
         if next.is_none() && read_up_to != Some(w) {
             let mut b = batcher.take().ok_or_else(|| bug("batcher lost"))?;
@@ -136,7 +212,12 @@ async fn run_once<S: HubSink>(
             batcher = Some(b);
             match read? {
                 Some(batch) => next = Some(batch),
-                None => read_up_to = Some(w),
+                None => {
+                    read_up_to = Some(w);
+                    if tasks.is_empty() {
+                        report(&id.sink, &cursor, None);
+                    }
+                }
             }
         }
         if let Some(batch) = next.take() {
@@ -155,6 +236,7 @@ async fn run_once<S: HubSink>(
                     slot_id,
                     Slot {
                         last: batch.changes.last().map(Change::mark).unwrap_or_default(),
+                        first_ts: batch.changes.first().map_or(0, |c| c.commit_ts),
                         rows: batch.changes.len() as u64,
                         keys,
                         done: None,
@@ -197,11 +279,13 @@ async fn run_once<S: HubSink>(
                     }
                 }
                 if advance(&mut slots, &mut cursor) {
-                    let mut c = cursor.clone();
-                    let p = path.clone();
-                    tokio::task::spawn_blocking(move || c.store(&p))
-                        .await
-                        .map_err(|e| bug(&e.to_string()))??;
+                    let oldest = slots
+                        .values()
+                        .map(|s| s.first_ts)
+                        .chain(next.as_ref().and_then(|b| b.changes.first()).map(|c| c.commit_ts))
+                        .min();
+                    report(&id.sink, &cursor, oldest);
+                    writer.set(&cursor);
                 }
             }
             changed = hub.changed(), if next.is_none() && hub_open => {
@@ -210,6 +294,21 @@ async fn run_once<S: HubSink>(
             _ = cancel.cancelled() => return Ok(()),
         }
     }
+}
+
+/// The sink's metrics: cursor position and counts, and the lag (now minus the commit time of
+/// the oldest change not passed; `None`: caught up).
+fn report(sink: &str, cursor: &Cursor, oldest: Option<i64>) {
+    use crate::metrics::{SINK_CURSOR_POSITION, SINK_DELIVERED, SINK_LAG_SECONDS, SINK_PARKED};
+    let sink = sink.to_string();
+    metrics::gauge!(SINK_CURSOR_POSITION, "sink" => sink.clone()).set(cursor.lsn as f64);
+    metrics::counter!(SINK_DELIVERED, "sink" => sink.clone()).absolute(cursor.delivered);
+    metrics::counter!(SINK_PARKED, "sink" => sink.clone()).absolute(cursor.parked);
+    let lag = oldest.map_or(0.0, |ts| {
+        let now = super::position::now_ms() as i64 * 1000;
+        (now - ts).max(0) as f64 / 1e6
+    });
+    metrics::gauge!(SINK_LAG_SECONDS, "sink" => sink).set(lag);
 }
 
 /// Moves `cursor` past the acknowledged prefix of `slots`; whether it moved.
@@ -247,6 +346,7 @@ mod tests {
                 i,
                 Slot {
                     last: (10 + i, 0, String::new(), 0),
+                    first_ts: 0,
                     rows: 2,
                     keys: Vec::new(),
                     done,
