@@ -13,9 +13,12 @@ scripts/dev-db.sh start
 # and the Datasette token).
 scripts/dev-http.sh start
 eval "$(scripts/dev-http.sh env)"
-# promtool (Debian's prometheus package) checks the metrics exposition.
-command -v promtool >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-  --no-install-recommends prometheus >/dev/null
+# promtool (Debian's prometheus package) checks the metrics exposition; headless Chromium
+# renders the status page.
+for tool in promtool:prometheus chromium:chromium; do
+  command -v "${tool%%:*}" >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+    --no-install-recommends "${tool##*:}" >/dev/null
+done
 
 # The independent Delta reader used by the integration tests (exports SLUICE_PYTHON).
 source scripts/reader-env.sh

@@ -1,5 +1,7 @@
 //! The metrics listener (`[metrics] listen`): Prometheus text exposition on `/metrics`,
-//! Kubernetes probes on `/healthz` (alive) and `/readyz` (streaming, lag under the bound).
+//! Kubernetes probes on `/healthz` (alive) and `/readyz` (streaming, lag under the bound), and
+//! a status page on `/` (`status.html`: self-contained, it reads `/metrics` every 2 s and
+//! keeps ten minutes of samples in the browser).
 //!
 //! ```text
 //!   Delta sink, hub runner, core ──metrics facade──▶ recorder ──render──▶ GET /metrics
@@ -32,6 +34,9 @@ use crate::config::Validated;
 static LAST_DURABLE_TS: AtomicI64 = AtomicI64::new(0);
 /// Newest durable position.
 static LAST_DURABLE: AtomicU64 = AtomicU64::new(0);
+
+/// The status page (`GET /`): one self-contained HTML file that reads `/metrics`.
+const STATUS_PAGE: &str = include_str!("status.html");
 
 /// How often the source is asked how far ahead it is.
 const PROBE_EVERY: Duration = Duration::from_secs(5);
@@ -158,6 +163,11 @@ fn answer<B>(listener: &Listener, req: &Request<B>) -> Response<Full<Bytes>> {
                 listener.handle.render(),
             )
         }
+        "/" => text(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            STATUS_PAGE.to_string(),
+        ),
         "/healthz" => text(StatusCode::OK, "text/plain", "ok\n".into()),
         "/readyz" => match unready(listener) {
             None => text(StatusCode::OK, "text/plain", "ready\n".into()),
@@ -166,7 +176,7 @@ fn answer<B>(listener: &Listener, req: &Request<B>) -> Response<Full<Bytes>> {
         _ => text(
             StatusCode::NOT_FOUND,
             "text/plain",
-            "not found: try /metrics, /healthz or /readyz\n".into(),
+            "not found: try /, /metrics, /healthz or /readyz\n".into(),
         ),
     }
 }

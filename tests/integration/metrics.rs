@@ -248,3 +248,107 @@ async fn metrics_scrape_is_valid_and_true_and_probes_follow_the_lag() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// The status page of a running pipeline with a webhook sink, in headless Chromium (Debian's
+/// `chromium`): the DOM has a row per table and per sink with their counts, and a screenshot
+/// is taken (kept beside the test binary's temp files for a look).
+#[tokio::test(flavor = "multi_thread")]
+async fn status_page_renders_tables_and_sinks_in_headless_chromium() {
+    use crate::receiver::{Receiver, ReceiverConfig};
+    let db = admin().await;
+    let p = Pipeline::new("t_page", &db).await;
+    db.batch_execute(
+        "CREATE TABLE t_page.orders (id bigint PRIMARY KEY, n int);
+         ALTER TABLE t_page.orders OWNER TO sluice;
+         INSERT INTO t_page.orders SELECT g, 0 FROM generate_series(1, 30) g;",
+    )
+    .await
+    .unwrap();
+    let rx = Receiver::start(ReceiverConfig::default()).await;
+    let config = p.config(&["orders"], "");
+    let port = free_port();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n\n[[sinks]]\nkind = \"webhook\"\nname = \"hook\"\nurl = \"{}\"\nmax_batch_rows = 10\n",
+        rx.url("/hook")
+    ));
+    std::fs::write(&config, text).unwrap();
+    let _child = Running::new(
+        sluice()
+            .args(["run", "--config"])
+            .arg(&config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while value(
+        &get(&format!("{base}/metrics")).await.1,
+        "sluice_sink_delivered_total",
+        &["sink=\"hook\""],
+    ) != Some(30.0)
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sink never delivered the snapshot"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let chromium = |extra: &[&str]| {
+        let out = std::process::Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--virtual-time-budget=8000",
+            ])
+            .args(extra)
+            .arg(format!("{base}/"))
+            .output()
+            .expect("chromium is missing: apt-get install chromium (scripts/test.sh does)");
+        assert!(
+            out.status.success(),
+            "chromium: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dom = chromium(&["--dump-dom"]);
+    assert!(
+        dom.contains("Sluice <span id=\"pipeline\">t_page</span>"),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<b id=\"state\" class=\"ok\">streaming</b>"),
+        "{dom}"
+    );
+    let table_row = dom
+        .split("<tr data-table=\"t_page.orders\">")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no row for the table:\n{dom}"));
+    assert!(
+        table_row.starts_with("<td>t_page.orders</td><td>30</td>"),
+        "{table_row}"
+    );
+    let sink_row = dom
+        .split("<tr data-sink=\"hook\">")
+        .nth(1)
+        .and_then(|r| r.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no row for the sink:\n{dom}"));
+    assert!(sink_row.contains("<td>30</td>"), "delivered 30: {sink_row}");
+    let shot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    let _ = std::fs::remove_file(&shot);
+    chromium(&[
+        &format!("--screenshot={}", shot.display()),
+        "--window-size=1280,800",
+    ]);
+    let png = std::fs::read(&shot).expect("no screenshot written");
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+}
