@@ -187,6 +187,15 @@ fn sluice_with_tokens(apis: &Apis) -> std::process::Command {
     cmd
 }
 
+/// `sluice run --until caught-up`, which must succeed.
+fn run_caught_up(apis: &Apis, config: &Path) -> String {
+    ok(sluice_with_tokens(apis)
+        .args(["run", "--until", "caught-up", "--config"])
+        .arg(config)
+        .output()
+        .unwrap())
+}
+
 fn delivered(lake: &Path, pipeline: &str, sink: &str) -> u64 {
     let path = lake
         .join("_sluice_cursors")
@@ -306,11 +315,7 @@ async fn t_rest_postgres_to_kinto_and_datasette_equal_through_sigkills() {
     work.await.unwrap();
     child.kill();
     // Deliver what is left, then compare.
-    ok(sluice_with_tokens(&apis)
-        .args(["run", "--until", "caught-up", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap());
+    run_caught_up(&apis, &config);
     let source: BTreeMap<i64, Value> = db
         .query(
             &format!("SELECT id, email, name, bio FROM {name}.customers"),
@@ -415,11 +420,7 @@ async fn t_rest_mariadb_to_kinto_and_datasette_equal_through_sigkills() {
     let mut child = kill_ten_times(&apis, &config, &p.lake(), name).await;
     work.await.unwrap();
     child.kill();
-    ok(sluice_with_tokens(&apis)
-        .args(["run", "--until", "caught-up", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap());
+    run_caught_up(&apis, &config);
     type Row = (i64, Option<String>, Option<String>, Option<String>);
     let rows: Vec<Row> = db
         .query(format!("SELECT id, email, name, bio FROM {name}.customers"))
@@ -485,14 +486,7 @@ async fn t_rest_refused_changes_parked_listed_and_retried_without_stale_overwrit
     .unwrap();
     let config = p.config(&["customers"], "");
     add_kinto_sink(&config, &apis, bucket, &format!("{name}.customers"));
-    let run = || {
-        ok(sluice_with_tokens(&apis)
-            .args(["run", "--until", "caught-up", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap())
-    };
-    run();
+    run_caught_up(&apis, &config);
     // Three transactions (a batch folds the changes of a key within one transaction).
     for sql in [
         "INSERT INTO {name}.customers VALUES (6, 'no-at-sign', 'short'), (7, 'nope', 'short'),
@@ -504,7 +498,7 @@ async fn t_rest_refused_changes_parked_listed_and_retried_without_stale_overwrit
             .await
             .unwrap();
     }
-    run();
+    run_caught_up(&apis, &config);
     // Parked: 6 and the first change of 7 (refused by the schema); the move of 8 to 80,
     // whose long bio was not sent (unchanged) and cannot be patched onto a missing record.
     // Delivered meanwhile: 7's newer change.
@@ -691,21 +685,14 @@ async fn t_rest_without_a_delta_sink_the_changelog_is_a_local_journal() {
     );
     std::fs::write(&config, text).unwrap();
     add_kinto_sink(&config, &apis, "t-rest-journal", "t_rest_journal.customers");
-    let run = || {
-        ok(sluice_with_tokens(&apis)
-            .args(["run", "--until", "caught-up", "--config"])
-            .arg(&config)
-            .output()
-            .unwrap())
-    };
-    run();
+    run_caught_up(&apis, &config);
     db.batch_execute(
         "UPDATE t_rest_journal.customers SET email = 'x@example.com' WHERE id <= 5;
          DELETE FROM t_rest_journal.customers WHERE id > 15;",
     )
     .await
     .unwrap();
-    run();
+    run_caught_up(&apis, &config);
     let kinto = apis.kinto_rows("t-rest-journal").await;
     assert_eq!(kinto.len(), 15);
     assert_eq!(kinto[&3]["email"], "x@example.com");

@@ -360,16 +360,7 @@ fn named_type(name: &str) -> DataType {
     }
 }
 
-fn url(path: &Path) -> Result<url::Url> {
-    let absolute = std::path::absolute(path).map_err(|source| Error::Io {
-        path: path.display().to_string(),
-        source,
-    })?;
-    url::Url::from_directory_path(&absolute).map_err(|()| Error::InvalidPath {
-        path: path.display().to_string(),
-        reason: "not an absolute local path".into(),
-    })
-}
+use super::side_table::url;
 
 /// Read every row of the history table (it is small: one row per schema change).
 fn records_of(batch: &RecordBatch) -> Vec<SchemaChangeRecord> {

@@ -24,7 +24,8 @@ pub struct SideTable {
     table: Option<DeltaTable>,
 }
 
-fn url(path: &Path) -> Result<url::Url> {
+/// The `file://` URL of a local directory.
+pub(crate) fn url(path: &Path) -> Result<url::Url> {
     let absolute = std::path::absolute(path).map_err(|source| Error::Io {
         path: path.display().to_string(),
         source,
