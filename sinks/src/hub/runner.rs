@@ -105,7 +105,7 @@ pub async fn run<S: HubSink>(
 /// while a store ran.
 struct CursorWriter {
     tx: watch::Sender<Cursor>,
-    task: tokio::task::JoinHandle<Result<()>>,
+    task: Option<tokio::task::JoinHandle<Result<()>>>,
 }
 
 impl CursorWriter {
@@ -122,7 +122,10 @@ impl CursorWriter {
             }
             Ok(())
         });
-        CursorWriter { tx, task }
+        CursorWriter {
+            tx,
+            task: Some(task),
+        }
     }
 
     /// Hands over the newest cursor.
@@ -130,22 +133,26 @@ impl CursorWriter {
         self.tx.send_replace(cursor.clone());
     }
 
-    /// A store failed (the writer ended early): its error.
+    /// If a store failed (the writer ended early), its error.
     async fn failed(&mut self) -> Option<Error> {
-        if !self.task.is_finished() {
+        if !self.task.as_ref().is_some_and(|t| t.is_finished()) {
             return None;
         }
-        match (&mut self.task).await {
-            Ok(Err(e)) => Some(e),
-            Ok(Ok(())) => Some(bug("cursor writer ended")),
-            Err(e) => Some(bug(&e.to_string())),
-        }
+        let task = self.task.take()?;
+        Some(match task.await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => bug("cursor writer ended"),
+            Err(e) => bug(&e.to_string()),
+        })
     }
 
     /// Stores the last cursor handed over and ends.
     async fn finish(self) -> Result<()> {
         drop(self.tx);
-        self.task.await.map_err(|e| bug(&e.to_string()))?
+        match self.task {
+            Some(task) => task.await.map_err(|e| bug(&e.to_string()))?,
+            None => Ok(()),
+        }
     }
 }
 
