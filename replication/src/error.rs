@@ -125,6 +125,14 @@ pub enum Error {
         position: String,
         state: String,
     },
+    /// The server removed WAL the replication slot still needed (`wal_status = lost`, past
+    /// `max_slot_wal_keep_size`): the slot can never stream again.
+    #[error("replication slot {slot} is lost: the server removed WAL it still needed (retained WAL passed max_slot_wal_keep_size{keep}), so the changes in it are lost to this pipeline; to re-snapshot, drop the slot (SELECT pg_drop_replication_slot('{slot}')) and run sluice run again: it re-creates the slot and takes a new initial snapshot (snapshot = \"initial\", the default) into the existing tables, as op r at a new position; a row deleted while the slot was lost gets no delete row, so for an exact changelog also delete the lake's tables for this pipeline and its state file ({state}) before running; and raise max_slot_wal_keep_size (or set it to -1) so the slot is kept while sluice is behind")]
+    SlotLost {
+        slot: String,
+        keep: String,
+        state: String,
+    },
     /// The sink ended (with its own error) while the source still had events for it.
     #[error("the sink stopped; see its error")]
     SinkStopped,
@@ -160,7 +168,7 @@ impl Error {
                 mysql_async::Error::Driver(_) => ErrorClass::Transient,
                 _ => ErrorClass::Definite,
             },
-            Error::BinlogPurged { .. } => ErrorClass::Definite,
+            Error::BinlogPurged { .. } | Error::SlotLost { .. } => ErrorClass::Definite,
             Error::InvalidUrl { .. }
             | Error::Tls { .. }
             | Error::Auth { .. }

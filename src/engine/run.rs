@@ -107,7 +107,12 @@ async fn session<S: Source>(
         durable,
         chunks,
         task: sink_task,
-    } = spawn_sink(sink, pipeline.max_inflight_bytes, pipeline.hub.clone());
+    } = spawn_sink(
+        sink,
+        pipeline.max_inflight_bytes,
+        pipeline.hub.clone(),
+        pipeline.health.freshness.clone(),
+    );
     let (snapshots, link) = incremental::session(
         source.reader(&session),
         pipeline.sizes,
