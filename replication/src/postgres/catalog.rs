@@ -31,9 +31,21 @@ pub async fn connect(info: &ConnInfo) -> Result<Client> {
     Ok(client)
 }
 
-/// A one-line description of why connecting failed, with the fix.
+/// A one-line description of why connecting failed, with the fix. A server that cannot be
+/// reached yet (refused, unknown host, starting up, out of connections) is
+/// [`Error::Unreachable`], which `sluice run` retries; everything else is definite.
 fn connect_error(info: &ConnInfo, e: tokio_postgres::Error) -> Error {
     if let Some(db) = e.as_db_error() {
+        if let "57P03" | "53300" = db.code().code() {
+            // cannot_connect_now (starting up, recovering), too_many_connections
+            return Error::Unreachable {
+                problem: format!(
+                    "postgres at {} cannot take the connection yet: {}",
+                    info.addr(),
+                    db.message()
+                ),
+            };
+        }
         let fix = match db.code().code() {
             "28P01" | "28000" => format!(
                 "authentication failed for user {}: check the password (url or SLUICE_SOURCE_PASSWORD) and pg_hba.conf",
@@ -62,10 +74,12 @@ fn connect_error(info: &ConnInfo, e: tokio_postgres::Error) -> Error {
     } else if text.contains("tls") || text.contains("TLS") || text.contains("ssl") {
         format!("tls with {} failed ({text}): check sslmode", info.addr())
     } else {
-        format!(
-            "cannot reach postgres at {} ({text}): check host and port, and that the server is running",
-            info.addr()
-        )
+        return Error::Unreachable {
+            problem: format!(
+                "cannot reach postgres at {} ({text}): check host and port, and that the server is running",
+                info.addr()
+            ),
+        };
     };
     Error::Preflight {
         problems: vec![fix],
