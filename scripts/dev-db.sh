@@ -15,6 +15,10 @@
 # A second, deliberately misconfigured cluster runs on $SLUICE_DEV_BAD_PG_PORT (wal_level=replica,
 # its only replication slot taken) so tests can check how Sluice reports server problems.
 #
+# A third, small cluster runs on $SLUICE_DEV_SMALL_PG_PORT with max_slot_wal_keep_size = 48MB
+# and max_wal_size = 64MB, so tests can make a slot retain too much WAL and lose it without
+# touching the shared cluster (trust auth over loopback, no TLS; database `shop`).
+#
 # MariaDB runs as the `mysql` OS user on 127.0.0.1:$SLUICE_DEV_MY_PORT with log_bin,
 # binlog_format=ROW, binlog_row_image=FULL, binlog_row_metadata=FULL, gtid_strict_mode=ON,
 # server_id=1, TLS (the PostgreSQL certificate above), a password user `sluice` with
@@ -38,6 +42,8 @@ BASE=${SLUICE_DEV_DIR:-/var/tmp/sluice-dev}
 DATA=$BASE/pg
 LOG=$BASE/pg.log
 BAD_DATA=$BASE/pg-bad
+SMALL_PORT=${SLUICE_DEV_SMALL_PG_PORT:-54331}
+SMALL_DATA=$BASE/pg-small
 PASSWORD=${SLUICE_DEV_PASSWORD:-sluice-dev-password}
 OS_USER=postgres
 MY_PORT=${SLUICE_DEV_MY_PORT:-33069}
@@ -127,6 +133,7 @@ HBA
     as_db "$BIN/pg_ctl" -D "$DATA" reload >/dev/null
   fi
   start_bad
+  start_small
   psql_admin -d postgres <<SQL
 DO \$\$ BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sluice') THEN
@@ -169,6 +176,42 @@ SELECT count(pg_create_physical_replication_slot('occupied')) FROM (SELECT 1 WHE
 SQL
   as_db "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$BAD_DATA" -p "$BAD_PORT" -U postgres -d shop \
     -c "SET client_min_messages = warning; CREATE TABLE IF NOT EXISTS public.keyed (id int PRIMARY KEY)"
+}
+
+# The small cluster: slots are lost after 48MB of retained WAL.
+start_small() {
+  if [ ! -f "$SMALL_DATA/PG_VERSION" ]; then
+    as_db "$BIN/initdb" -D "$SMALL_DATA" -U postgres --auth-local=trust --auth-host=trust -E UTF8 --locale=C.UTF-8 >/dev/null
+    cat >>"$SMALL_DATA/postgresql.conf" <<CONF
+listen_addresses = '127.0.0.1'
+port = $SMALL_PORT
+unix_socket_directories = '$SMALL_DATA'
+wal_level = logical
+max_replication_slots = 10
+max_wal_senders = 10
+shared_buffers = 32MB
+max_slot_wal_keep_size = 48MB
+max_wal_size = 64MB
+min_wal_size = 32MB
+wal_keep_size = 0
+CONF
+    cat >"$SMALL_DATA/pg_hba.conf" <<HBA
+local all all trust
+host all all 127.0.0.1/32 trust
+host replication all 127.0.0.1/32 trust
+HBA
+  fi
+  if ! { [ -f "$SMALL_DATA/postmaster.pid" ] && as_db "$BIN/pg_ctl" -D "$SMALL_DATA" status >/dev/null 2>&1; }; then
+    as_db "$BIN/pg_ctl" -D "$SMALL_DATA" -l "$BASE/pg-small.log" -w -t 60 start >/dev/null
+  fi
+  as_db "$BIN/psql" -X -q -v ON_ERROR_STOP=1 -h "$SMALL_DATA" -p "$SMALL_PORT" -U postgres -d postgres >/dev/null <<SQL
+DO \$\$ BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = 'sluice') THEN
+    CREATE ROLE sluice LOGIN REPLICATION;
+  END IF;
+END \$\$;
+SELECT 'CREATE DATABASE shop OWNER sluice' WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = 'shop')\gexec
+SQL
 }
 
 # One MariaDB server: $1 name (directory under $BASE), $2 port, $3 extra config lines.
@@ -350,6 +393,7 @@ stop() {
   BIN=$(find_bin) || exit 0
   if running; then as_db "$BIN/pg_ctl" -D "$DATA" -w stop -m fast >/dev/null; fi
   if [ -f "$BAD_DATA/postmaster.pid" ]; then as_db "$BIN/pg_ctl" -D "$BAD_DATA" -w stop -m fast >/dev/null || true; fi
+  if [ -f "$SMALL_DATA/postmaster.pid" ]; then as_db "$BIN/pg_ctl" -D "$SMALL_DATA" -w stop -m fast >/dev/null || true; fi
   echo "dev-db: stopped"
 }
 
@@ -365,6 +409,7 @@ export SLUICE_DEV_PG_ADMIN_URL='postgres://postgres@127.0.0.1:$PORT/shop'
 export SLUICE_SOURCE_PASSWORD='$PASSWORD'
 export SLUICE_DEV_PG_ROOT_CERT='$DATA/root.crt'
 export SLUICE_DEV_BAD_PG_URL='postgres://sluice@127.0.0.1:$BAD_PORT/shop'
+export SLUICE_DEV_SMALL_PG_URL='postgres://sluice@127.0.0.1:$SMALL_PORT/shop'
 export SLUICE_DEV_MY_URL='mysql://sluice@127.0.0.1:$MY_PORT/shop'
 export SLUICE_DEV_MY_ADMIN_URL='mysql://root@127.0.0.1:$MY_PORT/shop'
 export SLUICE_DEV_BAD_MY_URL='mysql://sluice@127.0.0.1:$BAD_MY_PORT/shop'

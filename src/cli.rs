@@ -331,8 +331,10 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
         HubUntil::Forever,
         &sinks_stop,
     );
+    let health = replication::health::SourceHealth::default();
     let result = loop {
         *hub_parts(&mut settings).3 = hub.clone();
+        settings.share_health(&health);
         // SIGHUP re-reads the configuration and restarts the pipeline with it (a table added
         // is snapshotted while the others keep streaming from where they were).
         let session = shutdown.child_token();

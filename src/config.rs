@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use replication::change::TableName;
 use replication::evolution::{SchemaPolicies, SchemaPolicy};
+use replication::health::SourceHealth;
 use replication::mysql::conninfo::MyConnInfo;
 use replication::postgres::conninfo::ConnInfo;
 use serde::Deserialize;
@@ -123,6 +124,15 @@ pub enum SourceConfig {
         /// open; fewer when they would take more than half of max_inflight_bytes).
         #[serde(default = "default_chunk_rows")]
         snapshot_chunk_rows: usize,
+        /// While streaming, write a heartbeat into the WAL this often (`"10s"`; off by
+        /// default), so that the slot of a database that is idle while others in the same
+        /// cluster are busy keeps moving and the lag in seconds stays meaningful. At least 1s.
+        #[serde(default, with = "humantime_serde::option")]
+        heartbeat: Option<Duration>,
+        /// Warn when the WAL the slot retains passes this share of the server's
+        /// `max_slot_wal_keep_size` (never when that is -1, unlimited). Between 0 and 1.
+        #[serde(default = "default_wal_warn_share")]
+        wal_warn_share: f64,
     },
     /// MySQL 8 / MariaDB 10.5+ binlog (ROW events).
     Mysql {
@@ -209,6 +219,11 @@ fn default_batch_rows() -> usize {
 fn default_batch_bytes() -> usize {
     32 << 20
 }
+
+fn default_wal_warn_share() -> f64 {
+    0.8
+}
+
 fn default_latency() -> Duration {
     Duration::from_secs(1)
 }
@@ -224,6 +239,16 @@ mod humantime_serde {
                 "invalid duration {s:?} ({e}): write e.g. \"500ms\" or \"2s\""
             ))
         })
+    }
+
+    /// An optional duration (absent: `None`).
+    pub mod option {
+        use serde::Deserializer;
+        use std::time::Duration;
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+            super::deserialize(d).map(Some)
+        }
     }
 }
 
@@ -284,6 +309,10 @@ pub struct MySettings {
     pub hub: HubPosition,
     /// The metrics listener, if configured.
     pub metrics: Option<MetricsSettings>,
+    /// What the run shares about the source's health: the newest durable commit time and
+    /// (PostgreSQL) the slot's WAL retention. Replaced by `sluice run` with the run's own (see
+    /// [`Validated::share_health`]), which outlives configuration reloads.
+    pub health: SourceHealth,
 }
 
 /// The validated settings of a PostgreSQL → Delta pipeline.
@@ -310,6 +339,12 @@ pub struct Settings {
     pub hub: HubPosition,
     /// The metrics listener, if configured.
     pub metrics: Option<MetricsSettings>,
+    /// What the run shares about the source's health (see [`MySettings::health`]).
+    pub health: SourceHealth,
+    /// How often a heartbeat is written into the WAL while streaming; `None`: never.
+    pub heartbeat: Option<Duration>,
+    /// Warn when the slot's retained WAL passes this share of `max_slot_wal_keep_size`.
+    pub wal_warn_share: f64,
 }
 
 /// The schema-change policies, each override naming one of the pipeline's `tables`.
@@ -538,6 +573,7 @@ impl Config {
                 hub_sinks,
                 hub: HubPosition::default(),
                 metrics,
+                health: SourceHealth::default(),
             }),
             _ => Err(problems),
         }
@@ -557,10 +593,24 @@ impl Config {
             snapshot_workers,
             snapshot_chunk_pages,
             snapshot_chunk_rows,
+            heartbeat,
+            wal_warn_share,
         } = self.source
         else {
             return Err(vec!["[source] is not postgres".into()]);
         };
+        if heartbeat.is_some_and(|h| h < Duration::from_secs(1)) {
+            problems.push(
+                "[source] heartbeat must be at least 1s (e.g. \"10s\"), or left out to write none"
+                    .into(),
+            );
+        }
+        if !(wal_warn_share > 0.0 && wal_warn_share <= 1.0) {
+            problems.push(
+                "[source] wal_warn_share must be above 0 and at most 1 (a share of max_slot_wal_keep_size, e.g. 0.8)"
+                    .into(),
+            );
+        }
         let snapshot_workers = snapshot_workers.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(2, std::num::NonZeroUsize::get)
         });
@@ -635,8 +685,21 @@ impl Config {
                 hub_sinks,
                 hub: HubPosition::default(),
                 metrics,
+                health: SourceHealth::default(),
+                heartbeat,
+                wal_warn_share,
             }),
             _ => Err(problems),
+        }
+    }
+}
+
+impl Validated {
+    /// Use `health` (the run's, which outlives configuration reloads) for the source's health.
+    pub fn share_health(&mut self, health: &SourceHealth) {
+        match self {
+            Validated::Postgres(s) => s.health = health.clone(),
+            Validated::Mysql(m) => m.health = health.clone(),
         }
     }
 }
@@ -699,6 +762,33 @@ mod tests {
             (m.server_id, m.tables[0].to_string()),
             (4242, "shop.orders".into())
         );
+    }
+
+    #[test]
+    fn heartbeat_and_wal_warn_share_are_checked() {
+        let config = |extra: &str| {
+            format!(
+                "[pipeline]\nname = \"shop\"\n[source]\nkind = \"postgres\"\nurl = \"postgres://sluice@127.0.0.1:5432/shop\"\ntables = [\"public.orders\"]\n{extra}\n[[sinks]]\nkind = \"delta\"\npath = \"./lake\"\n"
+            )
+        };
+        let s = parse(&config("")).unwrap();
+        assert_eq!((s.heartbeat, s.wal_warn_share), (None, 0.8));
+        let s = parse(&config("heartbeat = \"10s\"\nwal_warn_share = 0.5")).unwrap();
+        assert_eq!(
+            (s.heartbeat, s.wal_warn_share),
+            (Some(Duration::from_secs(10)), 0.5)
+        );
+        let problems = parse(&config("heartbeat = \"500ms\"\nwal_warn_share = 1.5")).unwrap_err();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("heartbeat must be at least 1s"));
+        assert!(problems[1].contains("wal_warn_share must be above 0 and at most 1"));
+        let problems = parse(&config("heartbeat = \"often\"")).unwrap_err();
+        assert!(
+            problems[0].contains("invalid duration \"often\""),
+            "{problems:?}"
+        );
+        let problems = parse(&config("wal_warn_share = 0")).unwrap_err();
+        assert!(problems[0].contains("wal_warn_share"), "{problems:?}");
     }
 
     #[test]

@@ -125,6 +125,19 @@ pub enum Error {
         position: String,
         state: String,
     },
+    /// The source cannot be reached yet (refused, unknown host, starting up, too many
+    /// connections): retried by `sluice run`, reported at once by `sluice check`. The text
+    /// names the address and the fix, never the password.
+    #[error("{problem}")]
+    Unreachable { problem: String },
+    /// The server removed WAL the replication slot still needed (`wal_status = lost`, past
+    /// `max_slot_wal_keep_size`): the slot can never stream again.
+    #[error("replication slot {slot} is lost: the server removed WAL it still needed (retained WAL passed max_slot_wal_keep_size{keep}), so the changes in it are lost to this pipeline; to re-snapshot, drop the slot (SELECT pg_drop_replication_slot('{slot}')) and run sluice run again: it re-creates the slot and takes a new initial snapshot (snapshot = \"initial\", the default) into the existing tables, as op r at a new position; a row deleted while the slot was lost gets no delete row, so for an exact changelog also delete the lake's tables for this pipeline and its state file ({state}) before running; and raise max_slot_wal_keep_size (or set it to -1) so the slot is kept while sluice is behind")]
+    SlotLost {
+        slot: String,
+        keep: String,
+        state: String,
+    },
     /// The sink ended (with its own error) while the source still had events for it.
     #[error("the sink stopped; see its error")]
     SinkStopped,
@@ -137,7 +150,9 @@ impl Error {
     /// Whether to retry, stop, or report a bug. The one place this decision is made.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Connect { .. } | Error::Io(_) => ErrorClass::Transient,
+            Error::Connect { .. } | Error::Io(_) | Error::Unreachable { .. } => {
+                ErrorClass::Transient
+            }
             Error::Server { code, .. } => match code.as_str() {
                 // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
                 "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" => ErrorClass::Transient,
@@ -160,7 +175,7 @@ impl Error {
                 mysql_async::Error::Driver(_) => ErrorClass::Transient,
                 _ => ErrorClass::Definite,
             },
-            Error::BinlogPurged { .. } => ErrorClass::Definite,
+            Error::BinlogPurged { .. } | Error::SlotLost { .. } => ErrorClass::Definite,
             Error::InvalidUrl { .. }
             | Error::Tls { .. }
             | Error::Auth { .. }

@@ -10,6 +10,7 @@ pub mod cdc;
 pub mod change;
 mod error;
 pub mod evolution;
+pub mod health;
 mod lsn;
 pub mod mysql;
 pub mod postgres;

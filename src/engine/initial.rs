@@ -51,7 +51,12 @@ impl InitialLoad {
             tx,
             task: sink_task,
             ..
-        } = spawn_sink(sink, pipeline.max_inflight_bytes, pipeline.hub.clone());
+        } = spawn_sink(
+            sink,
+            pipeline.max_inflight_bytes,
+            pipeline.hub.clone(),
+            pipeline.health.freshness.clone(),
+        );
         let stop_reporting = CancellationToken::new();
         let reporter = tokio::spawn(progress.clone().report(stop_reporting.clone()));
         InitialLoad {

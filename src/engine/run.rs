@@ -26,41 +26,51 @@ const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::fro
 const SAVE_EVERY: Duration = Duration::from_secs(1);
 
 /// Prepare the source, then stream until cancelled, caught up, or a definite error. Transient
-/// errors are retried with backoff.
+/// errors are retried with backoff, the preparation's too: a sidecar started before its
+/// database accepts connections waits for it (a definite problem, such as a bad password or a
+/// missing table, still stops at once).
 pub async fn run<S: Source>(
     source: &S,
     until_caught_up: bool,
     cancel: CancellationToken,
 ) -> Result<SourceExit, PipelineError> {
-    let Some(Prepared { store, plan }) = source.prepare(until_caught_up).await? else {
-        return Ok(SourceExit::CaughtUp);
+    let prepared = with_retries(&cancel, "preparing", || source.prepare(until_caught_up)).await?;
+    let Some(Some(Prepared { store, plan })) = prepared else {
+        // Cancelled while waiting (`None`), or nothing to stream (`Some(None)`).
+        return Ok(match prepared {
+            None => SourceExit::Cancelled,
+            Some(_) => SourceExit::CaughtUp,
+        });
     };
     let store = Arc::new(store);
-    with_retries(&cancel, || {
+    with_retries(&cancel, "streaming", || {
         session(source, &plan, store.clone(), cancel.clone())
     })
     .await
+    .map(|exit| exit.unwrap_or(SourceExit::Cancelled))
 }
 
-/// Run sessions until one ends without a transient failure, waiting longer after each.
-async fn with_retries<F, Fut>(
+/// Run `attempt` until it ends without a transient failure, waiting longer after each; `None`
+/// when cancelled while waiting. Each failure is logged once, at warn.
+async fn with_retries<T, F, Fut>(
     cancel: &CancellationToken,
-    mut session: F,
-) -> Result<SourceExit, PipelineError>
+    stage: &str,
+    mut attempt: F,
+) -> Result<Option<T>, PipelineError>
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<SourceExit, PipelineError>>,
+    Fut: std::future::Future<Output = Result<T, PipelineError>>,
 {
     let mut backoff = BACKOFF.0;
     loop {
-        match session().await {
-            Ok(exit) => return Ok(exit),
+        match attempt().await {
+            Ok(done) => return Ok(Some(done)),
             Err(e) if e.class() == ErrorClass::Transient && !cancel.is_cancelled() => {
-                tracing::warn!(error = %e, retry_in = ?backoff, "transient failure, retrying");
+                tracing::warn!(error = %e, retry_in = ?backoff, stage, "transient failure, retrying");
                 metrics::counter!(sinks::metrics::SOURCE_RETRIES).increment(1);
                 tokio::select! {
                     _ = tokio::time::sleep(backoff) => {}
-                    _ = cancel.cancelled() => return Ok(SourceExit::Cancelled),
+                    _ = cancel.cancelled() => return Ok(None),
                 }
                 backoff = (backoff * 2).min(BACKOFF.1);
             }
@@ -107,7 +117,12 @@ async fn session<S: Source>(
         durable,
         chunks,
         task: sink_task,
-    } = spawn_sink(sink, pipeline.max_inflight_bytes, pipeline.hub.clone());
+    } = spawn_sink(
+        sink,
+        pipeline.max_inflight_bytes,
+        pipeline.hub.clone(),
+        pipeline.health.freshness.clone(),
+    );
     let (snapshots, link) = incremental::session(
         source.reader(&session),
         pipeline.sizes,

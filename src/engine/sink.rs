@@ -3,11 +3,13 @@
 //!
 //! The durable position goes back to the source, and only to it: it is what the source may
 //! confirm. The same commit positions are published as the hub position, which hub sinks read
-//! up to and never past.
+//! up to and never past. The commit time of each event made durable is recorded in the
+//! source's [`Freshness`] (the newest durable commit time, for the lag in seconds).
 
 use std::sync::Arc;
 
 use replication::change::{Event, TableName};
+use replication::health::Freshness;
 use replication::{queue, Lsn};
 use sinks::delta::DeltaSink;
 use sinks::hub::HubPosition;
@@ -38,8 +40,14 @@ pub(crate) struct SinkHandle {
 /// and the chunks it committed.
 ///
 /// Each event's commit position is published on `hub` once it is durable in every table:
-/// the hub position W that hub sinks read up to (see `sinks::hub`).
-pub(crate) fn spawn_sink(mut sink: DeltaSink, budget: usize, hub: HubPosition) -> SinkHandle {
+/// the hub position W that hub sinks read up to (see `sinks::hub`); its commit time is
+/// recorded in `freshness`.
+pub(crate) fn spawn_sink(
+    mut sink: DeltaSink,
+    budget: usize,
+    hub: HubPosition,
+    freshness: Freshness,
+) -> SinkHandle {
     let (tx, mut rx) = queue::channel::<Event>(budget);
     let (durable_tx, durable) = watch::channel(Lsn::ZERO);
     let (chunks_tx, chunks) = watch::channel(None);
@@ -70,6 +78,9 @@ pub(crate) fn spawn_sink(mut sink: DeltaSink, budget: usize, hub: HubPosition) -
                 crate::observe::durable(end.0, commit_ts);
                 if let Some(commit) = commit {
                     hub.publish(commit);
+                }
+                if let Some(ts) = commit_ts {
+                    freshness.record(ts);
                 }
             }
             if chunk.is_some() {

@@ -13,6 +13,7 @@ use std::path::Path;
 
 use replication::change::{Event, TableName};
 use replication::evolution::{Columns, SchemaPolicies};
+use replication::health::SourceHealth;
 use replication::source::SourceExit;
 use replication::window::SnapshotLink;
 use replication::{queue, Lsn};
@@ -40,6 +41,9 @@ pub struct Pipeline<'a> {
     pub hub: &'a HubPosition,
     /// How big incremental snapshot chunks and their batches may be.
     pub sizes: Sizes,
+    /// What the run shares about the source's health (the newest durable commit time, the
+    /// slot's WAL retention).
+    pub health: &'a SourceHealth,
 }
 
 /// What [`Source::prepare`] leaves for streaming.

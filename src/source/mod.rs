@@ -5,3 +5,4 @@
 
 pub mod mysql;
 pub mod postgres;
+mod slot_guard;

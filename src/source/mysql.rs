@@ -61,6 +61,7 @@ impl Source for MySettings {
             policies: &self.policies,
             max_inflight_bytes: self.max_inflight_bytes,
             hub: &self.hub,
+            health: &self.health,
             sizes: Sizes {
                 chunk_rows: self.snapshot_chunk_rows,
                 batch_rows: self.max_batch_rows,
@@ -209,6 +210,7 @@ impl Source for MySettings {
             until,
             policies: settings.policies.clone(),
             known: std::collections::HashMap::new(),
+            freshness: settings.health.freshness.clone(),
         };
         Ok(Some(Prepared {
             store,

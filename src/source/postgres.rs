@@ -35,6 +35,7 @@ use crate::engine::incremental::{
 };
 use crate::engine::{InitialLoad, Opened, Pipeline, PipelineError, Prepared, Source, Stream};
 use crate::progress::Progress;
+use crate::source::slot_guard::SlotGuard;
 use crate::state::{SnapshotState, State, Store};
 
 /// What every session of a run streams until.
@@ -66,6 +67,7 @@ impl Source for Settings {
             policies: &self.policies,
             max_inflight_bytes: self.max_inflight_bytes,
             hub: &self.hub,
+            health: &self.health,
             sizes: Sizes {
                 chunk_rows: self.snapshot_chunk_rows,
                 batch_rows: self.max_batch_rows,
@@ -192,6 +194,8 @@ impl Source for Settings {
         _: &Store,
     ) -> Result<Opened<Session, Infallible>, PipelineError> {
         let client = catalog::connect(&self.conninfo).await?;
+        // A lost slot can never stream again: say so, with how to recover, before trying.
+        self.guard().check(&client, &mut None).await?;
         let types = catalog::type_support(&client, &self.tables).await?;
         if !types.binary {
             tracing::info!(columns = ?types.text_columns, "streaming in text mode for types without a binary decoder");
@@ -229,15 +233,34 @@ impl Source for Settings {
             pipeline: self.name.clone(),
             policies: self.policies.clone(),
             known: stream.known,
+            freshness: self.health.freshness.clone(),
         };
-        source::run(
+        // The guard may stop the stream (a lost slot); it stops when the stream ends.
+        let source_stop = stream.stop.child_token();
+        let guard_stop = stream.stop.child_token();
+        let guard = tokio::spawn(self.guard().run(guard_stop.clone(), source_stop.clone()));
+        let streamed = source::run(
             options,
             stream.tx,
             stream.durable,
             Some(stream.link),
-            stream.stop,
+            source_stop,
         )
-        .await
+        .await;
+        guard_stop.cancel();
+        if let Ok(Err(lost)) = guard.await {
+            return Err(lost);
+        }
+        match streamed {
+            // object_not_in_prerequisite_state: "can no longer get changes from replication
+            // slot" when the slot was lost after this session's check; say how to recover.
+            Err(replication::Error::Server { code, message }) if code == "55000" => {
+                let client = catalog::connect(&self.conninfo).await?;
+                self.guard().check(&client, &mut None).await?;
+                Err(replication::Error::Server { code, message })
+            }
+            other => other,
+        }
     }
 
     fn save_resume(_: &Store, resume: Infallible) -> Result<(), PipelineError> {
@@ -278,6 +301,22 @@ impl Source for Settings {
         Ok(format!(
             "requested at {lsn}; the running pipeline takes it up (or its next run)"
         ))
+    }
+}
+
+impl Settings {
+    /// The slot's heartbeat writer and WAL guard.
+    fn guard(&self) -> SlotGuard {
+        SlotGuard {
+            conninfo: self.conninfo.clone(),
+            slot: self.slot.clone(),
+            heartbeat: self.heartbeat,
+            warn_share: self.wal_warn_share,
+            health: self.health.clone(),
+            state: crate::state::path(&self.lake, &self.name)
+                .display()
+                .to_string(),
+        }
     }
 }
 

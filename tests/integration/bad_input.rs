@@ -56,7 +56,11 @@ async fn bad_inputs_fail_with_one_clear_line_and_create_nothing() {
 
     let config = p.config(&["keyed"], "");
     set_url(&config, "postgres://sluice@127.0.0.1:1/shop");
-    fails_cleanly(&p, &config, "cannot reach postgres at 127.0.0.1:1").await;
+    // `run` waits for an unreachable server (tests/integration/start_before_db.rs).
+    crate::support::one_error(
+        &run_sluice(&["check"], &config),
+        &["cannot reach postgres at 127.0.0.1:1"],
+    );
 
     let config = p.config(&["keyed"], "");
     set_url(

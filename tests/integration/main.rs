@@ -22,4 +22,6 @@ mod receiver;
 mod server_problems;
 mod shutdown;
 mod snapshot;
+mod source_health;
+mod start_before_db;
 mod support;

@@ -16,6 +16,11 @@
 //! There is no slot to confirm: the position a restart may resume from (`resume`) is what the
 //! sinks made durable, or, when nothing is in flight, the last transaction boundary seen
 //! (including heartbeats, so an idle or unrelated workload moves it on).
+//!
+//! Freshness: when nothing is in flight, the time of the last boundary seen (a commit's
+//! timestamp, or the arrival of a heartbeat, which the server sends only when it has nothing
+//! newer) is recorded as the newest durable commit time, so the lag stays meaningful on an
+//! idle server; the core records the commit times of the changes themselves.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -38,6 +43,7 @@ use super::shape::{MyShape, MyTableBuilder};
 use crate::cdc::{now_micros, Op, RowPosition};
 use crate::change::{Event, TableBatch, TableName};
 use crate::evolution::{self, ColumnChange, Columns, SchemaPolicy};
+use crate::health::Freshness;
 use crate::queue;
 use crate::source::{BatchLimits, SourceExit};
 use crate::window::{SnapshotLink, Step, Windows};
@@ -82,6 +88,8 @@ pub struct MySourceOptions {
     /// Each table's columns as the lake last recorded them: under the `stop` policy a table's
     /// first table map is checked against them (a change made while Sluice was stopped).
     pub known: HashMap<TableName, crate::evolution::Columns>,
+    /// Where the time of the last boundary is recorded while nothing is in flight.
+    pub freshness: Freshness,
 }
 
 /// A commit position with the GTID metadata and MySQL's executed set as of it.
@@ -122,6 +130,9 @@ struct Source {
     file: String,
     /// Last transaction boundary passed.
     seen_end: Lsn,
+    /// When `seen_end` was committed (a heartbeat: when it arrived), microseconds since the
+    /// Unix epoch; 0 before the first.
+    seen_ts: i64,
     /// The start position, packed: every commit read must lie after it.
     start_packed: Lsn,
     forwarded_end: Lsn,
@@ -247,6 +258,7 @@ pub async fn run(
         pending_bytes: 0,
         deadline: None,
         seen_end,
+        seen_ts: 0,
         start_packed: seen_end,
         forwarded_end: Lsn::ZERO,
         next_stream: 1,
@@ -436,6 +448,9 @@ impl Source {
     }
 
     fn report_resume(&mut self) {
+        if self.idle() {
+            self.options.freshness.record(self.seen_ts);
+        }
         let point = self.resume_point();
         let moved = self
             .resume
@@ -484,6 +499,7 @@ impl Source {
             Kind::Heartbeat => {
                 if self.open.is_none() && log_pos > 0 {
                     self.seen_end = self.seen_end.max(self.position(log_pos)?);
+                    self.seen_ts = now_micros();
                 }
             }
             Kind::MariadbGtid => {
@@ -535,6 +551,7 @@ impl Source {
                     _ if self.open.is_none() => {
                         // A statement on its own (DDL): a transaction boundary.
                         self.seen_end = self.seen_end.max(self.position(log_pos)?);
+                        self.seen_ts = i64::from(header.timestamp()) * 1_000_000;
                     }
                     _ => {}
                 }
@@ -841,6 +858,7 @@ impl Source {
             });
         }
         self.seen_end = self.seen_end.max(position);
+        self.seen_ts = i64::from(timestamp) * 1_000_000;
         let Some(open) = self.open.take() else {
             return Ok(());
         };

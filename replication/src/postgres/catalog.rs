@@ -12,6 +12,7 @@ use super::column::{is_user_type, ColumnType};
 use super::conninfo::ConnInfo;
 use super::tls;
 use crate::change::{quote_ident, TableName};
+use crate::health::WalReport;
 use crate::{Error, Lsn, Result};
 
 /// Open an SQL connection; its driver task runs in the background until the client drops.
@@ -30,9 +31,21 @@ pub async fn connect(info: &ConnInfo) -> Result<Client> {
     Ok(client)
 }
 
-/// A one-line description of why connecting failed, with the fix.
+/// A one-line description of why connecting failed, with the fix. A server that cannot be
+/// reached yet (refused, unknown host, starting up, out of connections) is
+/// [`Error::Unreachable`], which `sluice run` retries; everything else is definite.
 fn connect_error(info: &ConnInfo, e: tokio_postgres::Error) -> Error {
     if let Some(db) = e.as_db_error() {
+        if let "57P03" | "53300" = db.code().code() {
+            // cannot_connect_now (starting up, recovering), too_many_connections
+            return Error::Unreachable {
+                problem: format!(
+                    "postgres at {} cannot take the connection yet: {}",
+                    info.addr(),
+                    db.message()
+                ),
+            };
+        }
         let fix = match db.code().code() {
             "28P01" | "28000" => format!(
                 "authentication failed for user {}: check the password (url or SLUICE_SOURCE_PASSWORD) and pg_hba.conf",
@@ -61,10 +74,12 @@ fn connect_error(info: &ConnInfo, e: tokio_postgres::Error) -> Error {
     } else if text.contains("tls") || text.contains("TLS") || text.contains("ssl") {
         format!("tls with {} failed ({text}): check sslmode", info.addr())
     } else {
-        format!(
-            "cannot reach postgres at {} ({text}): check host and port, and that the server is running",
-            info.addr()
-        )
+        return Error::Unreachable {
+            problem: format!(
+                "cannot reach postgres at {} ({text}): check host and port, and that the server is running",
+                info.addr()
+            ),
+        };
     };
     Error::Preflight {
         problems: vec![fix],
@@ -369,4 +384,59 @@ pub async fn table_columns(client: &Client, table: &TableName) -> Result<Vec<Str
         .await
         .map_err(sql("reading the columns of a table"))?;
     Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// Prefix of the heartbeat messages (`pg_logical_emit_message(false, …)`): told apart from the
+/// incremental-snapshot watermarks ([`crate::change::MARKER_PREFIX`], transactional) by both
+/// prefix and kind. The content is the server's clock when it was written, in microseconds
+/// since the Unix epoch.
+pub const HEARTBEAT_PREFIX: &str = "sluice_heartbeat";
+
+/// Write a heartbeat into the WAL: a non-transactional logical decoding message, decoded by
+/// every slot of this database (it lands in no table). Returns its position.
+pub async fn emit_heartbeat(client: &Client) -> Result<Lsn> {
+    let lsn: String = client
+        .query_one(
+            "SELECT pg_logical_emit_message(false, $1,
+                        (extract(epoch FROM clock_timestamp()) * 1000000)::bigint::text)::text",
+            &[&HEARTBEAT_PREFIX],
+        )
+        .await
+        .map_err(sql("writing a heartbeat into the WAL"))?
+        .get(0);
+    lsn.parse().map_err(Error::Protocol)
+}
+
+/// Read the slot's WAL retention (`wal_status` and `safe_wal_size` need PostgreSQL 13+) and
+/// `max_slot_wal_keep_size`; `None` when the slot does not exist.
+pub async fn slot_wal(client: &Client, slot: &str) -> Result<Option<WalReport>> {
+    let version: i32 = client
+        .query_one("SELECT current_setting('server_version_num')::int", &[])
+        .await
+        .map_err(sql("reading the server version"))?
+        .get(0);
+    let query = if version >= 130_000 {
+        "SELECT wal_status::text, safe_wal_size::bigint,
+                (pg_current_wal_lsn() - restart_lsn)::bigint,
+                (SELECT CASE WHEN setting::bigint < 0 THEN NULL
+                             ELSE setting::bigint * 1024 * 1024 END
+                   FROM pg_settings WHERE name = 'max_slot_wal_keep_size')
+           FROM pg_replication_slots WHERE slot_name = $1"
+    } else {
+        "SELECT NULL::text, NULL::bigint, (pg_current_wal_lsn() - restart_lsn)::bigint,
+                NULL::bigint
+           FROM pg_replication_slots WHERE slot_name = $1"
+    };
+    let row = client
+        .query_opt(query, &[&slot])
+        .await
+        .map_err(sql("reading the replication slot's wal retention"))?;
+    Ok(row.map(|row| WalReport {
+        slot: slot.to_string(),
+        wal_status: row.get(0),
+        safe_wal_size: row.get(1),
+        retained_bytes: row.get(2),
+        max_slot_wal_keep_size: row.get(3),
+        checked_at: std::time::SystemTime::now(),
+    }))
 }

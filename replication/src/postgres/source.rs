@@ -15,6 +15,13 @@
 //! is in flight (between transactions, nothing pending, everything forwarded durable), the
 //! position the server reported in its last keepalive is confirmed too, so a slot whose
 //! tables are idle does not pin WAL.
+//!
+//! Heartbeats: a non-transactional message with prefix [`HEARTBEAT_PREFIX`] (written by the
+//! pipeline's heartbeat task, see `sluice::source::postgres`) reaches us even when no table
+//! of the publication changes, while other databases of the cluster keep the WAL growing. It
+//! lands in no table: between transactions it counts as a keepalive at its own position (so
+//! the slot is confirmed past it once everything before it is durable), and once it is
+//! confirmable its write time (its content) is recorded in [`Freshness`].
 
 use std::time::Duration;
 
@@ -22,7 +29,7 @@ use tokio::sync::watch;
 use tokio::time::{Instant, Interval};
 use tokio_util::sync::CancellationToken;
 
-use super::catalog::TypeSupport;
+use super::catalog::{TypeSupport, HEARTBEAT_PREFIX};
 use super::client::Client;
 use super::conninfo::ConnInfo;
 use super::pgoutput::Decoder;
@@ -30,6 +37,7 @@ use super::pgoutput::Message;
 use super::stream::{self, ServerMessage};
 use super::Assembler;
 use crate::change::{quote_ident, quote_literal, Event, TableName};
+use crate::health::Freshness;
 use crate::queue;
 use crate::source::{BatchLimits, SourceExit};
 use crate::window::{RequestSender, SnapshotLink, SnapshotRequest, Step, Windows};
@@ -68,6 +76,9 @@ pub struct SourceOptions {
     pub policies: crate::evolution::SchemaPolicies,
     /// Each table's columns as the lake last recorded them.
     pub known: std::collections::HashMap<TableName, crate::evolution::Columns>,
+    /// Where the write time of a heartbeat is recorded once everything before it is durable
+    /// (the core records the commit times of changes).
+    pub freshness: Freshness,
 }
 
 struct Source {
@@ -85,6 +96,10 @@ struct Source {
     windows: Windows,
     requests: Option<RequestSender>,
     snapshots_idle: Option<watch::Receiver<bool>>,
+    /// The newest heartbeat seen between transactions and not yet confirmable: its position
+    /// and write time (microseconds since the Unix epoch; 0 when its content is not one).
+    heartbeat: Option<(Lsn, i64)>,
+    freshness: Freshness,
 }
 
 /// Stream changes until cancelled, caught up, or an error.
@@ -145,6 +160,8 @@ pub async fn run(
         windows: Windows::new(options.pipeline.clone(), chunks),
         requests,
         snapshots_idle,
+        heartbeat: None,
+        freshness: options.freshness.clone(),
     };
     let outcome = source.stream(&options, &cancel).await;
     match outcome {
@@ -203,6 +220,7 @@ impl Source {
                 _ = self.status.tick() => {
                     let probe = until_mode && self.idle();
                     self.send_status(probe).await?;
+                    self.heartbeat_settle();
                 }
                 _ = sleep_until(flush_due), if flush_due.is_some() => {
                     self.assembler.flush()?;
@@ -225,6 +243,16 @@ impl Source {
                                     name: r.name.clone(),
                                 });
                             }
+                            if let Message::Message {
+                                transactional: false,
+                                prefix: HEARTBEAT_PREFIX,
+                                lsn,
+                                content,
+                                ..
+                            } = &message
+                            {
+                                self.heartbeat_seen(lsn.max(&wal_end), content);
+                            }
                             self.assembler.apply(message, wal_start, data.len())?;
                         }
                         ServerMessage::Keepalive { wal_end, reply_requested } => {
@@ -238,6 +266,32 @@ impl Source {
                         }
                     }
                 }
+            }
+        }
+    }
+
+    /// A heartbeat at `lsn`: between transactions it stands for everything before it (like a
+    /// keepalive), so the slot may be confirmed past it once all forwarded is durable.
+    fn heartbeat_seen(&mut self, lsn: &Lsn, content: &[u8]) {
+        if !self.assembler.at_boundary() {
+            return;
+        }
+        let written = std::str::from_utf8(content)
+            .ok()
+            .and_then(|t| t.parse::<i64>().ok())
+            .unwrap_or(0);
+        tracing::trace!(%lsn, "heartbeat");
+        self.idle_end = self.idle_end.max(*lsn);
+        self.heartbeat = Some((*lsn, written));
+        self.heartbeat_settle();
+    }
+
+    /// Record the last heartbeat's write time once the slot may be confirmed past it.
+    fn heartbeat_settle(&mut self) {
+        if let Some((lsn, written)) = self.heartbeat {
+            if self.flush_position() >= lsn {
+                self.freshness.record(written);
+                self.heartbeat = None;
             }
         }
     }
