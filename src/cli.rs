@@ -295,6 +295,7 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
         Ok(h) => h,
         Err(e) => return fail(&[e.to_string()]),
     };
+    let health = replication::health::SourceHealth::default();
     let observe_stop = CancellationToken::new();
     let metrics = match &settings {
         Validated::Postgres(s) => s.metrics,
@@ -309,6 +310,7 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
             handle,
             hub: hub.clone(),
             ready_max_lag: m.ready_max_lag,
+            health: health.clone(),
         };
         if let Err(e) = crate::observe::serve(m.listen, listener, observe_stop.clone()).await {
             return fail(&[e]);
@@ -331,7 +333,6 @@ async fn run(config: PathBuf, until_caught_up: bool) -> ExitCode {
         HubUntil::Forever,
         &sinks_stop,
     );
-    let health = replication::health::SourceHealth::default();
     let result = loop {
         *hub_parts(&mut settings).3 = hub.clone();
         settings.share_health(&health);

@@ -16,7 +16,7 @@
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,14 +24,13 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use replication::health::SourceHealth;
 use sinks::hub::HubPosition;
 use sinks::metrics as m;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Validated;
 
-/// Source commit time (unix µs) of the newest durable change; 0 before the first.
-static LAST_DURABLE_TS: AtomicI64 = AtomicI64::new(0);
 /// Newest durable position.
 static LAST_DURABLE: AtomicU64 = AtomicU64::new(0);
 
@@ -48,19 +47,13 @@ fn now_us() -> i64 {
 }
 
 /// The core made `position`, committed at the source at `commit_ts` (unix µs), durable.
+/// (The lag in seconds is the source's `Freshness`, which heartbeats move too.)
 pub fn durable(position: u64, commit_ts: Option<i64>) {
     LAST_DURABLE.store(position, Ordering::Relaxed);
     if let Some(ts) = commit_ts {
-        LAST_DURABLE_TS.fetch_max(ts, Ordering::Relaxed);
         let latency = (now_us() - ts).max(0) as f64 / 1e6;
         metrics::histogram!(m::COMMIT_LATENCY).record(latency);
     }
-}
-
-/// Seconds since the newest durable change was committed at the source (`None` before any).
-pub fn lag_seconds() -> Option<f64> {
-    let ts = LAST_DURABLE_TS.load(Ordering::Relaxed);
-    (ts > 0).then(|| (now_us() - ts).max(0) as f64 / 1e6)
 }
 
 /// Installs the recorder (once per process), with `pipeline` as a label on every series.
@@ -97,6 +90,8 @@ pub struct Listener {
     pub hub: HubPosition,
     /// `/readyz` is unready while the lag in seconds is above this.
     pub ready_max_lag: Duration,
+    /// The source's freshness (lag in seconds) and slot WAL retention.
+    pub health: SourceHealth,
 }
 
 /// Binds `addr` now (so a taken port is a startup error) and serves until `cancel`.
@@ -183,8 +178,22 @@ fn answer<B>(listener: &Listener, req: &Request<B>) -> Response<Full<Bytes>> {
 
 /// The gauges computed at scrape time.
 fn refresh(listener: &Listener) {
-    if let Some(lag) = lag_seconds() {
-        metrics::gauge!(m::LAG_SECONDS).set(lag);
+    if let Some(lag) = listener.health.freshness.lag() {
+        metrics::gauge!(m::LAG_SECONDS).set(lag.as_secs_f64());
+    }
+    if let Some(w) = listener.health.wal.get() {
+        let set = |name: &'static str, v: Option<i64>| {
+            if let Some(v) = v {
+                metrics::gauge!(name).set(v as f64);
+            }
+        };
+        set(m::SLOT_RETAINED_WAL, w.retained_bytes);
+        set(m::SLOT_SAFE_WAL_SIZE, w.safe_wal_size);
+        set(m::SLOT_MAX_WAL_KEEP, w.max_slot_wal_keep_size);
+        for status in ["reserved", "extended", "unreserved", "lost"] {
+            let on = w.wal_status.as_deref() == Some(status);
+            metrics::gauge!(m::SLOT_WAL_STATUS, "status" => status).set(if on { 1.0 } else { 0.0 });
+        }
     }
     metrics::gauge!(m::HUB_POSITION).set(listener.hub.get().0 as f64);
     if let Some(rss) = rss_bytes() {
@@ -197,9 +206,10 @@ fn unready(listener: &Listener) -> Option<String> {
     if !STREAMING.load(Ordering::Relaxed) {
         return Some("not streaming: the source is not connected (see the log)".into());
     }
-    match lag_seconds() {
-        Some(lag) if lag > listener.ready_max_lag.as_secs_f64() => Some(format!(
-            "lag {lag:.1} s is above ready_max_lag {:?}",
+    match listener.health.freshness.lag() {
+        Some(lag) if lag > listener.ready_max_lag => Some(format!(
+            "lag {:.1} s is above ready_max_lag {:?}",
+            lag.as_secs_f64(),
             listener.ready_max_lag
         )),
         _ => None,

@@ -28,6 +28,8 @@
 //! | `sluice_sink_retries_total` / `sluice_sink_throttled_total` | counter | sink | attempts retried / answered 429 |
 //! | `sluice_streaming` | gauge | | 1 while a source session streams |
 //! | `sluice_source_retries_total` | counter | | source sessions retried after a transient failure (a cut connection) |
+//! | `sluice_slot_retained_wal_bytes` / `sluice_slot_safe_wal_size_bytes` / `sluice_slot_max_wal_keep_size_bytes` | gauge | | PostgreSQL slot WAL retention, `safe_wal_size`, `max_slot_wal_keep_size` (the WAL guard's reading, every 10 s) |
+//! | `sluice_slot_wal_status` | gauge | status | 1 for the slot's `wal_status` (`reserved`, `extended`, `unreserved`, `lost`) |
 //! | `sluice_process_resident_memory_bytes` | gauge | | RSS of the process |
 
 /// Commit position of the newest event read from the source.
@@ -78,6 +80,14 @@ pub const SINK_THROTTLED: &str = "sluice_sink_throttled_total";
 pub const STREAMING: &str = "sluice_streaming";
 /// Sessions of the source that failed transiently and were retried.
 pub const SOURCE_RETRIES: &str = "sluice_source_retries_total";
+/// WAL the PostgreSQL slot retains (`pg_current_wal_lsn() - restart_lsn`).
+pub const SLOT_RETAINED_WAL: &str = "sluice_slot_retained_wal_bytes";
+/// The slot's `safe_wal_size`.
+pub const SLOT_SAFE_WAL_SIZE: &str = "sluice_slot_safe_wal_size_bytes";
+/// The server's `max_slot_wal_keep_size` (absent when unlimited).
+pub const SLOT_MAX_WAL_KEEP: &str = "sluice_slot_max_wal_keep_size_bytes";
+/// 1 for the slot's current `wal_status`, 0 for the others.
+pub const SLOT_WAL_STATUS: &str = "sluice_slot_wal_status";
 /// Resident set size of the process.
 pub const RSS: &str = "sluice_process_resident_memory_bytes";
 
@@ -158,6 +168,21 @@ pub fn describe() {
     describe_counter!(
         SOURCE_RETRIES,
         "Source sessions retried after a transient failure."
+    );
+    describe_gauge!(
+        SLOT_RETAINED_WAL,
+        Unit::Bytes,
+        "WAL the PostgreSQL slot retains: pg_current_wal_lsn() - restart_lsn."
+    );
+    describe_gauge!(SLOT_SAFE_WAL_SIZE, Unit::Bytes, "The slot's safe_wal_size.");
+    describe_gauge!(
+        SLOT_MAX_WAL_KEEP,
+        Unit::Bytes,
+        "The server's max_slot_wal_keep_size (absent when unlimited)."
+    );
+    describe_gauge!(
+        SLOT_WAL_STATUS,
+        "1 for the slot's current wal_status, 0 for the others."
     );
     describe_gauge!(RSS, Unit::Bytes, "Resident set size of the process.");
 }
