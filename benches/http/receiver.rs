@@ -12,6 +12,7 @@
 //!   POST /_mode  body "ok" | "stall" | "503" | "storm CAP SECS"   switch (logged in stats)
 //!   POST /_reset                                                  forget every count
 //!   GET  /_stats                                                  the counts as JSON
+//!   GET  /_events                 "<lsn> <commit_ts µs> <arrival µs>" per first-accepted event
 //!   GET  /_count                  "<distinct positions> <accepted requests>" (cheap, for polling)
 //! ```
 //!
@@ -134,6 +135,8 @@ struct Stats {
     doubled: u64,
     events: u64,
     latencies_us: Vec<i64>,
+    /// `(lsn, commit_ts, arrival)` of every first-accepted event (µs), for `/_events`.
+    arrivals: Vec<(u64, i64, i64)>,
     first_accept: Option<f64>,
     last_accept: Option<f64>,
     timeline: Vec<Second>,
@@ -161,6 +164,7 @@ impl Stats {
             doubled: 0,
             events: 0,
             latencies_us: Vec::new(),
+            arrivals: Vec::new(),
             first_accept: None,
             last_accept: None,
             timeline: Vec::new(),
@@ -278,6 +282,7 @@ fn accept(shared: &Shared, key: Option<String>, body: &[u8], at: Instant, wall: 
             s.doubled += 1;
         }
         s.latencies_us.push(arrival - ts);
+        s.arrivals.push((pos.0, ts, arrival));
     }
     s.events += new;
     let sec = s.second(at);
@@ -296,6 +301,14 @@ async fn control(shared: &Shared, req: Request<Incoming>) -> Response<Full<Bytes
         .unwrap_or_default();
     match (method, path.as_str()) {
         (Method::GET, "/_stats") => answer(StatusCode::OK, shared.stats().to_json().to_string()),
+        (Method::GET, "/_events") => {
+            let s = shared.stats();
+            let mut out = String::with_capacity(s.arrivals.len() * 40);
+            for (lsn, ts, at) in &s.arrivals {
+                out.push_str(&format!("{lsn} {ts} {at}\n"));
+            }
+            answer(StatusCode::OK, out)
+        }
         (Method::GET, "/_count") => {
             let s = shared.stats();
             answer(
