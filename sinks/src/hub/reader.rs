@@ -429,7 +429,10 @@ impl RowsJson {
 
 #[cfg(test)]
 mod tests {
-    use deltalake::arrow::array::{Decimal128Array, Float64Array, Int64Array, StringArray};
+    use deltalake::arrow::array::{
+        Decimal128Array, Float64Array, Int64Array, ListBuilder, StringArray, StringBuilder,
+        TimestampMicrosecondArray,
+    };
     use deltalake::arrow::datatypes::{DataType, Schema};
     use deltalake::arrow::json::writer::LineDelimited;
     use deltalake::arrow::json::WriterBuilder;
@@ -472,5 +475,96 @@ mod tests {
         for row in &ours {
             serde_json::from_str::<Map<String, Value>>(row).unwrap();
         }
+    }
+
+    #[test]
+    fn unchanged_columns_are_absent_from_the_row_and_null_in_the_key() {
+        let mut lists = ListBuilder::new(StringBuilder::new());
+        lists.append_null();
+        lists.values().append_value("bio");
+        lists.append(true);
+        lists.values().append_value("id");
+        lists.values().append_value("bio");
+        lists.append(true);
+        let list = lists.finish();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("bio", DataType::Utf8, true),
+            Field::new(LSN_COLUMN, DataType::Int64, false),
+            Field::new(SEQ_COLUMN, DataType::Int64, false),
+            Field::new(OP_COLUMN, DataType::Utf8, false),
+            Field::new(
+                COMMIT_TS_COLUMN,
+                DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new(UNCHANGED_COLUMN, list.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec![Some("long"), None, None])),
+                Arc::new(Int64Array::from(vec![10, 10, 11])),
+                Arc::new(Int64Array::from(vec![0, 1, 0])),
+                Arc::new(StringArray::from(vec!["c", "u", "u"])),
+                Arc::new(TimestampMicrosecondArray::from(vec![5, 6, 7])),
+                Arc::new(list),
+            ],
+        )
+        .unwrap();
+        let name = TableName::parse("public.people").unwrap();
+        let mut reader = TableReader {
+            label: name.to_string(),
+            name: Arc::new(name),
+            dir: PathBuf::new(),
+            keys: None,
+            next_version: 0,
+            files: VecDeque::new(),
+            file: None,
+            rows: VecDeque::new(),
+            last: None,
+        };
+        let after = (0, 0, String::new(), 0);
+        reader
+            .decode(&batch, &after, std::path::Path::new("x.parquet"))
+            .unwrap();
+        let got: Vec<(String, Value, Vec<String>, String)> = reader
+            .rows
+            .iter()
+            .map(|c| {
+                (
+                    String::from_utf8(c.row.to_vec()).unwrap(),
+                    Value::Object(c.key.clone()),
+                    c.unchanged.clone(),
+                    c.key_id.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    r#"{"id":1,"bio":"long"}"#.to_string(),
+                    serde_json::json!({"id": 1}),
+                    vec![],
+                    "public.people\u{0}{\"id\":1}".to_string()
+                ),
+                (
+                    r#"{"id":2}"#.to_string(),
+                    serde_json::json!({"id": 2}),
+                    vec!["bio".to_string()],
+                    "public.people\u{0}{\"id\":2}".to_string()
+                ),
+                (
+                    "{}".to_string(),
+                    serde_json::json!({"id": null}),
+                    vec!["id".to_string(), "bio".to_string()],
+                    "public.people\u{0}{\"id\":null}".to_string()
+                ),
+            ]
+        );
+        assert_eq!(reader.rows[1].size(), 8);
+        assert_eq!(reader.rows[1].op, "u");
     }
 }
