@@ -24,6 +24,8 @@
 #            checked: the slot's confirmed_flush_lsn keeps advancing, and after the stall the
 #            backlog drains (every change delivered once).
 #
+# BIN=dir: take the three programs from dir instead of building them. catchup: RUNS=n runs
+# it n times; ALSO="sluice binaries" measures those too in every run, on the same backlog.
 # --quick: N=300000, STORM_SECS=20, LAT_SECS=20, STALL_SECS=30. Every knob above is also an
 # environment variable. Programs: benches/http/receiver.rs (hyper server, counts distinct
 # idempotency keys and positions, latency, per-second timeline), benches/http/baseline.rs.
@@ -62,10 +64,16 @@ scripts/dev-db.sh start >/dev/null
 eval "$(scripts/dev-db.sh env)"
 ADMIN=$SLUICE_DEV_PG_ADMIN_URL
 export PGOPTIONS="-c client_min_messages=warning"
-cargo build --release --quiet --bin sluice --example bench_http_receiver --example bench_http_baseline
-SLUICE=$CARGO_TARGET_DIR/release/sluice
-RECEIVER=$CARGO_TARGET_DIR/release/examples/bench_http_receiver
-BASELINE=$CARGO_TARGET_DIR/release/examples/bench_http_baseline
+# BIN=dir: use the sluice, bench_http_receiver and bench_http_baseline binaries in dir as they
+# are (e.g. a copy of an earlier build, to measure before and after without rebuilding).
+if [ -n "${BIN:-}" ]; then
+  SLUICE=$BIN/sluice RECEIVER=$BIN/bench_http_receiver BASELINE=$BIN/bench_http_baseline
+else
+  cargo build --release --quiet --bin sluice --example bench_http_receiver --example bench_http_baseline
+  SLUICE=$CARGO_TARGET_DIR/release/sluice
+  RECEIVER=$CARGO_TARGET_DIR/release/examples/bench_http_receiver
+  BASELINE=$CARGO_TARGET_DIR/release/examples/bench_http_baseline
+fi
 WORK=$(mktemp -d /tmp/bench-http.XXXXXX)
 PIDS=()
 SCHEMAS=()
@@ -189,8 +197,17 @@ PY
 }
 
 # ── 1. catch-up ───────────────────────────────────────────────────────────────────────────
+# RUNS=n repeats the figure; ALSO="bin…" measures these sluice binaries too, each run, on
+# the same backlog (before/after comparisons under the same machine load).
 catchup() {
-  echo "== catch-up: $N changes, max_batch_rows=$ROWS, max_concurrency=$CONC"
+  local r bin
+  for r in $(seq "${RUNS:-1}"); do
+    for bin in "$SLUICE" ${ALSO:-}; do catchup_one "$bin"; done
+  done
+}
+catchup_one() {
+  local SLUICE=$1
+  echo "== catch-up: $N changes, max_batch_rows=$ROWS, max_concurrency=$CONC, $SLUICE"
   machine
   backlog
   local cfg=$BACKLOG_DIR/hook.toml

@@ -77,17 +77,17 @@ impl Batcher {
                 None => return Ok(None),
             },
         };
-        let mut bytes = first.size;
+        let mut bytes = first.size();
         let mut changes = vec![first];
         while changes.len() < self.limits.max_rows {
             let Some(next) = self.reader.next(w)? else {
                 break;
             };
-            if next.lsn != changes[0].lsn || bytes + next.size > self.limits.max_bytes {
+            if next.lsn != changes[0].lsn || bytes + next.size() > self.limits.max_bytes {
                 self.pending = Some(next);
                 break;
             }
-            bytes += next.size;
+            bytes += next.size();
             changes.push(next);
         }
         Ok(Some(Batch { changes }))

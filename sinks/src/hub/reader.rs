@@ -25,10 +25,11 @@ use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use deltalake::arrow::array::{Array, AsArray, RecordBatch};
-use deltalake::arrow::datatypes::{Int64Type, TimestampMicrosecondType};
-use deltalake::arrow::json::writer::JsonArray;
-use deltalake::arrow::json::WriterBuilder;
+use bytes::Bytes;
+use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StructArray};
+use deltalake::arrow::datatypes::{Field, FieldRef, Int64Type, TimestampMicrosecondType};
+use deltalake::arrow::error::ArrowError;
+use deltalake::arrow::json::writer::{make_encoder, EncoderOptions};
 use deltalake::parquet::arrow::arrow_reader::{
     ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
 };
@@ -79,10 +80,10 @@ pub struct Change {
     pub key: Map<String, Value>,
     /// Identifies the key across tables (`schema.table` + key values).
     pub key_id: String,
-    /// The row's columns (without the changelog's own), as JSON.
-    pub row: Map<String, Value>,
-    /// Bytes of `row` as JSON: what batch byte limits count.
-    pub size: usize,
+    /// The row's columns (without the changelog's own) as one compact JSON object, in the
+    /// table's column order, as arrow-json encodes them (explicit nulls): sent as is by the
+    /// webhook; [`Change::row_map`] parses it where columns are needed.
+    pub row: Bytes,
 }
 
 impl Change {
@@ -95,11 +96,26 @@ impl Change {
     pub fn mark(&self) -> Mark {
         (self.lsn, self.seq, self.table.to_string(), self.dup)
     }
+
+    /// Bytes of `row` as JSON: what batch byte limits count.
+    pub fn size(&self) -> usize {
+        self.row.len()
+    }
+
+    /// `row` parsed into its columns.
+    pub fn row_map(&self) -> Result<Map<String, Value>> {
+        serde_json::from_slice(&self.row).map_err(|e| Error::Corrupt {
+            path: self.table.to_string(),
+            reason: format!("row at {}/{} is not a json object: {e}", self.lsn, self.seq),
+        })
+    }
 }
 
 /// One table's read state.
 struct TableReader {
     name: Arc<TableName>,
+    /// `name` as text, as in a [`Mark`].
+    label: String,
     dir: PathBuf,
     keys: Option<Vec<String>>,
     next_version: u64,
@@ -131,6 +147,7 @@ impl ChangelogReader {
             .map(|t| TableReader {
                 dir: lake.join(&t.schema).join(&t.name),
                 keys: keys.0.get(t).cloned(),
+                label: t.to_string(),
                 name: Arc::new(t.clone()),
                 next_version: 0,
                 files: VecDeque::new(),
@@ -148,19 +165,28 @@ impl ChangelogReader {
 
     /// The next change at or below `w`, or `None` when every table is read up to `w`.
     pub fn next(&mut self, w: Lsn) -> Result<Option<Change>> {
-        let mut best: Option<(usize, Mark)> = None;
+        // (table index, lsn, seq, dup): the label is the table's, compared without copies.
+        let mut best: Option<(usize, u64, i64, u64)> = None;
         for i in 0..self.tables.len() {
             if let Some(c) = self.tables[i].peek(&self.app_id, w, &self.after)? {
-                let p = c.mark();
-                if best.as_ref().is_none_or(|(_, b)| p < *b) {
-                    best = Some((i, p));
+                let (lsn, seq, dup) = (c.lsn, c.seq, c.dup);
+                let label = self.tables[i].label.as_str();
+                let better = best.is_none_or(|(b, bl, bs, bd)| {
+                    (lsn, seq, label, dup) < (bl, bs, self.tables[b].label.as_str(), bd)
+                });
+                if better {
+                    best = Some((i, lsn, seq, dup));
                 }
             }
         }
-        let Some((i, p)) = best else {
+        let Some((i, lsn, seq, dup)) = best else {
             return Ok(None);
         };
-        self.after = p;
+        let label = &self.tables[i].label;
+        if self.after.2 != *label {
+            self.after.2.clone_from(label);
+        }
+        (self.after.0, self.after.1, self.after.3) = (lsn, seq, dup);
         Ok(self.tables[i].rows.pop_front())
     }
 }
@@ -168,7 +194,10 @@ impl ChangelogReader {
 impl TableReader {
     fn peek(&mut self, app_id: &str, w: Lsn, after: &Mark) -> Result<Option<&Change>> {
         loop {
-            while self.rows.front().is_some_and(|c| c.mark() <= *after) {
+            let label = self.label.as_str();
+            while self.rows.front().is_some_and(|c| {
+                (c.lsn, c.seq, label, c.dup) <= (after.0, after.1, after.2.as_str(), after.3)
+            }) {
                 self.rows.pop_front();
             }
             if !self.rows.is_empty() {
@@ -218,10 +247,17 @@ impl TableReader {
     }
 
     /// Appends the rows of `batch` after `after` to `self.rows`.
+    ///
+    /// The data columns of the whole batch are encoded as JSON once, into one buffer; each
+    /// row is a slice of it (no per-row parse). The key is encoded and parsed alone.
     fn decode(&mut self, batch: &RecordBatch, after: &Mark, path: &std::path::Path) -> Result<()> {
         let corrupt = |reason: String| Error::Corrupt {
             path: path.display().to_string(),
             reason,
+        };
+        let arrow = |source| Error::Arrow {
+            table: self.name.to_string(),
+            source,
         };
         let schema = batch.schema();
         let col = |name: &str| {
@@ -251,35 +287,33 @@ impl TableReader {
             .filter(|(_, f)| !f.name().starts_with(CDC_PREFIX))
             .map(|(i, _)| i)
             .collect();
-        let projected = batch.project(&data).map_err(|source| Error::Arrow {
-            table: self.name.to_string(),
-            source,
-        })?;
-        let mut writer = WriterBuilder::new()
-            .with_explicit_nulls(true)
-            .build::<_, JsonArray>(Vec::new());
-        writer
-            .write(&projected)
-            .and_then(|()| writer.finish())
-            .map_err(|source| Error::Arrow {
-                table: self.name.to_string(),
-                source,
-            })?;
-        let json = writer.into_inner();
-        let rows: Vec<Map<String, Value>> = if projected.num_rows() == 0 {
-            Vec::new()
-        } else {
-            serde_json::from_slice(&json).map_err(|e| corrupt(e.to_string()))?
-        };
-        if rows.len() != batch.num_rows() {
-            return Err(corrupt("row count mismatch in json encoding".into()));
-        }
+        let projected = batch.project(&data).map_err(arrow)?;
+        let rows = RowsJson::encode(&projected).map_err(arrow)?;
         let keys: Vec<String> = match &self.keys {
             Some(k) => k.clone(),
             None if schema.field_with_name("id").is_ok() => vec!["id".into()],
             None => Vec::new(),
         };
-        for (i, mut row) in rows.into_iter().enumerate() {
+        let options = EncoderOptions::default().with_explicit_nulls(true);
+        let data_schema = projected.schema();
+        let key_fields: Vec<Option<(FieldRef, ArrayRef)>> = keys
+            .iter()
+            .map(|k| {
+                let (i, field) = data_schema.column_with_name(k)?;
+                Some((Arc::new(field.clone()), projected.column(i).clone()))
+            })
+            .collect();
+        let mut key_encoders = key_fields
+            .iter()
+            .map(|f| {
+                f.as_ref()
+                    .map(|(field, array)| make_encoder(field, array.as_ref(), &options))
+                    .transpose()
+            })
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(arrow)?;
+        let mut scratch = Vec::new();
+        for i in 0..batch.num_rows() {
             let position = (lsn.value(i) as u64, seq.value(i));
             let dup = match self.last {
                 Some((p, d)) if p == position => d + 1,
@@ -292,8 +326,9 @@ impl TableReader {
                 _ => 0,
             };
             self.last = Some((position, dup));
-            let table = self.name.to_string();
-            if (position.0, position.1, &table, dup) <= (after.0, after.1, &after.2, after.3) {
+            if (position.0, position.1, self.label.as_str(), dup)
+                <= (after.0, after.1, after.2.as_str(), after.3)
+            {
                 continue;
             }
             let unchanged: Vec<String> = if unchanged.is_null(i) {
@@ -306,19 +341,39 @@ impl TableReader {
                     .map(|j| names.value(j).to_string())
                     .collect()
             };
-            for u in &unchanged {
-                row.remove(u);
-            }
-            let key: Map<String, Value> = keys
-                .iter()
-                .map(|k| (k.clone(), row.get(k).cloned().unwrap_or(Value::Null)))
-                .collect();
-            let key_id = if keys.is_empty() {
-                self.name.to_string()
+            let row = if unchanged.is_empty() {
+                rows.row(i)
             } else {
-                format!("{}\u{0}{}", self.name, Value::Object(key.clone()))
+                // Rare (unchanged TOAST): this row again without the columns not sent.
+                let sent: Vec<usize> = (0..projected.num_columns())
+                    .filter(|&c| !unchanged.iter().any(|u| u == data_schema.field(c).name()))
+                    .collect();
+                let one = projected.slice(i, 1).project(&sent).map_err(arrow)?;
+                RowsJson::encode(&one).map_err(arrow)?.row(0)
             };
-            let size = serde_json::to_vec(&row).map_or(0, |v| v.len());
+            let mut key = Map::new();
+            for (k, encoder) in keys.iter().zip(key_encoders.iter_mut()) {
+                let value = match encoder {
+                    Some(e) if !e.is_null(i) && !unchanged.contains(k) => {
+                        scratch.clear();
+                        e.encode(i, &mut scratch);
+                        serde_json::from_slice(&scratch)
+                            .map_err(|e| corrupt(format!("key column {k} of {}: {e}", self.name)))?
+                    }
+                    _ => Value::Null,
+                };
+                key.insert(k.clone(), value);
+            }
+            let key_id = if keys.is_empty() {
+                self.label.clone()
+            } else {
+                let mut id = Vec::with_capacity(self.label.len() + 1 + scratch.len() + 8);
+                id.extend_from_slice(self.label.as_bytes());
+                id.push(0);
+                serde_json::to_writer(&mut id, &key)
+                    .map_err(|e| corrupt(format!("key of {}: {e}", self.name)))?;
+                String::from_utf8(id).map_err(|e| corrupt(format!("key of {}: {e}", self.name)))?
+            };
             self.rows.push_back(Change {
                 table: self.name.clone(),
                 lsn: position.0,
@@ -330,9 +385,186 @@ impl TableReader {
                 key,
                 key_id,
                 row,
-                size,
             });
         }
         Ok(())
+    }
+}
+
+/// The JSON objects of a batch's rows, encoded in one buffer: arrow-json's encoders with
+/// explicit nulls (the same text its writer produces). A row taken out is copied into its
+/// own allocation, so a change kept long (a parked one) never holds a whole batch's text.
+struct RowsJson {
+    buf: Vec<u8>,
+    /// Where each row ends in `buf` (row `i` starts where `i - 1` ends).
+    ends: Vec<usize>,
+}
+
+impl RowsJson {
+    fn encode(batch: &RecordBatch) -> std::result::Result<Self, ArrowError> {
+        let n = batch.num_rows();
+        let array = StructArray::from(batch.clone());
+        let field: FieldRef = Arc::new(Field::new_struct(
+            "",
+            batch.schema().fields().clone(),
+            false,
+        ));
+        let options = EncoderOptions::default().with_explicit_nulls(true);
+        let mut encoder = make_encoder(&field, &array, &options)?;
+        let mut buf = Vec::with_capacity(n * 64 * batch.num_columns().max(1));
+        let mut ends = Vec::with_capacity(n);
+        for i in 0..n {
+            encoder.encode(i, &mut buf);
+            ends.push(buf.len());
+        }
+        Ok(RowsJson { buf, ends })
+    }
+
+    /// Row `i`, `i` < the batch's rows.
+    fn row(&self, i: usize) -> Bytes {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        Bytes::copy_from_slice(&self.buf[start..self.ends[i]])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use deltalake::arrow::array::{
+        Decimal128Array, Float64Array, Int64Array, ListBuilder, StringArray, StringBuilder,
+        TimestampMicrosecondArray,
+    };
+    use deltalake::arrow::datatypes::{DataType, Schema};
+    use deltalake::arrow::json::writer::LineDelimited;
+    use deltalake::arrow::json::WriterBuilder;
+
+    use super::*;
+
+    #[test]
+    fn rows_are_the_text_of_arrow_jsons_writer() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("note", DataType::Utf8, true),
+            Field::new("x", DataType::Float64, true),
+            Field::new("price", DataType::Decimal128(12, 2), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec![Some("a \"q\"\n é"), None, Some("")])),
+                Arc::new(Float64Array::from(vec![Some(1.5), Some(f64::NAN), None])),
+                Arc::new(
+                    Decimal128Array::from(vec![Some(1230), None, Some(-5)])
+                        .with_precision_and_scale(12, 2)
+                        .unwrap(),
+                ),
+            ],
+        )
+        .unwrap();
+        let mut writer = WriterBuilder::new()
+            .with_explicit_nulls(true)
+            .build::<_, LineDelimited>(Vec::new());
+        writer.write(&batch).unwrap();
+        writer.finish().unwrap();
+        let text = String::from_utf8(writer.into_inner()).unwrap();
+        let rows = RowsJson::encode(&batch).unwrap();
+        let ours: Vec<String> = (0..3)
+            .map(|i| String::from_utf8(rows.row(i).to_vec()).unwrap())
+            .collect();
+        assert_eq!(ours, text.lines().collect::<Vec<_>>());
+        for row in &ours {
+            serde_json::from_str::<Map<String, Value>>(row).unwrap();
+        }
+    }
+
+    #[test]
+    fn unchanged_columns_are_absent_from_the_row_and_null_in_the_key() {
+        let mut lists = ListBuilder::new(StringBuilder::new());
+        lists.append_null();
+        lists.values().append_value("bio");
+        lists.append(true);
+        lists.values().append_value("id");
+        lists.values().append_value("bio");
+        lists.append(true);
+        let list = lists.finish();
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("bio", DataType::Utf8, true),
+            Field::new(LSN_COLUMN, DataType::Int64, false),
+            Field::new(SEQ_COLUMN, DataType::Int64, false),
+            Field::new(OP_COLUMN, DataType::Utf8, false),
+            Field::new(
+                COMMIT_TS_COLUMN,
+                DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new(UNCHANGED_COLUMN, list.data_type().clone(), true),
+        ]));
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![1, 2, 3])),
+                Arc::new(StringArray::from(vec![Some("long"), None, None])),
+                Arc::new(Int64Array::from(vec![10, 10, 11])),
+                Arc::new(Int64Array::from(vec![0, 1, 0])),
+                Arc::new(StringArray::from(vec!["c", "u", "u"])),
+                Arc::new(TimestampMicrosecondArray::from(vec![5, 6, 7])),
+                Arc::new(list),
+            ],
+        )
+        .unwrap();
+        let name = TableName::parse("public.people").unwrap();
+        let mut reader = TableReader {
+            label: name.to_string(),
+            name: Arc::new(name),
+            dir: PathBuf::new(),
+            keys: None,
+            next_version: 0,
+            files: VecDeque::new(),
+            file: None,
+            rows: VecDeque::new(),
+            last: None,
+        };
+        let after = (0, 0, String::new(), 0);
+        reader
+            .decode(&batch, &after, std::path::Path::new("x.parquet"))
+            .unwrap();
+        let got: Vec<(String, Value, Vec<String>, String)> = reader
+            .rows
+            .iter()
+            .map(|c| {
+                (
+                    String::from_utf8(c.row.to_vec()).unwrap(),
+                    Value::Object(c.key.clone()),
+                    c.unchanged.clone(),
+                    c.key_id.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (
+                    r#"{"id":1,"bio":"long"}"#.to_string(),
+                    serde_json::json!({"id": 1}),
+                    vec![],
+                    "public.people\u{0}{\"id\":1}".to_string()
+                ),
+                (
+                    r#"{"id":2}"#.to_string(),
+                    serde_json::json!({"id": 2}),
+                    vec!["bio".to_string()],
+                    "public.people\u{0}{\"id\":2}".to_string()
+                ),
+                (
+                    "{}".to_string(),
+                    serde_json::json!({"id": null}),
+                    vec!["id".to_string(), "bio".to_string()],
+                    "public.people\u{0}{\"id\":null}".to_string()
+                ),
+            ]
+        );
+        assert_eq!(reader.rows[1].size(), 8);
+        assert_eq!(reader.rows[1].op, "u");
     }
 }

@@ -22,6 +22,7 @@ use std::collections::HashMap;
 use serde_json::{Map, Value};
 
 use crate::hub::Change;
+use crate::Result;
 
 use super::config::RestSettings;
 
@@ -58,8 +59,8 @@ pub struct Folded<'a> {
     pub truncates: Vec<&'a Change>,
 }
 
-/// Folds `changes` per key.
-pub fn fold(changes: &[Change]) -> Folded<'_> {
+/// Folds `changes` per key (each row parsed into its columns here, once).
+pub fn fold(changes: &[Change]) -> Result<Folded<'_>> {
     let mut out = Folded::default();
     let mut index: HashMap<&str, usize> = HashMap::new();
     for c in changes {
@@ -76,7 +77,7 @@ pub fn fold(changes: &[Change]) -> Folded<'_> {
             index.insert(&c.key_id, out.ops.len());
             out.ops.push(Op {
                 kind,
-                row: c.row.clone(),
+                row: c.row_map()?,
                 unchanged: c.unchanged.clone(),
                 changes: vec![c],
             });
@@ -86,14 +87,14 @@ pub fn fold(changes: &[Change]) -> Folded<'_> {
         op.changes.push(c);
         if kind != OpKind::Update || op.kind == OpKind::Delete {
             op.kind = kind;
-            op.row = c.row.clone();
+            op.row = c.row_map()?;
             op.unchanged = c.unchanged.clone();
             continue;
         }
         // A partial row over an earlier upsert or update: its values win, the earlier ones
         // fill what it did not send.
-        for (k, v) in &c.row {
-            op.row.insert(k.clone(), v.clone());
+        for (k, v) in c.row_map()? {
+            op.row.insert(k, v);
         }
         let row = &op.row;
         let mut unchanged: Vec<String> = op
@@ -110,7 +111,7 @@ pub fn fold(changes: &[Change]) -> Folded<'_> {
             op.kind = OpKind::Upsert;
         }
     }
-    out
+    Ok(out)
 }
 
 /// One request's worth of an operation, rendered.
@@ -184,8 +185,7 @@ mod tests {
             unchanged: unchanged.iter().map(|s| s.to_string()).collect(),
             key: json!({"id": id}).as_object().unwrap().clone(),
             key_id: format!("public.customers/{id}"),
-            row: row.as_object().unwrap().clone(),
-            size: 8,
+            row: bytes::Bytes::from(row.to_string()),
         }
     }
 
@@ -200,7 +200,7 @@ mod tests {
             change(5, "u", 2, json!({"id": 2, "n": 6}), &["notes", "bio"]),
             change(6, "c", 3, json!({"id": 3, "n": 9, "notes": "y"}), &[]),
         ];
-        let f = fold(&changes);
+        let f = fold(&changes).unwrap();
         assert_eq!(f.truncates.len(), 1);
         let summary: Vec<_> = f
             .ops

@@ -215,7 +215,7 @@ impl HubSink for RestSink {
     /// Folds the batch per key and sends every object's request at once (in batch requests
     /// where configured); refused objects are parked with every change folded into them.
     async fn deliver(&self, batch: Arc<Batch>) -> Result<Ack> {
-        let folded = fold(&batch.changes);
+        let folded = fold(&batch.changes)?;
         let mut out: Vec<ParkedChange> = folded
             .truncates
             .iter()

@@ -13,12 +13,18 @@
 //! source did not send (unchanged TOAST) are listed in `unchanged` and absent from `row`,
 //! never sent as null. The body is a pure function of the batch, so a resend is byte-equal.
 
+use std::io::Write;
+use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
 
-use serde_json::{json, Value};
+use replication::change::TableName;
 
 use crate::http::idempotency_key;
 use crate::hub::{Batch, Change};
+
+/// Bytes of one event besides its row and key (field names, position, time, op, table):
+/// what the body is pre-sized with, so it is written without growing.
+const EVENT_OVERHEAD: usize = 160;
 
 /// A batch ready to send.
 #[derive(Debug, Clone)]
@@ -50,21 +56,52 @@ pub fn key(pipeline: &str, sink: &str, changes: &[&Change]) -> String {
 }
 
 /// Encodes `changes` (a batch or one change of it).
+///
+/// The body is written straight into one buffer sized up front: fields in the order a
+/// `serde_json::Map` sorts them, each row copied as the reader encoded it, nothing cloned.
 pub fn encode(pipeline: &str, sink: &str, changes: &[Change]) -> Encoded {
     let key = key(pipeline, sink, &changes.iter().collect::<Vec<_>>());
-    let pos = |p: (u64, i64)| json!({"lsn": p.0, "seq": p.1});
-    let events: Vec<Value> = changes.iter().map(event).collect();
-    let body = json!({
-        "pipeline": pipeline,
-        "sink": sink,
-        "id": key,
-        "first": pos(changes.first().map_or((0, 0), Change::position)),
-        "last": pos(changes.last().map_or((0, 0), Change::position)),
-        "events": events,
-    });
+    let capacity = changes
+        .iter()
+        .map(|c| c.row.len() + c.key_id.len() + EVENT_OVERHEAD)
+        .sum::<usize>()
+        + 2 * key.len()
+        + pipeline.len()
+        + sink.len()
+        + 128;
+    let mut out = Vec::with_capacity(capacity);
+    out.extend_from_slice(b"{\"events\":[");
+    let mut table: Option<(&Arc<TableName>, Vec<u8>)> = None;
+    for (i, c) in changes.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        if !table
+            .as_ref()
+            .is_some_and(|(t, _)| Arc::ptr_eq(t, &c.table))
+        {
+            table = Some((&c.table, json_str(&c.table.to_string())));
+        }
+        event(
+            &mut out,
+            c,
+            table.as_ref().map_or(&[][..], |(_, name)| name),
+        );
+    }
+    out.extend_from_slice(b"],\"first\":");
+    position(&mut out, changes.first().map_or((0, 0), Change::position));
+    out.extend_from_slice(b",\"id\":");
+    str_into(&mut out, &key);
+    out.extend_from_slice(b",\"last\":");
+    position(&mut out, changes.last().map_or((0, 0), Change::position));
+    out.extend_from_slice(b",\"pipeline\":");
+    str_into(&mut out, pipeline);
+    out.extend_from_slice(b",\"sink\":");
+    str_into(&mut out, sink);
+    out.push(b'}');
     Encoded {
         key,
-        body: bytes::Bytes::from(serde_json::to_vec(&body).unwrap_or_default()),
+        body: bytes::Bytes::from(out),
     }
 }
 
@@ -73,31 +110,59 @@ pub fn encode_batch(pipeline: &str, sink: &str, batch: &Batch) -> Encoded {
     encode(pipeline, sink, &batch.changes)
 }
 
-fn event(c: &Change) -> Value {
+/// One event, `table` already as a JSON string.
+fn event(out: &mut Vec<u8>, c: &Change, table: &[u8]) {
     let ts = UNIX_EPOCH + Duration::from_micros(c.commit_ts.max(0) as u64);
-    json!({
-        "table": c.table.to_string(),
-        "op": c.op,
-        "position": {"lsn": c.lsn, "seq": c.seq},
-        "commit_ts": humantime::format_rfc3339_micros(ts).to_string(),
-        "key": c.key,
-        "unchanged": c.unchanged,
-        "row": c.row,
-    })
+    out.extend_from_slice(b"{\"commit_ts\":\"");
+    // RFC 3339 text needs no escaping; writing into a Vec cannot fail.
+    let _ = write!(out, "{}", humantime::format_rfc3339_micros(ts));
+    out.extend_from_slice(b"\",\"key\":");
+    // A map of strings and JSON values always serializes; writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, &c.key);
+    out.extend_from_slice(b",\"op\":");
+    str_into(out, &c.op);
+    out.extend_from_slice(b",\"position\":");
+    position(out, c.position());
+    out.extend_from_slice(b",\"row\":");
+    out.extend_from_slice(&c.row);
+    out.extend_from_slice(b",\"table\":");
+    out.extend_from_slice(table);
+    out.extend_from_slice(b",\"unchanged\":[");
+    for (i, u) in c.unchanged.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        str_into(out, u);
+    }
+    out.extend_from_slice(b"]}");
+}
+
+fn position(out: &mut Vec<u8>, (lsn, seq): (u64, i64)) {
+    let _ = write!(out, "{{\"lsn\":{lsn},\"seq\":{seq}}}");
+}
+
+/// `s` as a JSON string (serde_json's escaping).
+fn str_into(out: &mut Vec<u8>, s: &str) {
+    // Serializing a str into a Vec cannot fail.
+    let _ = serde_json::to_writer(out, s);
+}
+
+fn json_str(s: &str) -> Vec<u8> {
+    let mut v = Vec::with_capacity(s.len() + 2);
+    str_into(&mut v, s);
+    v
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use replication::change::TableName;
-    use serde_json::Map;
+    use serde_json::{json, Map, Value};
 
     use super::*;
 
     fn change(seq: i64, unchanged: &[&str]) -> Change {
-        let mut row = Map::new();
-        row.insert("id".into(), json!(seq));
+        let mut key = Map::new();
+        key.insert("id".into(), json!(seq));
         Change {
             table: Arc::new(TableName::parse("public.orders").unwrap()),
             lsn: 100,
@@ -106,11 +171,40 @@ mod tests {
             op: "u".into(),
             commit_ts: 1_700_000_000_000_000,
             unchanged: unchanged.iter().map(|s| s.to_string()).collect(),
-            key: row.clone(),
+            key,
             key_id: format!("k{seq}"),
-            row,
-            size: 8,
+            row: bytes::Bytes::from(format!(
+                r#"{{"id":{seq},"note":"a \"q\" é\n","price":12.30,"gone":null}}"#
+            )),
         }
+    }
+
+    /// The body as the encoder wrote it before it copied raw rows: `json!` of every field.
+    fn reference(pipeline: &str, sink: &str, changes: &[Change]) -> Value {
+        let pos = |p: (u64, i64)| json!({"lsn": p.0, "seq": p.1});
+        let events: Vec<Value> = changes
+            .iter()
+            .map(|c| {
+                let ts = UNIX_EPOCH + Duration::from_micros(c.commit_ts.max(0) as u64);
+                json!({
+                    "table": c.table.to_string(),
+                    "op": c.op,
+                    "position": {"lsn": c.lsn, "seq": c.seq},
+                    "commit_ts": humantime::format_rfc3339_micros(ts).to_string(),
+                    "key": c.key,
+                    "unchanged": c.unchanged,
+                    "row": c.row_map().unwrap(),
+                })
+            })
+            .collect();
+        json!({
+            "pipeline": pipeline,
+            "sink": sink,
+            "id": key(pipeline, sink, &changes.iter().collect::<Vec<_>>()),
+            "first": pos(changes.first().map_or((0, 0), Change::position)),
+            "last": pos(changes.last().map_or((0, 0), Change::position)),
+            "events": events,
+        })
     }
 
     #[test]
@@ -128,5 +222,16 @@ mod tests {
             json!("2023-11-14T22:13:20.000000Z")
         );
         assert_ne!(a.key, encode("shop", "hook", &changes[..1]).key);
+    }
+
+    #[test]
+    fn same_json_as_the_value_built_body() {
+        let mut changes = [change(0, &["notes", "bio"]), change(1, &[]), change(2, &[])];
+        changes[2].table = Arc::new(TableName::parse("public.o\"dd").unwrap());
+        for n in 1..=changes.len() {
+            let body = encode("sh\"op", "hook", &changes[..n]).body;
+            let v: Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(v, reference("sh\"op", "hook", &changes[..n]), "{n} events");
+        }
     }
 }
