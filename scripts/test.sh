@@ -9,6 +9,11 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
 export PATH="$HOME/.cargo/bin:$PATH"
 
 scripts/dev-db.sh start
+# Slots an earlier interrupted run left behind would hold WAL on the dev cluster forever
+# (each test drops and re-creates its own); none of them is in use between runs.
+eval "$(scripts/dev-db.sh env)"
+psql "$SLUICE_DEV_PG_ADMIN_URL" -Atq -c \
+  "SELECT count(pg_drop_replication_slot(slot_name)) FROM pg_replication_slots WHERE NOT active AND slot_name LIKE 'sluice\_t%'" >/dev/null
 # Kinto and Datasette, the REST APIs the REST sink's tests deliver to (exports their URLs
 # and the Datasette token).
 scripts/dev-http.sh start
