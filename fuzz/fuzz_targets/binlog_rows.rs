@@ -16,7 +16,7 @@ use mysql_common::binlog::consts::BinlogVersion;
 use mysql_common::binlog::events::{EventData, RowsEventData};
 use mysql_common::binlog::EventStreamReader;
 use replication::cdc::{Op, RowPosition};
-use replication::mysql::rows::{image, Present};
+use replication::mysql::rows::{next_row, Images, Present};
 use replication::mysql::shape::{MyShape, MyTableBuilder};
 use replication::Lsn;
 
@@ -88,6 +88,11 @@ fn decode_rows(rows: &RowsEventData<'_>, shape: &Arc<MyShape>) -> Result<(), Str
     );
     let mut builder = MyTableBuilder::new(shape.clone(), 16);
     let describe = || "fuzz".to_string();
+    let images = match op {
+        Op::Insert => Images::After,
+        Op::Delete => Images::Before,
+        _ => Images::BeforeAndAfter,
+    };
     let mut data = rows.rows_data();
     let (mut old, mut new) = (Vec::new(), Vec::new());
     let mut seq = 0;
@@ -100,28 +105,25 @@ fn decode_rows(rows: &RowsEventData<'_>, shape: &Arc<MyShape>) -> Result<(), Str
         }
     };
     while !data.is_empty() {
+        next_row(
+            &mut data,
+            &shape.raw,
+            images,
+            (&before, &after),
+            &mut old,
+            &mut new,
+        )?;
+        let mut append = |op, row: &[_]| {
+            builder
+                .append(op, pos(), row, &describe)
+                .map_err(|e| e.to_string())
+        };
         match op {
-            Op::Insert => {
-                image(&mut data, &shape.raw, &after, &mut new)?;
-                builder
-                    .append(Op::Insert, pos(), &new, &describe)
-                    .map_err(|e| e.to_string())?;
-            }
-            Op::Delete => {
-                image(&mut data, &shape.raw, &before, &mut old)?;
-                builder
-                    .append(Op::Delete, pos(), &old, &describe)
-                    .map_err(|e| e.to_string())?;
-            }
+            Op::Insert => append(Op::Insert, &new)?,
+            Op::Delete => append(Op::Delete, &old)?,
             _ => {
-                image(&mut data, &shape.raw, &before, &mut old)?;
-                image(&mut data, &shape.raw, &after, &mut new)?;
-                builder
-                    .append(Op::Delete, pos(), &old, &describe)
-                    .map_err(|e| e.to_string())?;
-                builder
-                    .append(Op::Update, pos(), &new, &describe)
-                    .map_err(|e| e.to_string())?;
+                append(Op::Delete, &old)?;
+                append(Op::Update, &new)?;
             }
         }
     }
