@@ -47,6 +47,8 @@ fn write(out: &mut String, value: &jsonb::Value<'_>, depth: usize) -> Result<(),
         V::U32(x) => push(out, x),
         V::I64(x) => push(out, x),
         V::U64(x) => push(out, x),
+        // MySQL stores no NaN or infinity in JSON; their text would not be JSON.
+        V::F64(x) if !x.is_finite() => return Err(format!("JSON double {x} is not finite")),
         V::F64(x) => out.push_str(&double(*x)),
         V::String(s) => string(out, s.str_raw())?,
         V::SmallArray(a) => array(out, a, depth)?,
@@ -237,6 +239,23 @@ mod tests {
                 assert!(text(&bytes[..cut]).is_err(), "{json} cut at {cut}");
             }
         }
+    }
+
+    #[test]
+    fn non_finite_doubles_are_errors() {
+        // Found by the mysql_json fuzz target: a double of bits ffff…ff00 (NaN) rendered as
+        // "NaN.0", which is not JSON.
+        let crash = hex(
+            "0b00ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\
+             ffffffffffffffffffffffffffffffffff0000000000f83f",
+        );
+        assert!(text(&crash).is_err());
+        for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let doc: Vec<u8> = std::iter::once(0x0b).chain(x.to_le_bytes()).collect();
+            assert!(text(&doc).is_err(), "{x}");
+        }
+        let doc: Vec<u8> = std::iter::once(0x0b).chain(1.5f64.to_le_bytes()).collect();
+        assert_eq!(text(&doc).unwrap(), "1.5");
     }
 
     #[test]
