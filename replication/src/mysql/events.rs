@@ -92,4 +92,37 @@ mod tests {
         assert!(matches!(classify(166), Kind::Refused(_)));
         assert_eq!(classify(161), Kind::Pass);
     }
+
+    #[test]
+    fn captured_gtid_bodies_at_every_truncation() {
+        // MariaDB 10.11's GTID event bodies (checksum removed; scripts/fuzz-seeds.sh): a
+        // transaction's (flags 0x0c) and a DDL statement's (0x29: standalone, DDL). Every
+        // prefix shorter than the 13 bytes read is refused, every longer one reads the same.
+        for (body, seq, standalone) in [
+            (
+                [
+                    0xbb, 0x75, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x0c, 0, 0, 0, 0, 0, 0,
+                ],
+                0x75bb,
+                false,
+            ),
+            (
+                [
+                    0xb9, 0x75, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x29, 0, 0, 0, 0, 0, 0,
+                ],
+                0x75b9,
+                true,
+            ),
+        ] {
+            let whole = MariadbGtid {
+                domain: 0,
+                seq,
+                standalone,
+            };
+            for cut in 0..=body.len() {
+                let expected = (cut >= 13).then_some(whole);
+                assert_eq!(mariadb_gtid(&body[..cut]), expected, "cut at {cut}");
+            }
+        }
+    }
 }

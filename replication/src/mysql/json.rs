@@ -17,6 +17,11 @@ use mysql_common::proto::MyDeserialize;
 
 use super::rows::{decimal, Cursor, RowError};
 
+/// Deepest nesting rendered. MySQL refuses documents nested deeper than 100
+/// (`JSON_DOCUMENT_MAX_DEPTH`), so no real value comes near; the bound keeps a malformed one
+/// from recursing through the stack (a 2 MiB tokio worker stack holds a few thousand levels).
+const MAX_DEPTH: usize = 200;
+
 /// The JSON text of a binary JSON value (empty: `null`, as MySQL reads it).
 pub fn text(bytes: &[u8]) -> Result<String, RowError> {
     if bytes.is_empty() {
@@ -24,12 +29,15 @@ pub fn text(bytes: &[u8]) -> Result<String, RowError> {
     }
     let value = jsonb::Value::deserialize((), &mut ParseBuf(bytes)).map_err(|e| e.to_string())?;
     let mut out = String::with_capacity(bytes.len() * 2);
-    write(&mut out, &value)?;
+    write(&mut out, &value, 0)?;
     Ok(out)
 }
 
-fn write(out: &mut String, value: &jsonb::Value<'_>) -> Result<(), RowError> {
+fn write(out: &mut String, value: &jsonb::Value<'_>, depth: usize) -> Result<(), RowError> {
     use jsonb::Value as V;
+    if depth > MAX_DEPTH {
+        return Err(format!("JSON nested deeper than {MAX_DEPTH} levels"));
+    }
     match value {
         V::Null => out.push_str("null"),
         V::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
@@ -39,12 +47,14 @@ fn write(out: &mut String, value: &jsonb::Value<'_>) -> Result<(), RowError> {
         V::U32(x) => push(out, x),
         V::I64(x) => push(out, x),
         V::U64(x) => push(out, x),
+        // MySQL stores no NaN or infinity in JSON; their text would not be JSON.
+        V::F64(x) if !x.is_finite() => return Err(format!("JSON double {x} is not finite")),
         V::F64(x) => out.push_str(&double(*x)),
         V::String(s) => string(out, s.str_raw())?,
-        V::SmallArray(a) => array(out, a)?,
-        V::LargeArray(a) => array(out, a)?,
-        V::SmallObject(o) => object(out, o)?,
-        V::LargeObject(o) => object(out, o)?,
+        V::SmallArray(a) => array(out, a, depth)?,
+        V::LargeArray(a) => array(out, a, depth)?,
+        V::SmallObject(o) => object(out, o, depth)?,
+        V::LargeObject(o) => object(out, o, depth)?,
         V::Opaque(o) => opaque(out, o.value_type(), o.data_raw())?,
     }
     Ok(())
@@ -57,13 +67,14 @@ fn push(out: &mut String, x: impl std::fmt::Display) {
 fn array<T: StorageFormat>(
     out: &mut String,
     a: &ComplexValue<'_, T, jsonb::Array>,
+    depth: usize,
 ) -> Result<(), RowError> {
     out.push('[');
     for (i, item) in a.iter().enumerate() {
         if i > 0 {
             out.push_str(", ");
         }
-        write(out, &item.map_err(|e| e.to_string())?)?;
+        write(out, &item.map_err(|e| e.to_string())?, depth + 1)?;
     }
     out.push(']');
     Ok(())
@@ -72,6 +83,7 @@ fn array<T: StorageFormat>(
 fn object<T: StorageFormat>(
     out: &mut String,
     o: &ComplexValue<'_, T, jsonb::Object>,
+    depth: usize,
 ) -> Result<(), RowError> {
     out.push('{');
     for (i, entry) in o.iter().enumerate() {
@@ -81,7 +93,7 @@ fn object<T: StorageFormat>(
         }
         string(out, key.value_raw())?;
         out.push_str(": ");
-        write(out, &value)?;
+        write(out, &value, depth + 1)?;
     }
     out.push('}');
     Ok(())
@@ -196,6 +208,76 @@ mod tests {
         ] {
             assert_eq!(double(x), mysql, "{x}");
         }
+    }
+
+    fn hex(s: &str) -> Vec<u8> {
+        let s: Vec<u8> = s.bytes().filter(u8::is_ascii_hexdigit).collect();
+        s.chunks(2)
+            .map(|p| u8::from_str_radix(std::str::from_utf8(p).unwrap(), 16).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn captured_values_render_and_every_truncation_is_an_error() {
+        // MySQL 9.7's binary form of two documents (scripts/fuzz-seeds.sh, fuzz/seeds/mysql_json/).
+        for (binary, json) in [
+            (
+                "000400470020000000200001002100010022000200050000050100002400023a0061636262020016\
+                 0012000100130001000400000c14006465016603000d00050100050200050300",
+                r#"{"": 0, "a": 1, "c": {"d": null, "e": "f"}, "bb": [1, 2, 3]}"#,
+            ),
+            (
+                "02030038000f0d000f17000f2800f6080c038000000c0159f60f1d147fffffffe2329affffffffff\
+                 fff60e1b00800000640000000000000000",
+                "[12.345, -0.50000000000000000000, 100000000000000000000]",
+            ),
+        ] {
+            let bytes = hex(binary);
+            assert_eq!(text(&bytes).unwrap(), json);
+            // The empty value is JSON null (MySQL reads it so); every other prefix is short.
+            for cut in 1..bytes.len() {
+                assert!(text(&bytes[..cut]).is_err(), "{json} cut at {cut}");
+            }
+        }
+    }
+
+    #[test]
+    fn non_finite_doubles_are_errors() {
+        // Found by the mysql_json fuzz target: a double of bits ffff…ff00 (NaN) rendered as
+        // "NaN.0", which is not JSON.
+        let crash = hex(
+            "0b00ffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff\
+             ffffffffffffffffffffffffffffffffff0000000000f83f",
+        );
+        assert!(text(&crash).is_err());
+        for x in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY] {
+            let doc: Vec<u8> = std::iter::once(0x0b).chain(x.to_le_bytes()).collect();
+            assert!(text(&doc).is_err(), "{x}");
+        }
+        let doc: Vec<u8> = std::iter::once(0x0b).chain(1.5f64.to_le_bytes()).collect();
+        assert_eq!(text(&doc).unwrap(), "1.5");
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_stack_overflow() {
+        // [[[…[]…]]]: each small array of one element is 4 header bytes (count, size), a 3-byte
+        // entry (type 0x02, offset 7) and the inner array; the outermost type byte comes first.
+        let nested = |levels: usize| {
+            let mut doc = vec![0x02];
+            for k in 0..levels {
+                let size = (7 * (levels - k) + 4) as u16;
+                doc.extend([1, 0]);
+                doc.extend(size.to_le_bytes());
+                doc.extend([0x02, 7, 0]);
+            }
+            doc.extend([0, 0, 4, 0]); // []
+            doc
+        };
+        assert_eq!(text(&nested(3)).unwrap(), "[[[[]]]]");
+        assert!(text(&nested(MAX_DEPTH)).is_ok());
+        // Offsets are 16 bits in the small format: stop short of 64 KiB.
+        let err = text(&nested(9000)).unwrap_err();
+        assert!(err.contains("nested deeper"), "{err}");
     }
 
     #[test]

@@ -516,8 +516,11 @@ impl Column {
                     return Err("set bit beyond its labels".into());
                 }
                 let mut out = String::new();
+                // 64 bits name at most 64 labels (a SET's limit); more, from a malformed table
+                // map, would shift past the u64.
                 for (i, label) in labels
                     .iter()
+                    .take(64)
                     .enumerate()
                     .filter(|(i, _)| bits & (1 << i) != 0)
                 {
@@ -811,6 +814,17 @@ mod tests {
         assert!(d
             .append(&MyType::Date, &Cell::Date { y: 0, m: 0, d: 0 })
             .is_err());
+        // A table map can claim more SET labels than 64 bits can name: the rest are unused.
+        let many: Arc<[String]> = (0..70).map(|i| format!("l{i}")).collect();
+        let mut s = Column::new(&MyType::Set(many.clone()), 1);
+        s.append(&MyType::Set(many), &Cell::Set(1 << 63 | 1))
+            .unwrap();
+        let s = s.finish();
+        let s = s
+            .as_any()
+            .downcast_ref::<deltalake::arrow::array::StringArray>()
+            .unwrap();
+        assert_eq!(s.value(0), "l0,l63");
     }
 
     #[test]

@@ -38,7 +38,7 @@ use super::conninfo::MyConnInfo;
 use super::events::{self, Kind};
 use super::gtid::GtidSet;
 use super::position::BinlogPosition;
-use super::rows::{image, Present};
+use super::rows::{next_row, Images, Present};
 use super::shape::{MyShape, MyTableBuilder};
 use crate::cdc::{now_micros, Op, RowPosition};
 use crate::change::{Event, TableBatch, TableName};
@@ -720,6 +720,11 @@ impl Source {
                 .map(|b| b.iter().by_vals().collect())
                 .unwrap_or_default(),
         );
+        let images = match kind {
+            Op::Insert => Images::After,
+            Op::Delete => Images::Before,
+            _ => Images::BeforeAndAfter,
+        };
         let mut data = rows.rows_data();
         let (mut old, mut new) = (Vec::new(), Vec::new());
         let mut added = 0;
@@ -733,20 +738,25 @@ impl Source {
                 open.seq += 1;
                 pos
             };
+            next_row(
+                &mut data,
+                &shape.raw,
+                images,
+                (&before, &after),
+                &mut old,
+                &mut new,
+            )
+            .map_err(bad)?;
             match kind {
                 Op::Insert => {
-                    image(&mut data, &shape.raw, &after, &mut new).map_err(bad)?;
                     slot.builder
                         .append(Op::Insert, next_pos(), &new, &describe)?;
                 }
                 Op::Delete => {
-                    image(&mut data, &shape.raw, &before, &mut old).map_err(bad)?;
                     slot.builder
                         .append(Op::Delete, next_pos(), &old, &describe)?;
                 }
                 _ => {
-                    image(&mut data, &shape.raw, &before, &mut old).map_err(bad)?;
-                    image(&mut data, &shape.raw, &after, &mut new).map_err(bad)?;
                     if shape.key.iter().any(|&k| old.get(k) != new.get(k)) {
                         slot.builder
                             .append(Op::Delete, next_pos(), &old, &describe)?;
