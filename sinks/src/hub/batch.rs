@@ -28,9 +28,20 @@ pub struct BatchLimits {
 pub struct Batch {
     /// The changes (never empty).
     pub changes: Vec<Change>,
+    /// Their [`Change::key_hash`]es, sorted, without repeats: what the runner keeps from
+    /// being in flight twice.
+    pub keys: Vec<u64>,
 }
 
 impl Batch {
+    /// A batch of `changes`.
+    pub fn new(changes: Vec<Change>) -> Self {
+        let mut keys: Vec<u64> = changes.iter().map(|c| c.key_hash).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        Batch { changes, keys }
+    }
+
     /// Position of its first change.
     pub fn first(&self) -> (u64, i64) {
         self.changes.first().map_or((0, 0), Change::position)
@@ -90,6 +101,6 @@ impl Batcher {
             bytes += next.size();
             changes.push(next);
         }
-        Ok(Some(Batch { changes }))
+        Ok(Some(Batch::new(changes)))
     }
 }

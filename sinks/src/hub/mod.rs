@@ -40,6 +40,7 @@
 mod batch;
 mod cursor;
 mod dead_letters;
+mod json_text;
 mod log;
 mod position;
 mod reader;
@@ -58,7 +59,7 @@ pub use dead_letters::{
     DEAD_LETTERS_DIR,
 };
 pub use position::{hub_file, HubPosition, HubState, STATE_DIR};
-pub use reader::{Change, ChangelogReader, KeyColumns, Mark};
+pub use reader::{key_hash, Change, ChangelogReader, KeyColumns, Mark};
 pub use redeliver::{redeliver, RedeliverReport};
 pub use runner::{run, RunOptions, Until};
 

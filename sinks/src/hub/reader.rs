@@ -26,10 +26,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use deltalake::arrow::array::{Array, ArrayRef, AsArray, RecordBatch, StructArray};
+use deltalake::arrow::array::{Array, AsArray, RecordBatch, StructArray};
 use deltalake::arrow::datatypes::{Field, FieldRef, Int64Type, TimestampMicrosecondType};
 use deltalake::arrow::error::ArrowError;
-use deltalake::arrow::json::writer::{make_encoder, EncoderOptions};
+use deltalake::arrow::json::writer::{make_encoder, EncoderOptions, NullableEncoder};
 use deltalake::parquet::arrow::arrow_reader::{
     ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder,
 };
@@ -39,6 +39,7 @@ use replication::change::{
 use replication::Lsn;
 use serde_json::{Map, Value};
 
+use super::json_text::FastText;
 use super::log::read_version;
 use crate::{Error, Result};
 
@@ -71,15 +72,18 @@ pub struct Change {
     /// Ordinal among this table's rows with the same `(lsn, seq)` (0 but for snapshots).
     pub dup: u64,
     /// `c`, `u`, `d`, `r` or `t`.
-    pub op: String,
+    pub op: &'static str,
     /// Commit time, unix microseconds.
     pub commit_ts: i64,
     /// Columns whose value the source did not send (unchanged TOAST): absent from `row`.
     pub unchanged: Vec<String>,
-    /// The key columns and their values.
-    pub key: Map<String, Value>,
-    /// Identifies the key across tables (`schema.table` + key values).
-    pub key_id: String,
+    /// The key columns and their values as one compact JSON object, columns sorted by name
+    /// (the text `serde_json` gives a `Map` of them): sent as is by the webhook, stored as
+    /// is in the dead-letter table; [`Change::key_map`] parses it.
+    pub key: Bytes,
+    /// A hash of the table and `key`: equal keys have equal hashes (different keys rarely
+    /// do, which only makes a batch wait for another one needlessly).
+    pub key_hash: u64,
     /// The row's columns (without the changelog's own) as one compact JSON object, in the
     /// table's column order, as arrow-json encodes them (explicit nulls): sent as is by the
     /// webhook; [`Change::row_map`] parses it where columns are needed.
@@ -104,11 +108,55 @@ impl Change {
 
     /// `row` parsed into its columns.
     pub fn row_map(&self) -> Result<Map<String, Value>> {
-        serde_json::from_slice(&self.row).map_err(|e| Error::Corrupt {
+        self.parse(&self.row, "row")
+    }
+
+    /// `key` parsed into its columns.
+    pub fn key_map(&self) -> Result<Map<String, Value>> {
+        self.parse(&self.key, "key")
+    }
+
+    /// `key` as text.
+    pub fn key_text(&self) -> &str {
+        // Written by serde_json (or arrow-json's serde_json strings): always UTF-8.
+        std::str::from_utf8(&self.key).unwrap_or_default()
+    }
+
+    fn parse(&self, json: &[u8], what: &str) -> Result<Map<String, Value>> {
+        serde_json::from_slice(json).map_err(|e| Error::Corrupt {
             path: self.table.to_string(),
-            reason: format!("row at {}/{} is not a json object: {e}", self.lsn, self.seq),
+            reason: format!(
+                "{what} at {}/{} is not a json object: {e}",
+                self.lsn, self.seq
+            ),
         })
     }
+}
+
+/// The hash of a key of table `label` ([`Change::key_hash`]): FNV-1a over the label, a
+/// separator and the key text, then splitmix64's finalizer so every bit depends on every
+/// byte (the runner's set uses it as is). Not keyed: nothing here is chosen by an attacker
+/// that could not just as well write one key many times, and it is the same in every run.
+pub fn key_hash(label: &str, key: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in label.as_bytes().iter().chain(&[0xff]).chain(key) {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
+}
+
+/// The op column's value as one of the five ops.
+fn op_of(op: &str) -> Option<&'static str> {
+    Some(match op {
+        "c" => "c",
+        "u" => "u",
+        "d" => "d",
+        "r" => "r",
+        "t" => "t",
+        _ => return None,
+    })
 }
 
 /// One table's read state.
@@ -289,30 +337,34 @@ impl TableReader {
             .collect();
         let projected = batch.project(&data).map_err(arrow)?;
         let rows = RowsJson::encode(&projected).map_err(arrow)?;
-        let keys: Vec<String> = match &self.keys {
+        let mut keys: Vec<String> = match &self.keys {
             Some(k) => k.clone(),
             None if schema.field_with_name("id").is_ok() => vec!["id".into()],
             None => Vec::new(),
         };
-        let options = EncoderOptions::default().with_explicit_nulls(true);
+        // The key's text is a serde_json `Map`'s: columns sorted by name.
+        keys.sort();
+        keys.dedup();
         let data_schema = projected.schema();
-        let key_fields: Vec<Option<(FieldRef, ArrayRef)>> = keys
+        let options = json_options();
+        let key_fields: Vec<Option<FieldRef>> = keys
             .iter()
             .map(|k| {
-                let (i, field) = data_schema.column_with_name(k)?;
-                Some((Arc::new(field.clone()), projected.column(i).clone()))
+                data_schema
+                    .column_with_name(k)
+                    .map(|(_, f)| Arc::new(f.clone()))
             })
             .collect();
-        let mut key_encoders = key_fields
+        let mut key_columns = keys
             .iter()
-            .map(|f| {
-                f.as_ref()
-                    .map(|(field, array)| make_encoder(field, array.as_ref(), &options))
-                    .transpose()
-            })
+            .zip(&key_fields)
+            .map(|(k, f)| KeyColumn::new(k, f.as_ref(), &projected, &options))
             .collect::<std::result::Result<Vec<_>, _>>()
             .map_err(arrow)?;
+        // Every row's key, one after the other in one buffer; a change holds a slice of it.
+        let mut key_text = Vec::with_capacity(batch.num_rows() * 16);
         let mut scratch = Vec::new();
+        let mut taken = Vec::with_capacity(batch.num_rows());
         for i in 0..batch.num_rows() {
             let position = (lsn.value(i) as u64, seq.value(i));
             let dup = match self.last {
@@ -341,61 +393,153 @@ impl TableReader {
                     .map(|j| names.value(j).to_string())
                     .collect()
             };
-            let row = if unchanged.is_empty() {
-                rows.row(i)
+            let own_row = if unchanged.is_empty() {
+                None
             } else {
                 // Rare (unchanged TOAST): this row again without the columns not sent.
                 let sent: Vec<usize> = (0..projected.num_columns())
                     .filter(|&c| !unchanged.iter().any(|u| u == data_schema.field(c).name()))
                     .collect();
                 let one = projected.slice(i, 1).project(&sent).map_err(arrow)?;
-                RowsJson::encode(&one).map_err(arrow)?.row(0)
+                Some(RowsJson::encode(&one).map_err(arrow)?.row(0))
             };
-            let mut key = Map::new();
-            for (k, encoder) in keys.iter().zip(key_encoders.iter_mut()) {
-                let value = match encoder {
-                    Some(e) if !e.is_null(i) && !unchanged.contains(k) => {
-                        scratch.clear();
-                        e.encode(i, &mut scratch);
-                        serde_json::from_slice(&scratch)
-                            .map_err(|e| corrupt(format!("key column {k} of {}: {e}", self.name)))?
-                    }
-                    _ => Value::Null,
-                };
-                key.insert(k.clone(), value);
+            let op = op_of(op.value(i))
+                .ok_or_else(|| corrupt(format!("unknown {OP_COLUMN} {:?}", op.value(i))))?;
+            key_text.push(b'{');
+            for (n, column) in key_columns.iter_mut().enumerate() {
+                if n > 0 {
+                    key_text.push(b',');
+                }
+                key_text.extend_from_slice(&column.name);
+                let sent = !unchanged.iter().any(|u| *u == column.column);
+                column
+                    .write(i, sent, &mut key_text, &mut scratch)
+                    .map_err(|e| {
+                        corrupt(format!(
+                            "key column {} of {}: {e}",
+                            column.column, self.name
+                        ))
+                    })?;
             }
-            let key_id = if keys.is_empty() {
-                self.label.clone()
-            } else {
-                let mut id = Vec::with_capacity(self.label.len() + 1 + scratch.len() + 8);
-                id.extend_from_slice(self.label.as_bytes());
-                id.push(0);
-                serde_json::to_writer(&mut id, &key)
-                    .map_err(|e| corrupt(format!("key of {}: {e}", self.name)))?;
-                String::from_utf8(id).map_err(|e| corrupt(format!("key of {}: {e}", self.name)))?
-            };
+            key_text.push(b'}');
+            taken.push((i, position, dup, op, unchanged, own_row, key_text.len()));
+        }
+        let key_text = Bytes::from(key_text);
+        let mut key_start = 0;
+        for (i, position, dup, op, unchanged, own_row, key_end) in taken {
+            let key = key_text.slice(key_start..key_end);
+            key_start = key_end;
             self.rows.push_back(Change {
                 table: self.name.clone(),
                 lsn: position.0,
                 seq: position.1,
                 dup,
-                op: op.value(i).to_string(),
+                op,
                 commit_ts: ts.value(i),
                 unchanged,
+                key_hash: key_hash(&self.label, &key),
                 key,
-                key_id,
-                row,
+                row: own_row.unwrap_or_else(|| rows.row(i)),
             });
         }
         Ok(())
     }
 }
 
+/// One key column of a decoded batch, writing its values as JSON.
+struct KeyColumn<'a> {
+    column: String,
+    /// `"name":`
+    name: Vec<u8>,
+    /// `None`: the table has no such column (its value is null).
+    encoder: Option<NullableEncoder<'a>>,
+    /// Whether arrow-json's text of a value is already serde_json's (integers, booleans,
+    /// strings: the same digits, the same escaping); other types are parsed and written
+    /// again (a decimal `12.30` is serde_json's `12.3`), so the key text stays a `Map`'s.
+    canonical: bool,
+}
+
+impl<'a> KeyColumn<'a> {
+    fn new(
+        column: &str,
+        field: Option<&'a FieldRef>,
+        batch: &'a RecordBatch,
+        options: &'a EncoderOptions,
+    ) -> std::result::Result<Self, ArrowError> {
+        use deltalake::arrow::datatypes::DataType as T;
+        let mut name = serde_json::to_vec(column).unwrap_or_default();
+        name.push(b':');
+        let (encoder, canonical) = match field.zip(batch.column_by_name(column)) {
+            None => (None, true),
+            Some((field, array)) => {
+                let canonical = matches!(
+                    field.data_type(),
+                    T::Int8
+                        | T::Int16
+                        | T::Int32
+                        | T::Int64
+                        | T::UInt8
+                        | T::UInt16
+                        | T::UInt32
+                        | T::UInt64
+                        | T::Boolean
+                        | T::Utf8
+                        | T::LargeUtf8
+                );
+                (
+                    Some(make_encoder(field, array.as_ref(), options)?),
+                    canonical,
+                )
+            }
+        };
+        Ok(KeyColumn {
+            column: column.to_string(),
+            name,
+            encoder,
+            canonical,
+        })
+    }
+
+    /// Appends row `i`'s value (null if the column is absent, null there, or not `sent`).
+    fn write(
+        &mut self,
+        i: usize,
+        sent: bool,
+        out: &mut Vec<u8>,
+        scratch: &mut Vec<u8>,
+    ) -> std::result::Result<(), serde_json::Error> {
+        match &mut self.encoder {
+            Some(e) if sent && !e.is_null(i) => {
+                if self.canonical {
+                    e.encode(i, out);
+                } else {
+                    scratch.clear();
+                    e.encode(i, scratch);
+                    let value: Value = serde_json::from_slice(scratch)?;
+                    serde_json::to_writer(&mut *out, &value)?;
+                }
+            }
+            _ => out.extend_from_slice(b"null"),
+        }
+        Ok(())
+    }
+}
+
+/// arrow-json's options for rows and keys: explicit nulls, and the faster text of
+/// timestamps, dates and decimals ([`FastText`]: the same bytes).
+fn json_options() -> EncoderOptions {
+    EncoderOptions::default()
+        .with_explicit_nulls(true)
+        .with_encoder_factory(Arc::new(FastText))
+}
+
 /// The JSON objects of a batch's rows, encoded in one buffer: arrow-json's encoders with
-/// explicit nulls (the same text its writer produces). A row taken out is copied into its
-/// own allocation, so a change kept long (a parked one) never holds a whole batch's text.
+/// explicit nulls (the same text its writer produces). A row taken out is a slice of the
+/// shared buffer, not a copy: the buffer lives while any change of its read batch (at most
+/// [`READ_ROWS`] rows) is in flight, which the runner's window bounds; a parked change is
+/// copied into the dead-letter table, never kept.
 struct RowsJson {
-    buf: Vec<u8>,
+    buf: Bytes,
     /// Where each row ends in `buf` (row `i` starts where `i - 1` ends).
     ends: Vec<usize>,
 }
@@ -409,7 +553,7 @@ impl RowsJson {
             batch.schema().fields().clone(),
             false,
         ));
-        let options = EncoderOptions::default().with_explicit_nulls(true);
+        let options = json_options();
         let mut encoder = make_encoder(&field, &array, &options)?;
         let mut buf = Vec::with_capacity(n * 64 * batch.num_columns().max(1));
         let mut ends = Vec::with_capacity(n);
@@ -417,13 +561,16 @@ impl RowsJson {
             encoder.encode(i, &mut buf);
             ends.push(buf.len());
         }
-        Ok(RowsJson { buf, ends })
+        Ok(RowsJson {
+            buf: Bytes::from(buf),
+            ends,
+        })
     }
 
     /// Row `i`, `i` < the batch's rows.
     fn row(&self, i: usize) -> Bytes {
         let start = if i == 0 { 0 } else { self.ends[i - 1] };
-        Bytes::copy_from_slice(&self.buf[start..self.ends[i]])
+        self.buf.slice(start..self.ends[i])
     }
 }
 
@@ -529,15 +676,15 @@ mod tests {
         reader
             .decode(&batch, &after, std::path::Path::new("x.parquet"))
             .unwrap();
-        let got: Vec<(String, Value, Vec<String>, String)> = reader
+        let got: Vec<(String, String, Vec<String>, u64)> = reader
             .rows
             .iter()
             .map(|c| {
                 (
                     String::from_utf8(c.row.to_vec()).unwrap(),
-                    Value::Object(c.key.clone()),
+                    c.key_text().to_string(),
                     c.unchanged.clone(),
-                    c.key_id.clone(),
+                    c.key_hash,
                 )
             })
             .collect();
@@ -546,25 +693,96 @@ mod tests {
             vec![
                 (
                     r#"{"id":1,"bio":"long"}"#.to_string(),
-                    serde_json::json!({"id": 1}),
+                    r#"{"id":1}"#.to_string(),
                     vec![],
-                    "public.people\u{0}{\"id\":1}".to_string()
+                    key_hash("public.people", br#"{"id":1}"#)
                 ),
                 (
                     r#"{"id":2}"#.to_string(),
-                    serde_json::json!({"id": 2}),
+                    r#"{"id":2}"#.to_string(),
                     vec!["bio".to_string()],
-                    "public.people\u{0}{\"id\":2}".to_string()
+                    key_hash("public.people", br#"{"id":2}"#)
                 ),
                 (
                     "{}".to_string(),
-                    serde_json::json!({"id": null}),
+                    r#"{"id":null}"#.to_string(),
                     vec!["id".to_string(), "bio".to_string()],
-                    "public.people\u{0}{\"id\":null}".to_string()
+                    key_hash("public.people", br#"{"id":null}"#)
                 ),
             ]
         );
         assert_eq!(reader.rows[1].size(), 8);
         assert_eq!(reader.rows[1].op, "u");
+    }
+
+    #[test]
+    fn key_text_is_the_text_of_a_serde_json_map() {
+        // A composite key named out of order, one part a decimal (arrow-json writes 12.30,
+        // a Map of the parsed value 12.3) and one a string needing escapes.
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("region", DataType::Utf8, false),
+            Field::new("price", DataType::Decimal128(12, 2), true),
+            Field::new(LSN_COLUMN, DataType::Int64, false),
+            Field::new(SEQ_COLUMN, DataType::Int64, false),
+            Field::new(OP_COLUMN, DataType::Utf8, false),
+            Field::new(
+                COMMIT_TS_COLUMN,
+                DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new(
+                UNCHANGED_COLUMN,
+                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
+                true,
+            ),
+        ]));
+        let mut lists = ListBuilder::new(StringBuilder::new());
+        lists.append_null();
+        lists.append_null();
+        let batch = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(StringArray::from(vec!["e\"u", "us"])),
+                Arc::new(
+                    Decimal128Array::from(vec![Some(1230), None])
+                        .with_precision_and_scale(12, 2)
+                        .unwrap(),
+                ),
+                Arc::new(Int64Array::from(vec![10, 11])),
+                Arc::new(Int64Array::from(vec![0, 0])),
+                Arc::new(StringArray::from(vec!["c", "d"])),
+                Arc::new(TimestampMicrosecondArray::from(vec![5, 6])),
+                Arc::new(lists.finish()),
+            ],
+        )
+        .unwrap();
+        let name = TableName::parse("public.prices").unwrap();
+        let mut reader = TableReader {
+            label: name.to_string(),
+            name: Arc::new(name),
+            dir: PathBuf::new(),
+            keys: Some(vec!["region".into(), "price".into()]),
+            next_version: 0,
+            files: VecDeque::new(),
+            file: None,
+            rows: VecDeque::new(),
+            last: None,
+        };
+        reader
+            .decode(&batch, &(0, 0, String::new(), 0), std::path::Path::new("x"))
+            .unwrap();
+        let texts: Vec<&str> = reader.rows.iter().map(Change::key_text).collect();
+        let maps = [
+            serde_json::json!({"region": "e\"u", "price": 12.3}),
+            serde_json::json!({"region": "us", "price": null}),
+        ];
+        let expected: Vec<String> = maps.iter().map(Value::to_string).collect();
+        assert_eq!(texts, expected);
+        assert_eq!(
+            reader.rows[0].key_map().unwrap(),
+            *maps[0].as_object().unwrap()
+        );
+        assert_eq!(reader.rows[1].op, "d");
+        assert_ne!(reader.rows[0].key_hash, reader.rows[1].key_hash);
     }
 }

@@ -19,7 +19,6 @@ use std::path::Path;
 use std::sync::Arc;
 
 use replication::Lsn;
-use serde_json::Value;
 
 use super::batch::Batch;
 use super::dead_letters::{DeadLetters, ParkedChange, ParkedId, Resolution};
@@ -77,7 +76,7 @@ pub async fn redeliver<S: HubSink>(
         let mut newest: HashMap<(String, String), (u64, i64)> = HashMap::new();
         while let Some(c) = reader.next(w)? {
             let table = c.table.to_string();
-            let key = Value::Object(c.key.clone()).to_string();
+            let key = c.key_text().to_string();
             if !parked_keys.contains(&(table.clone(), key.clone())) {
                 continue;
             }
@@ -97,14 +96,14 @@ pub async fn redeliver<S: HubSink>(
     let mut resolved = Vec::new();
     for c in found {
         let table = c.table.to_string();
-        let key = Value::Object(c.key.clone()).to_string();
+        let key = c.key_text().to_string();
         let id = (table.clone(), key.clone(), c.lsn, c.seq);
         if state && newest.get(&(table, key)).is_some_and(|n| *n > c.position()) {
             report.superseded += 1;
             resolved.push((id, Resolution::Superseded));
             continue;
         }
-        match sink.deliver(Arc::new(Batch { changes: vec![c] })).await? {
+        match sink.deliver(Arc::new(Batch::new(vec![c]))).await? {
             Ack::Delivered => {
                 report.delivered += 1;
                 resolved.push((id, Resolution::Delivered));

@@ -3,17 +3,23 @@
 //! the acknowledged prefix.
 //!
 //! ```text
-//!   Batcher ──next batch──▶ key free and window not full? ──▶ spawn deliver ─┐
-//!      ▲ (blocking reads in spawn_blocking)        no: wait for a completion  │
-//!      └── W moved (watch) ◀── nothing to read                                 │
-//!   completions (any order) ─▶ park refused ─▶ cursor := end of done prefix ◀─┘
+//!   reader thread: Batcher ─▶ channel (READ_AHEAD batches) ─▶ key free, window not full?
+//!      ▲ nothing up to W: wait for W to move        │          yes: spawn deliver ─┐
+//!      └───────────────────────────────────────────┘          no: wait for a      │
+//!                                                               completion        │
+//!   completions (any order) ─▶ park refused ─▶ cursor := end of done prefix ◀──────┘
 //! ```
 //!
-//! The cursor is stored by a writer task of its own, coalesced: the loop hands it the newest
-//! cursor and goes on joining and dispatching while the previous one is fsynced, so a slow
-//! disk never stalls delivery (a store takes up to half a second on a busy disk). A crash
-//! therefore resends at most the batches acknowledged since the last store, with the same
-//! idempotency keys.
+//! The changelog is read (Parquet decoded, rows and keys encoded as JSON, batches cut and
+//! their key hashes collected) on a thread of its own, a few batches ahead of delivery: on
+//! two cores, reading one batch overlaps with encoding and sending the ones before it. The
+//! loop itself only checks and counts key hashes.
+//!
+//! The cursor is stored by a writer task of its own, coalesced and at most every
+//! [`CURSOR_EVERY`]: the loop hands it the newest cursor and goes on joining and dispatching
+//! while the previous one is fsynced, so a slow disk never stalls delivery (a store takes up
+//! to half a second on a busy disk). A crash therefore resends at most the batches
+//! acknowledged since the last store, with the same idempotency keys.
 //!
 //! Transient errors (a file being written, a dead-letter commit conflict) restart the sink
 //! from its cursor after a backoff; in-flight batches are abandoned and resent with the same
@@ -38,6 +44,14 @@ use crate::{Error, Result};
 
 /// First and longest wait before restarting after a transient failure.
 const BACKOFF: (Duration, Duration) = (Duration::from_millis(200), Duration::from_secs(30));
+
+/// Batches read ahead of delivery: with the one being read, what the reader holds besides
+/// the window in flight.
+const READ_AHEAD: usize = 4;
+
+/// Least time between two cursor stores (each is two fsyncs): what a crash may resend, at
+/// most, besides the window.
+const CURSOR_EVERY: Duration = Duration::from_millis(50);
 
 /// When the runner ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +85,7 @@ struct Slot {
     /// Commit time of its first change (unix microseconds), for the lag.
     first_ts: i64,
     rows: u64,
-    keys: Vec<String>,
+    keys: Vec<u64>,
     /// `Some(parked count)` once acknowledged.
     done: Option<u64>,
 }
@@ -116,9 +130,12 @@ impl CursorWriter {
             while rx.changed().await.is_ok() {
                 let mut c = rx.borrow_and_update().clone();
                 let p = path.clone();
+                let next = tokio::time::Instant::now() + CURSOR_EVERY;
                 tokio::task::spawn_blocking(move || c.store(&p))
                     .await
                     .map_err(|e| bug(&e.to_string()))??;
+                // Cursors handed over meanwhile are coalesced into the next store.
+                tokio::time::sleep_until(next).await;
             }
             Ok(())
         });
@@ -173,6 +190,73 @@ async fn run_once<S: HubSink>(
     result.and(stored)
 }
 
+/// What the reader thread hands the loop.
+enum Read {
+    /// The next batch.
+    Batch(Batch),
+    /// Everything up to this hub position was handed out.
+    UpTo(Lsn),
+}
+
+/// Reads batches after the cursor on a blocking thread into a channel of [`READ_AHEAD`],
+/// waiting for the hub position to move when everything up to it is read. Ends when the
+/// receiver is dropped or `stop` is cancelled.
+fn spawn_reader(
+    mut batcher: Batcher,
+    mut hub: watch::Receiver<Lsn>,
+    stop: CancellationToken,
+) -> tokio::sync::mpsc::Receiver<Result<Read>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(READ_AHEAD);
+    let runtime = tokio::runtime::Handle::current();
+    tokio::task::spawn_blocking(move || loop {
+        let w = *hub.borrow_and_update();
+        let read = match batcher.next_batch(w) {
+            Ok(Some(batch)) => Ok(Read::Batch(batch)),
+            Ok(None) => Ok(Read::UpTo(w)),
+            Err(e) => Err(e),
+        };
+        let (up_to, failed) = (matches!(read, Ok(Read::UpTo(_))), read.is_err());
+        if tx.blocking_send(read).is_err() || failed {
+            return;
+        }
+        if up_to {
+            let moved = runtime.block_on(async {
+                tokio::select! {
+                    changed = hub.changed() => changed.is_ok(),
+                    _ = stop.cancelled() => false,
+                }
+            });
+            if !moved {
+                // The pipeline ended (or the loop did): nothing more will be written.
+                runtime.block_on(stop.cancelled());
+                return;
+            }
+        }
+    });
+    rx
+}
+
+/// Hashes of [`Change::key_hash`] are already uniform: used as they are.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl std::hash::Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Keys in flight and how many batches in flight hold each.
+type Busy = HashMap<u64, usize, std::hash::BuildHasherDefault<KeyHasher>>;
+
 async fn deliver_loop<S: HubSink>(
     sink: &Arc<S>,
     options: &RunOptions,
@@ -190,14 +274,16 @@ async fn deliver_loop<S: HubSink>(
         &options.keys,
         cursor.after(),
     );
-    let mut batcher = Some(Batcher::new(reader, options.limits));
+    // The reader stops with this loop, however it ends.
+    let stop = cancel.child_token();
+    let _stop = stop.clone().drop_guard();
+    let mut reads = spawn_reader(Batcher::new(reader, options.limits), hub.clone(), stop);
     let mut dead = DeadLetters::new(&options.lake, &id.pipeline, &id.sink);
     let mut tasks: JoinSet<(u64, Result<Ack>)> = JoinSet::new();
     let mut slots: BTreeMap<u64, Slot> = BTreeMap::new();
-    let mut busy: HashMap<String, usize> = HashMap::new();
+    let mut busy = Busy::default();
     let mut next: Option<Batch> = None;
     let mut read_up_to: Option<Lsn> = None;
-    let mut hub_open = true;
     let mut next_id = 0u64;
     tracing::info!(sink = %id.sink, lsn = cursor.lsn, seq = cursor.seq, "hub sink starting after its cursor");
     loop {
@@ -207,35 +293,12 @@ async fn deliver_loop<S: HubSink>(
         if let Some(e) = writer.failed().await {
             return Err(e);
         }
-        let w = *hub.borrow_and_update();
-        if next.is_none() && read_up_to != Some(w) {
-            let mut b = batcher.take().ok_or_else(|| bug("batcher lost"))?;
-            let (b, read) = tokio::task::spawn_blocking(move || {
-                let r = b.next_batch(w);
-                (b, r)
-            })
-            .await
-            .map_err(|e| bug(&e.to_string()))?;
-            batcher = Some(b);
-            match read? {
-                Some(batch) => next = Some(batch),
-                None => {
-                    read_up_to = Some(w);
-                    if tasks.is_empty() {
-                        report(&id.sink, &cursor, None);
-                    }
-                }
-            }
-        }
-        if let Some(batch) = next.take() {
-            let free = !batch.changes.iter().any(|c| busy.contains_key(&c.key_id));
+        if let Some(mut batch) = next.take() {
+            let free = !batch.keys.iter().any(|k| busy.contains_key(k));
             if free && tasks.len() < options.window.max(1) {
-                let mut keys: Vec<String> =
-                    batch.changes.iter().map(|c| c.key_id.clone()).collect();
-                keys.sort();
-                keys.dedup();
+                let keys = std::mem::take(&mut batch.keys);
                 for k in &keys {
-                    *busy.entry(k.clone()).or_default() += 1;
+                    *busy.entry(*k).or_default() += 1;
                 }
                 let slot_id = next_id;
                 next_id += 1;
@@ -295,9 +358,24 @@ async fn deliver_loop<S: HubSink>(
                     writer.set(&cursor);
                 }
             }
-            changed = hub.changed(), if next.is_none() && hub_open => {
-                hub_open = changed.is_ok();
-            }
+            read = reads.recv(), if next.is_none() => match read {
+                Some(Ok(Read::Batch(batch))) => next = Some(batch),
+                Some(Ok(Read::UpTo(w))) => {
+                    read_up_to = Some(w);
+                    if tasks.is_empty() {
+                        report(&id.sink, &cursor, None);
+                    }
+                }
+                Some(Err(e)) => return Err(e),
+                // The reader ends on its own only once the pipeline has: wait for the
+                // deliveries in flight and the cancellation.
+                None => {
+                    if tasks.is_empty() {
+                        cancel.cancelled().await;
+                        return Ok(());
+                    }
+                }
+            },
             _ = cancel.cancelled() => return Ok(()),
         }
     }

@@ -21,6 +21,8 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Value};
 
+use replication::change::TableName;
+
 use crate::hub::Change;
 use crate::Result;
 
@@ -62,19 +64,19 @@ pub struct Folded<'a> {
 /// Folds `changes` per key (each row parsed into its columns here, once).
 pub fn fold(changes: &[Change]) -> Result<Folded<'_>> {
     let mut out = Folded::default();
-    let mut index: HashMap<&str, usize> = HashMap::new();
+    let mut index: HashMap<(&TableName, &[u8]), usize> = HashMap::new();
     for c in changes {
         if c.op == "t" {
             out.truncates.push(c);
             continue;
         }
-        let kind = match (c.op.as_str(), c.unchanged.is_empty()) {
+        let kind = match (c.op, c.unchanged.is_empty()) {
             ("d", _) => OpKind::Delete,
             (_, true) => OpKind::Upsert,
             (_, false) => OpKind::Update,
         };
-        let Some(&i) = index.get(c.key_id.as_str()) else {
-            index.insert(&c.key_id, out.ops.len());
+        let Some(&i) = index.get(&(&*c.table, &c.key[..])) else {
+            index.insert((&c.table, &c.key), out.ops.len());
             out.ops.push(Op {
                 kind,
                 row: c.row_map()?,
@@ -174,17 +176,18 @@ mod tests {
 
     use super::*;
 
-    fn change(seq: i64, op: &str, id: i64, row: Value, unchanged: &[&str]) -> Change {
+    fn change(seq: i64, op: &'static str, id: i64, row: Value, unchanged: &[&str]) -> Change {
+        let key = bytes::Bytes::from(json!({"id": id}).to_string());
         Change {
             table: Arc::new(TableName::parse("public.customers").unwrap()),
             lsn: 100,
             seq,
             dup: 0,
-            op: op.into(),
+            op,
             commit_ts: 0,
             unchanged: unchanged.iter().map(|s| s.to_string()).collect(),
-            key: json!({"id": id}).as_object().unwrap().clone(),
-            key_id: format!("public.customers/{id}"),
+            key_hash: crate::hub::key_hash("public.customers", &key),
+            key,
             row: bytes::Bytes::from(row.to_string()),
         }
     }

@@ -202,10 +202,10 @@ fn item_statuses(body: &[u8], n: usize) -> Option<Vec<(u16, String)>> {
 fn parked(c: &Change, status: u16, response: &str) -> ParkedChange {
     ParkedChange {
         table: c.table.to_string(),
-        key: Value::Object(c.key.clone()).to_string(),
+        key: c.key_text().to_string(),
         lsn: c.lsn,
         seq: c.seq,
-        op: c.op.clone(),
+        op: c.op.to_string(),
         status,
         response: response.to_string(),
     }

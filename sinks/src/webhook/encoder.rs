@@ -39,7 +39,14 @@ pub struct Encoded {
 /// sharing a position (snapshot rows) are told apart by their ordinals, appended to the
 /// tables as `@first-last` when not both 0.
 pub fn key(pipeline: &str, sink: &str, changes: &[&Change]) -> String {
-    let mut tables: Vec<String> = changes.iter().map(|c| c.table.to_string()).collect();
+    // Tables are shared `Arc`s: named once each, not once per change.
+    let mut named: Vec<&Arc<TableName>> = Vec::new();
+    for c in changes {
+        if !named.iter().any(|t| Arc::ptr_eq(t, &c.table)) {
+            named.push(&c.table);
+        }
+    }
+    let mut tables: Vec<String> = named.iter().map(|t| t.to_string()).collect();
     tables.sort();
     tables.dedup();
     let mut tables = tables.join(",");
@@ -63,7 +70,7 @@ pub fn encode(pipeline: &str, sink: &str, changes: &[Change]) -> Encoded {
     let key = key(pipeline, sink, &changes.iter().collect::<Vec<_>>());
     let capacity = changes
         .iter()
-        .map(|c| c.row.len() + c.key_id.len() + EVENT_OVERHEAD)
+        .map(|c| c.row.len() + c.key.len() + EVENT_OVERHEAD)
         .sum::<usize>()
         + 2 * key.len()
         + pipeline.len()
@@ -72,6 +79,7 @@ pub fn encode(pipeline: &str, sink: &str, changes: &[Change]) -> Encoded {
     let mut out = Vec::with_capacity(capacity);
     out.extend_from_slice(b"{\"events\":[");
     let mut table: Option<(&Arc<TableName>, Vec<u8>)> = None;
+    let mut time = CommitTime::default();
     for (i, c) in changes.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -86,6 +94,7 @@ pub fn encode(pipeline: &str, sink: &str, changes: &[Change]) -> Encoded {
             &mut out,
             c,
             table.as_ref().map_or(&[][..], |(_, name)| name),
+            &mut time,
         );
     }
     out.extend_from_slice(b"],\"first\":");
@@ -110,17 +119,36 @@ pub fn encode_batch(pipeline: &str, sink: &str, batch: &Batch) -> Encoded {
     encode(pipeline, sink, &batch.changes)
 }
 
+/// The last commit time formatted: the changes of one transaction share it.
+#[derive(Default)]
+struct CommitTime {
+    micros: Option<i64>,
+    text: Vec<u8>,
+}
+
+impl CommitTime {
+    /// `micros` as RFC 3339 text (UTC, microseconds).
+    fn text(&mut self, micros: i64) -> &[u8] {
+        if self.micros != Some(micros) {
+            let ts = UNIX_EPOCH + Duration::from_micros(micros.max(0) as u64);
+            self.text.clear();
+            // Writing into a Vec cannot fail.
+            let _ = write!(self.text, "{}", humantime::format_rfc3339_micros(ts));
+            self.micros = Some(micros);
+        }
+        &self.text
+    }
+}
+
 /// One event, `table` already as a JSON string.
-fn event(out: &mut Vec<u8>, c: &Change, table: &[u8]) {
-    let ts = UNIX_EPOCH + Duration::from_micros(c.commit_ts.max(0) as u64);
+fn event(out: &mut Vec<u8>, c: &Change, table: &[u8], time: &mut CommitTime) {
     out.extend_from_slice(b"{\"commit_ts\":\"");
-    // RFC 3339 text needs no escaping; writing into a Vec cannot fail.
-    let _ = write!(out, "{}", humantime::format_rfc3339_micros(ts));
+    // RFC 3339 text needs no escaping.
+    out.extend_from_slice(time.text(c.commit_ts));
     out.extend_from_slice(b"\",\"key\":");
-    // A map of strings and JSON values always serializes; writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, &c.key);
+    out.extend_from_slice(&c.key);
     out.extend_from_slice(b",\"op\":");
-    str_into(out, &c.op);
+    str_into(out, c.op);
     out.extend_from_slice(b",\"position\":");
     position(out, c.position());
     out.extend_from_slice(b",\"row\":");
@@ -138,7 +166,12 @@ fn event(out: &mut Vec<u8>, c: &Change, table: &[u8]) {
 }
 
 fn position(out: &mut Vec<u8>, (lsn, seq): (u64, i64)) {
-    let _ = write!(out, "{{\"lsn\":{lsn},\"seq\":{seq}}}");
+    let mut digits = itoa::Buffer::new();
+    out.extend_from_slice(b"{\"lsn\":");
+    out.extend_from_slice(digits.format(lsn).as_bytes());
+    out.extend_from_slice(b",\"seq\":");
+    out.extend_from_slice(digits.format(seq).as_bytes());
+    out.push(b'}');
 }
 
 /// `s` as a JSON string (serde_json's escaping).
@@ -168,11 +201,11 @@ mod tests {
             lsn: 100,
             seq,
             dup: 0,
-            op: "u".into(),
+            op: "u",
             commit_ts: 1_700_000_000_000_000,
             unchanged: unchanged.iter().map(|s| s.to_string()).collect(),
-            key,
-            key_id: format!("k{seq}"),
+            key_hash: seq as u64,
+            key: bytes::Bytes::from(Value::Object(key).to_string()),
             row: bytes::Bytes::from(format!(
                 r#"{{"id":{seq},"note":"a \"q\" é\n","price":12.30,"gone":null}}"#
             )),
@@ -191,7 +224,7 @@ mod tests {
                     "op": c.op,
                     "position": {"lsn": c.lsn, "seq": c.seq},
                     "commit_ts": humantime::format_rfc3339_micros(ts).to_string(),
-                    "key": c.key,
+                    "key": c.key_map().unwrap(),
                     "unchanged": c.unchanged,
                     "row": c.row_map().unwrap(),
                 })

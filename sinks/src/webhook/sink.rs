@@ -90,10 +90,10 @@ impl WebhookSink {
 fn parked(c: &Change, r: &Response) -> ParkedChange {
     ParkedChange {
         table: c.table.to_string(),
-        key: serde_json::Value::Object(c.key.clone()).to_string(),
+        key: c.key_text().to_string(),
         lsn: c.lsn,
         seq: c.seq,
-        op: c.op.clone(),
+        op: c.op.to_string(),
         status: r.status,
         response: r.excerpt.clone(),
     }
