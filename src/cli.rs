@@ -10,14 +10,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use replication::change::TableName;
 use replication::postgres::catalog;
 use replication::source::SourceExit;
-use replication::Lsn;
 use sinks::delta::DeltaSink;
 use sinks::hub::{HubPosition, Until as HubUntil};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, MySettings, Validated};
 use crate::engine::{PipelineError, Source};
-use crate::state::SnapshotState;
+use crate::state::State;
+use crate::status::{Report, SourceStatus};
 use replication::mysql::position::BinlogPosition;
 
 /// Change-data-capture from PostgreSQL into Delta Lake, exactly once.
@@ -57,10 +57,13 @@ enum Command {
         #[arg(long, value_enum)]
         until: Option<Until>,
     },
-    /// Show slot lag and each table's Delta version and position.
+    /// Show slot lag, snapshots, each table's Delta version and position, and each hub sink.
     Status {
         #[arg(long, short)]
         config: PathBuf,
+        /// Print one JSON document instead of text lines (fields: README, "sluice status --json").
+        #[arg(long)]
+        json: bool,
     },
     /// List or re-send the changes a hub sink parked (its dead letters).
     DeadLetters {
@@ -131,7 +134,7 @@ pub fn main() -> ExitCode {
         match cli.command {
             Command::Check { config } => check(config).await,
             Command::Run { config, until } => run(config, until.is_some()).await,
-            Command::Status { config } => status(config).await,
+            Command::Status { config, json } => status(config, json).await,
             Command::Deliver {
                 config,
                 sink,
@@ -506,63 +509,59 @@ async fn deliver(config: PathBuf, sink: String, until_caught_up: bool) -> ExitCo
     }
 }
 
-async fn status(config: PathBuf) -> ExitCode {
+async fn status(config: PathBuf, json: bool) -> ExitCode {
     let settings = match validated(config) {
         Ok(Validated::Postgres(s)) => s,
-        Ok(Validated::Mysql(m)) => return mysql_status(&m).await,
+        Ok(Validated::Mysql(m)) => return print_report(mysql_status(&m).await, json),
         Err(code) => return code,
     };
-    let result: Result<(), PipelineError> = async {
+    let report: Result<Report, PipelineError> = async {
         let client = catalog::connect(&settings.conninfo).await?;
-        match catalog::slot_status(&client, &settings.slot).await? {
-            Some(s) => println!(
-                "slot {}: confirmed_flush {} lag {} bytes{}",
-                settings.slot,
-                s.confirmed_flush.map_or("-".into(), |l| l.to_string()),
-                s.lag_bytes.map_or("-".into(), |b| b.to_string()),
-                if s.active { " (streaming)" } else { "" }
-            ),
-            None => println!("slot {}: not created yet", settings.slot),
-        }
-        let state = crate::state::State::load(&settings.lake, &settings.name);
-        match &state {
-            Ok(Some(state)) => println!(
-                "initial snapshot: {}{}",
-                match state.snapshot {
-                    SnapshotState::Pending => "in progress or interrupted",
-                    SnapshotState::Done => "done",
-                    SnapshotState::Skipped => "none (snapshot = never)",
-                },
-                state
-                    .consistent_point
-                    .as_ref()
-                    .map(|p| format!(" (consistent point {p})"))
-                    .unwrap_or_default()
-            ),
-            Ok(None) => println!("initial snapshot: none"),
-            Err(e) => println!("initial snapshot: state unreadable ({e})"),
-        }
-        let sink =
+        let slot = catalog::slot_status(&client, &settings.slot).await?;
+        let source = SourceStatus::Postgres {
+            slot: settings.slot.clone(),
+            created: slot.is_some(),
+            confirmed_flush: slot
+                .as_ref()
+                .and_then(|s| s.confirmed_flush)
+                .map(|l| l.to_string()),
+            lag_bytes: slot.as_ref().and_then(|s| s.lag_bytes),
+            streaming: slot.as_ref().is_some_and(|s| s.active),
+        };
+        let state = State::load(&settings.lake, &settings.name).map_err(|e| e.to_string());
+        let delta =
             DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
-        if let Ok(Some(state)) = &state {
-            print_incremental(state, &sink);
-        }
-        for p in sink.positions() {
-            println!(
-                "table {}: delta version {} position {} ({})",
-                p.table,
-                p.delta_version.map_or("-".into(), |v| v.to_string()),
-                p.position.map_or("-".into(), |l| l.to_string()),
-                p.path.display()
-            );
-        }
-        print_schema_changes(&settings.lake, &settings.name, |l| l.to_string()).await?;
-        crate::hub::print_status(&settings.lake, &settings.name, &settings.hub_sinks).await;
-        Ok(())
+        let mut report = Report::gather(
+            &settings.lake,
+            &settings.name,
+            source,
+            &state,
+            &delta,
+            &settings.hub_sinks,
+            |l| l.to_string(),
+        )
+        .await?;
+        report.initial_snapshot = Some(Report::initial_snapshot(&state));
+        Ok(report)
     }
     .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    print_report(report, json)
+}
+
+/// Prints a status report (or the error that prevented it).
+fn print_report(report: Result<Report, PipelineError>, json: bool) -> ExitCode {
+    match report {
+        Ok(r) if json => match serde_json::to_string_pretty(&r) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => fail(&[format!("cannot write the status as JSON: {e}")]),
+        },
+        Ok(r) => {
+            r.print_text();
+            ExitCode::SUCCESS
+        }
         Err(e) => fail(&error_lines(&e)),
     }
 }
@@ -619,107 +618,36 @@ async fn mysql_snapshot(settings: &MySettings, table: String, filter: Option<Str
 }
 
 /// The incremental snapshots a state file has queued or in progress.
-fn print_incremental(state: &crate::state::State, sink: &DeltaSink) {
-    for job in &state.incremental {
-        let committed = sink
-            .positions()
-            .into_iter()
-            .find(|p| p.table.to_string() == job.table)
-            .and_then(|p| p.snapshot_chunk);
-        let done = job
-            .chunks
-            .iter()
-            .filter(|c| Some(c.chunk) <= committed)
-            .count();
-        println!(
-            "incremental snapshot of {} ({}{}): {}",
-            job.table,
-            job.reason,
-            if job.filter.is_some() {
-                ", filtered"
-            } else {
-                ""
-            },
-            if done == 0 {
-                "queued".to_string()
-            } else {
-                format!("in progress, chunk {} committed", committed.unwrap_or(0))
-            }
-        );
-    }
-}
-
-async fn mysql_status(settings: &MySettings) -> ExitCode {
-    let result: Result<(), PipelineError> = async {
-        let mut conn = replication::mysql::catalog::connect(&settings.info).await?;
-        let current = replication::mysql::catalog::current_position(&mut conn).await?;
-        let state = crate::state::State::load(&settings.lake, &settings.name)
-            .ok()
-            .flatten();
-        let resume = state.as_ref().and_then(|s| s.binlog.clone());
-        let lag = match (resume.as_ref().and_then(|r| r.packed()), current.packed()) {
-            (Some(r), Some(c)) if r.0 >> 32 == c.0 >> 32 => {
-                format!(" lag {} bytes", c.0.saturating_sub(r.0))
-            }
-            _ => String::new(),
-        };
-        println!(
-            "binlog: server at {current}, pipeline resumes at {}{lag}",
-            resume.map_or("- (not started)".into(), |r| r.to_string())
-        );
-        let sink =
-            DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
-        if let Some(state) = &state {
-            print_incremental(state, &sink);
-        }
-        let requested =
-            crate::state::mailbox_requests(&settings.lake, &settings.name).map_or(0, |r| r.len());
-        if requested > 0 {
-            println!("snapshot requests waiting for the pipeline to take them: {requested}");
-        }
-        for p in sink.positions() {
-            println!(
-                "table {}: delta version {} position {} ({})",
-                p.table,
-                p.delta_version.map_or("-".into(), |v| v.to_string()),
-                p.position
-                    .map_or("-".into(), |l| BinlogPosition::unpack(l, &current.file)
-                        .to_string()),
-                p.path.display()
-            );
-        }
-        print_schema_changes(&settings.lake, &settings.name, |l| {
-            BinlogPosition::unpack(l, &current.file).to_string()
-        })
-        .await?;
-        crate::hub::print_status(&settings.lake, &settings.name, &settings.hub_sinks).await;
-        Ok(())
-    }
-    .await;
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fail(&error_lines(&e)),
-    }
-}
-
-/// The schema changes the pipeline's tables followed, oldest first (the schema history table).
-async fn print_schema_changes(
-    lake: &std::path::Path,
-    pipeline: &str,
-    position: impl Fn(Lsn) -> String,
-) -> Result<(), PipelineError> {
-    for r in sinks::delta::SchemaHistory::records(lake).await? {
-        if r.pipeline == pipeline {
-            println!(
-                "schema change of {} at {}: {} ({})",
-                r.table,
-                position(r.position),
-                r.changes,
-                r.action
-            );
-        }
-    }
-    Ok(())
+/// The status of a MySQL/MariaDB pipeline.
+async fn mysql_status(settings: &MySettings) -> Result<Report, PipelineError> {
+    let mut conn = replication::mysql::catalog::connect(&settings.info).await?;
+    let current = replication::mysql::catalog::current_position(&mut conn).await?;
+    let state = State::load(&settings.lake, &settings.name).map_err(|e| e.to_string());
+    let resume = state
+        .as_ref()
+        .ok()
+        .and_then(|s| s.as_ref())
+        .and_then(|s| s.binlog.clone());
+    let lag_bytes = match (resume.as_ref().and_then(|r| r.packed()), current.packed()) {
+        (Some(r), Some(c)) if r.0 >> 32 == c.0 >> 32 => Some(c.0.saturating_sub(r.0)),
+        _ => None,
+    };
+    let source = SourceStatus::Mysql {
+        server_position: current.to_string(),
+        resume_position: resume.map(|r| r.to_string()),
+        lag_bytes,
+    };
+    let delta = DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
+    Report::gather(
+        &settings.lake,
+        &settings.name,
+        source,
+        &state,
+        &delta,
+        &settings.hub_sinks,
+        |l| BinlogPosition::unpack(l, &current.file).to_string(),
+    )
+    .await
 }
 
 /// Peak resident memory of this process (Linux `VmHWM`), for the exit log line and benches.

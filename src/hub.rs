@@ -166,22 +166,14 @@ fn now_ms() -> u64 {
 }
 
 /// The live part of a status line: from the stats file if the sink wrote it lately.
-fn live_stats(lake: &Path, pipeline: &str, sink: &str) -> String {
+/// A running sink's traffic from its stats file; `None` if it is not running (no file, or
+/// one not rewritten for five periods).
+fn live_stats(lake: &Path, pipeline: &str, sink: &str) -> Option<DestinationStats> {
     let read = std::fs::read(stats_file(lake, pipeline, sink))
         .ok()
-        .and_then(|b| serde_json::from_slice::<SinkStats>(&b).ok());
-    match read {
-        Some(s)
-            if now_ms().saturating_sub(s.updated_at_ms) <= 5 * STATS_EVERY.as_millis() as u64 =>
-        {
-            let d = s.destination;
-            format!(
-                " in flight {} concurrency limit {} retries {} 429s {} refused {}",
-                d.in_flight, d.limit, d.retries, d.throttled, d.rejected
-            )
-        }
-        _ => " (not running)".into(),
-    }
+        .and_then(|b| serde_json::from_slice::<SinkStats>(&b).ok())?;
+    let fresh = now_ms().saturating_sub(read.updated_at_ms) <= 5 * STATS_EVERY.as_millis() as u64;
+    fresh.then_some(read.destination)
 }
 
 /// Starts every hub sink on its own task.
@@ -327,15 +319,37 @@ pub async fn retry_dead_letters(
     Ok(report.refused.is_empty() && report.missing == 0)
 }
 
-/// One line per hub sink: cursor, lag (changes and seconds behind the hub position), parked.
-pub async fn print_status(lake: &Path, pipeline: &str, sinks: &[HubSinkSettings]) {
+/// Each hub sink's cursor, lag (changes and seconds behind the hub position), counts and
+/// live traffic, for `sluice status`.
+pub async fn sink_statuses(
+    lake: &Path,
+    pipeline: &str,
+    sinks: &[HubSinkSettings],
+) -> Vec<crate::status::SinkStatus> {
+    use crate::status::{CursorPosition, SinkStatus};
     let hub = HubState::read(lake, pipeline).ok().flatten();
     let w = Lsn(hub.map_or(0, |h| h.position));
+    let mut out = Vec::new();
     for s in sinks.iter().map(HubSinkSettings::shared) {
-        let cursor = Cursor::load(&cursor_path(lake, pipeline, &s.name));
-        let Ok(cursor) = cursor else {
-            println!("hub sink {}: cursor unreadable", s.name);
-            continue;
+        let mut status = SinkStatus {
+            name: s.name.clone(),
+            error: None,
+            cursor: CursorPosition::default(),
+            lag_changes: 0,
+            lag_seconds: 0.0,
+            delivered: 0,
+            parked: 0,
+            hub_position: w.0,
+            running: false,
+            traffic: None,
+        };
+        let cursor = match Cursor::load(&cursor_path(lake, pipeline, &s.name)) {
+            Ok(c) => c,
+            Err(e) => {
+                status.error = Some(format!("cursor unreadable: {e}"));
+                out.push(status);
+                continue;
+            }
         };
         let (lake2, p2, tables, keys) = (
             lake.to_path_buf(),
@@ -356,23 +370,21 @@ pub async fn print_status(lake: &Path, pipeline: &str, sinks: &[HubSinkSettings]
         })
         .await
         .unwrap_or((0, None));
-        let seconds = lag.1.map_or(0.0, |ts| {
+        status.lag_changes = lag.0;
+        status.lag_seconds = lag.1.map_or(0.0, |ts| {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_micros() as i64);
             (now - ts).max(0) as f64 / 1e6
         });
-        println!(
-            "hub sink {}: cursor {}/{} lag {} changes {:.1} s delivered {} parked {}{} (hub position {})",
-            s.name,
-            cursor.lsn,
-            cursor.seq,
-            lag.0,
-            seconds,
-            cursor.delivered,
-            cursor.parked,
-            live_stats(lake, pipeline, &s.name),
-            w.0
-        );
+        status.cursor = CursorPosition {
+            lsn: cursor.lsn,
+            seq: cursor.seq,
+        };
+        (status.delivered, status.parked) = (cursor.delivered, cursor.parked);
+        status.traffic = live_stats(lake, pipeline, &s.name);
+        status.running = status.traffic.is_some();
+        out.push(status);
     }
+    out
 }

@@ -8,6 +8,7 @@ mod observe;
 mod progress;
 mod source;
 mod state;
+mod status;
 
 fn main() -> std::process::ExitCode {
     cli::main()

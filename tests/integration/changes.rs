@@ -132,6 +132,44 @@ async fn changes_across_three_tables_land_in_order() {
         status.contains("table t_changes.items: delta version"),
         "{status}"
     );
+    // The same facts as JSON: the slot's confirmed position is the items table's position
+    // (every transaction is durable), and the table's version is the Delta log's.
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(run_sluice(&["status", "--json"], &config))).unwrap();
+    assert_eq!(json["pipeline"], "t_changes");
+    assert_eq!(json["source"]["kind"], "postgres");
+    assert_eq!(json["source"]["slot"], "sluice_t_changes");
+    assert_eq!(json["source"]["created"], true);
+    assert_eq!(json["initial_snapshot"]["state"], "done");
+    let items = json["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"] == "t_changes.items")
+        .unwrap_or_else(|| panic!("no items table in {json}"));
+    let versions = std::fs::read_dir(p.lake().join("t_changes/items/_delta_log"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .path()
+                .extension()
+                .is_some_and(|x| x == "json")
+        })
+        .count() as u64;
+    assert_eq!(
+        items["delta_version"].as_u64(),
+        Some(versions - 1),
+        "{json}"
+    );
+    assert!(
+        status.contains(&format!(
+            "table t_changes.items: delta version {} position {}",
+            versions - 1,
+            items["position"].as_str().unwrap()
+        )),
+        "{status}"
+    );
 }
 
 /// Under `on_schema_change = "stop"`, dropping a column stops the run with one line naming the

@@ -519,6 +519,22 @@ async fn t_hub_refused_change_parked_others_flow_standalone_deliver() {
         line.contains("lag 0 changes") && line.contains("parked 1"),
         "{line}"
     );
+    let json = ok(sluice_with_secret()
+        .args(["status", "--json", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap());
+    let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+    let hook = &json["sinks"][0];
+    assert_eq!(hook["name"], "hook", "{json}");
+    assert_eq!(hook["lag_changes"], 0, "{json}");
+    assert_eq!(hook["parked"], 1, "{json}");
+    assert_eq!(
+        hook["delivered"].as_u64(),
+        Some(others.len() as u64),
+        "{json}"
+    );
+    assert_eq!(hook["running"], false, "{json}");
 }
 
 #[test]
