@@ -417,10 +417,19 @@ export SLUICE_DEV_MYSQL_URL='mysql://sluice@127.0.0.1:$MYSQL_PORT/shop'
 ENV
 }
 
+# The small cluster restarted (fast shutdown: connections cut, then up again), for the
+# fault tests' "PostgreSQL restart mid-stream".
+restart_small() {
+  BIN=$(find_bin)
+  start_small
+  as_db "$BIN/pg_ctl" -D "$SMALL_DATA" -l "$BASE/pg-small.log" -w -t 60 -m fast restart >/dev/null
+}
+
 case "${1:-}" in
   start) start ;;
   stop) stop ;;
   status) status ;;
   env) env_vars ;;
-  *) echo "usage: $0 start|stop|status|env" >&2; exit 2 ;;
+  restart-small) restart_small ;;
+  *) echo "usage: $0 start|stop|status|env|restart-small" >&2; exit 2 ;;
 esac

@@ -49,6 +49,10 @@ pub enum Error {
     /// The server sent bytes that do not follow the protocol.
     #[error("protocol violation: {0}")]
     Protocol(String),
+    /// The server ended the replication stream on its own (CopyDone or CommandComplete: it
+    /// is shutting down or its walsender was stopped); a new session resumes.
+    #[error("the server ended the replication stream (shutting down or walsender stopped)")]
+    StreamEnded,
     /// A pgoutput message could not be decoded.
     #[error("cannot decode pgoutput message at {lsn}: {source}")]
     Decode {
@@ -150,9 +154,10 @@ impl Error {
     /// Whether to retry, stop, or report a bug. The one place this decision is made.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Error::Connect { .. } | Error::Io(_) | Error::Unreachable { .. } => {
-                ErrorClass::Transient
-            }
+            Error::Connect { .. }
+            | Error::Io(_)
+            | Error::Unreachable { .. }
+            | Error::StreamEnded => ErrorClass::Transient,
             Error::Server { code, .. } => match code.as_str() {
                 // admin_shutdown, crash_shutdown, cannot_connect_now, too_many_connections
                 "57P01" | "57P02" | "57P03" | "53300" | "08006" | "08003" => ErrorClass::Transient,

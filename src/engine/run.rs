@@ -3,6 +3,7 @@
 //! order.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,7 +35,7 @@ pub async fn run<S: Source>(
     until_caught_up: bool,
     cancel: CancellationToken,
 ) -> Result<SourceExit, PipelineError> {
-    let prepared = with_retries(&cancel, "preparing", || source.prepare(until_caught_up)).await?;
+    let prepared = with_retries(&cancel, "preparing", |_| source.prepare(until_caught_up)).await?;
     let Some(Some(Prepared { store, plan })) = prepared else {
         // Cancelled while waiting (`None`), or nothing to stream (`Some(None)`).
         return Ok(match prepared {
@@ -43,29 +44,37 @@ pub async fn run<S: Source>(
         });
     };
     let store = Arc::new(store);
-    with_retries(&cancel, "streaming", || {
-        session(source, &plan, store.clone(), cancel.clone())
+    with_retries(&cancel, "streaming", |connected| {
+        session(source, &plan, store.clone(), cancel.clone(), connected)
     })
     .await
     .map(|exit| exit.unwrap_or(SourceExit::Cancelled))
 }
 
-/// Run `attempt` until it ends without a transient failure, waiting longer after each; `None`
-/// when cancelled while waiting. Each failure is logged once, at warn.
+/// Run `attempt` until it ends without a transient failure, waiting longer after each failure
+/// in a row; `None` when cancelled while waiting. An attempt that set the flag it is handed
+/// (a session that reached the source: connected and streaming) ends the row, so a
+/// connection cut now and then (a proxy, a failover) costs the first wait each time, not the
+/// 30 s a database that stays down grows it to. Each failure is logged once, at warn, and
+/// counted (`sluice_source_retries_total`).
 async fn with_retries<T, F, Fut>(
     cancel: &CancellationToken,
     stage: &str,
     mut attempt: F,
 ) -> Result<Option<T>, PipelineError>
 where
-    F: FnMut() -> Fut,
+    F: FnMut(Arc<AtomicBool>) -> Fut,
     Fut: std::future::Future<Output = Result<T, PipelineError>>,
 {
     let mut backoff = BACKOFF.0;
+    let connected = Arc::new(AtomicBool::new(false));
     loop {
-        match attempt().await {
+        match attempt(connected.clone()).await {
             Ok(done) => return Ok(Some(done)),
             Err(e) if e.class() == ErrorClass::Transient && !cancel.is_cancelled() => {
+                if connected.swap(false, Ordering::Relaxed) {
+                    backoff = BACKOFF.0;
+                }
                 tracing::warn!(error = %e, retry_in = ?backoff, stage, "transient failure, retrying");
                 metrics::counter!(sinks::metrics::SOURCE_RETRIES).increment(1);
                 tokio::select! {
@@ -89,9 +98,11 @@ async fn session<S: Source>(
     plan: &S::Plan,
     store: Arc<Store>,
     cancel: CancellationToken,
+    connected: Arc<AtomicBool>,
 ) -> Result<SourceExit, PipelineError> {
     let pipeline = source.pipeline();
     let (session, resume) = source.session(plan, &store).await?;
+    connected.store(true, Ordering::Relaxed);
     let sink = DeltaSink::open(
         pipeline.lake,
         pipeline.name,

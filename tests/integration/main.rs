@@ -8,6 +8,7 @@ mod bad_input;
 mod changes;
 mod drift;
 mod exactly_once;
+mod faults;
 mod hub_rest;
 mod hub_webhook;
 mod incremental;

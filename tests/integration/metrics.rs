@@ -13,7 +13,7 @@ use crate::hub_webhook::Running;
 use crate::support::{admin, sluice, Pipeline};
 
 /// A port nothing listens on right now.
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -21,7 +21,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn get(url: &str) -> (u16, String) {
+pub(crate) async fn get(url: &str) -> (u16, String) {
     match reqwest::get(url).await {
         Ok(r) => (r.status().as_u16(), r.text().await.unwrap_or_default()),
         Err(_) => (0, String::new()),
@@ -41,7 +41,7 @@ fn series(scrape: &str) -> HashMap<String, f64> {
 }
 
 /// The value of the series of `name` whose labels include every one of `labels`.
-fn value(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
+pub(crate) fn value(scrape: &str, name: &str, labels: &[&str]) -> Option<f64> {
     series(scrape)
         .into_iter()
         .find(|(k, _)| {

@@ -17,7 +17,7 @@ use crate::mysql_support::{
     last_commit_gtid, pending_snapshots, replay, source, MyPipeline, BAD_MY_PORT, MY_PORT,
 };
 
-static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+pub(crate) static SERVER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// Root connection for set-up. Fails loudly when the dev MariaDB is not running.
 async fn my_admin() -> mysql_async::Conn {
@@ -316,6 +316,14 @@ async fn mysql_resumes_after_rotation_and_server_restart() {
     assert_eq!(rows.len(), 5);
     let status = ok(run_sluice(&["status"], &config));
     assert!(status.contains("lag 0 bytes"), "{status}");
+    let json: Value =
+        serde_json::from_str(&ok(run_sluice(&["status", "--json"], &config))).unwrap();
+    assert_eq!(json["source"]["kind"], "mysql", "{json}");
+    assert_eq!(json["source"]["lag_bytes"], 0, "{json}");
+    assert_eq!(
+        json["source"]["resume_position"], json["source"]["server_position"],
+        "{json}"
+    );
     // The next run resumes by GTID: the state holds the GTID set of its position.
     let state = p.lake().join("_sluice_state/my_rot.json");
     let state: Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();

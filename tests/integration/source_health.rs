@@ -15,7 +15,7 @@ use tokio_postgres::{Client, NoTls};
 use crate::support::{admin, ok, ops, read_delta, run_sluice, sluice, terminate, PORT};
 
 /// The small cluster of `scripts/dev-db.sh`.
-const SMALL_PORT: u16 = 54331;
+use crate::faults::SMALL_PORT;
 
 async fn connect(port: u16, db: &str) -> Client {
     let (client, conn) = tokio_postgres::connect(
@@ -248,6 +248,8 @@ async fn switch_wal(db: &Client, segments: usize) {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn t_wal_guard_warns_then_a_lost_slot_stops_run_with_the_recovery_message() {
+    // The fault test restarts this cluster.
+    let _cluster = crate::faults::SMALL_CLUSTER.lock().await;
     let db = reset(SMALL_PORT, "shop", "t_wal").await;
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(

@@ -253,13 +253,14 @@ impl Client {
         }
     }
 
-    /// The next CopyData payload; `None` when the server ends the copy. Cancel-safe.
+    /// The next CopyData payload; `None` when the server ends the copy (CopyDone, or the
+    /// CommandComplete a walsender sends when it stops the stream at shutdown). Cancel-safe.
     pub async fn recv_copy_data(&mut self) -> Result<Option<Bytes>> {
         loop {
             let msg = self.read_message().await?;
             match msg.tag {
                 b'd' => return Ok(Some(msg.body)),
-                b'c' => return Ok(None),
+                b'c' | b'C' => return Ok(None),
                 b'N' | b'S' => {}
                 b'E' => return Err(server_error(&msg.body)),
                 tag => return Err(unexpected(tag, "replication stream")),

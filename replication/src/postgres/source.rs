@@ -229,7 +229,7 @@ impl Source {
                 _ = snapshots_changed(&mut self.snapshots_idle), if until_mode => {}
                 payload = self.client.recv_copy_data() => {
                     let Some(payload) = payload? else {
-                        return Err(Error::Protocol("server ended the replication stream".into()));
+                        return Err(Error::StreamEnded);
                     };
                     match stream::parse(payload)? {
                         ServerMessage::XLogData { wal_start, wal_end, data } => {
