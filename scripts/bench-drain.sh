@@ -7,7 +7,8 @@
 # METRICS=1: a second Sluice pipeline (its own slot, holding the same backlog) drains it with
 # `[metrics] listen` on, scraped every 100 ms during the drain: its rows/s against the first
 # (metrics off; bar: within 2 %) and the scrape latencies (bar: max ≤ 50 ms). The two drains
-# run one after the other, off first; run the script again to see the noise.
+# run one after the other, off first (METRICS_FIRST=1: on first): on this machine the second
+# drain of a backlog is faster whichever it is, so compare runs of both orders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
@@ -72,10 +73,13 @@ PGPASSWORD=$SLUICE_SOURCE_PASSWORD "$BIN/pg_recvlogical" -h 127.0.0.1 -p "${SLUI
   --slot bench_recvlogical --start --endpos "$END" --no-loop \
   -o proto_version=1 -o publication_names=sluice_bench -f /dev/null
 t1=$(now)
-SLUICE_LOG=sluice=info "$SLUICE" run --config "$WORK/sluice.toml" --until caught-up 2>"$WORK/sluice.log"
-t2=$(now)
 psql "$ADMIN" -q -c "SELECT pg_drop_replication_slot('bench_recvlogical')" >/dev/null
-if [ "$METRICS" = 1 ]; then
+drain_off() {
+  s0=$(now)
+  SLUICE_LOG=sluice=info "$SLUICE" run --config "$WORK/sluice.toml" --until caught-up 2>"$WORK/sluice.log"
+  s1=$(now)
+}
+drain_on() {
   SLUICE_LOG=sluice=info "$SLUICE" run --config "$WORK/sluice-m.toml" --until caught-up 2>"$WORK/sluice-m.log" &
   mpid=$!
   tm0=$(now)
@@ -88,20 +92,26 @@ if [ "$METRICS" = 1 ]; then
   tm1=$(now)
   psql "$ADMIN" -q -c "SELECT pg_drop_replication_slot('sluice_benchm')" >/dev/null
   psql "$ADMIN" -q -c "DROP PUBLICATION IF EXISTS sluice_benchm" >/dev/null
+}
+if [ "$METRICS" = 1 ] && [ "${METRICS_FIRST:-0}" = 1 ]; then
+  drain_on; drain_off
+else
+  drain_off
+  if [ "$METRICS" = 1 ]; then drain_on; fi
 fi
 
 peak=$(grep -o 'peak_rss_bytes=[0-9]*' "$WORK/sluice.log" | tail -n 1 | cut -d= -f2)
-python3 - "$N" "$t0" "$t1" "$t2" "${peak:-0}" "$METRICS" "${tm0:-0}" "${tm1:-0}" "$WORK/scrapes" <<'PY'
+python3 - "$N" "$t0" "$t1" "$s0" "$s1" "${peak:-0}" "$METRICS" "${tm0:-0}" "${tm1:-0}" "$WORK/scrapes" <<'PY'
 import sys
-n, t0, t1, t2, peak = int(sys.argv[1]), *map(float, sys.argv[2:5]), int(sys.argv[5])
-recv, sluice = n / (t1 - t0), n / (t2 - t1)
+n, t0, t1, s0, s1, peak = int(sys.argv[1]), *map(float, sys.argv[2:6]), int(sys.argv[6])
+recv, sluice = n / (t1 - t0), n / (s1 - s0)
 print(f"pg_recvlogical: {recv:,.0f} rows/s ({t1 - t0:.2f} s)")
-print(f"sluice:         {sluice:,.0f} rows/s ({t2 - t1:.2f} s), peak RSS {peak / 2**20:.0f} MiB")
+print(f"sluice:         {sluice:,.0f} rows/s ({s1 - s0:.2f} s), peak RSS {peak / 2**20:.0f} MiB")
 print(f"ratio:          {sluice / recv:.2f}x")
-if sys.argv[6] == "1":
-    tm0, tm1 = float(sys.argv[7]), float(sys.argv[8])
+if sys.argv[7] == "1":
+    tm0, tm1 = float(sys.argv[8]), float(sys.argv[9])
     on = n / (tm1 - tm0)
-    lines = [l.split() for l in open(sys.argv[9]) if l.strip()]
+    lines = [l.split() for l in open(sys.argv[10]) if l.strip()]
     ok = sorted(float(t) * 1000 for code, t in lines if code == "200")
     diff = (on - sluice) / sluice * 100
     print(f"sluice, metrics on: {on:,.0f} rows/s ({tm1 - tm0:.2f} s): {diff:+.1f} % against metrics off (bar: within 2 %)")

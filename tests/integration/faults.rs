@@ -250,20 +250,7 @@ async fn pg_connect(port: u16) -> Option<tokio_postgres::Client> {
 async fn t_faults_postgres_rides_through_cuts_and_a_restart() {
     let _cluster = SMALL_CLUSTER.lock().await;
     let name = "t_faults";
-    let db = pg_connect(SMALL_PORT).await.unwrap_or_else(|| {
-        panic!("postgres on 127.0.0.1:{SMALL_PORT} is not reachable: run scripts/dev-db.sh start")
-    });
-    db.batch_execute(&format!(
-        "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE slot_name = 'sluice_{name}';
-         DROP PUBLICATION IF EXISTS sluice_{name};
-         DROP SCHEMA IF EXISTS {name} CASCADE;
-         CREATE SCHEMA {name} AUTHORIZATION sluice;
-         CREATE TABLE {name}.keyed (id bigint PRIMARY KEY, v text);
-         ALTER TABLE {name}.keyed OWNER TO sluice;
-         INSERT INTO {name}.keyed VALUES (1, 'one');"
-    ))
-    .await
-    .unwrap();
+    let db = crate::source_health::reset(SMALL_PORT, "shop", name).await;
     drop(db);
     let proxy = Proxy::start(SMALL_PORT).await;
     let dir = tempfile::tempdir().unwrap();

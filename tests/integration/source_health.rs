@@ -43,7 +43,7 @@ fn write_config(dir: &Path, name: &str, url: &str, extra: &str) -> std::path::Pa
 
 /// Drop what an earlier run left in database `db` of the cluster on `port` and create the
 /// test's schema with a keyed table holding one row.
-async fn reset(port: u16, db: &str, name: &str) -> Client {
+pub(crate) async fn reset(port: u16, db: &str, name: &str) -> Client {
     let client = connect(port, db).await;
     client
         .batch_execute(&format!(

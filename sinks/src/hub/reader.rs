@@ -624,6 +624,37 @@ mod tests {
         }
     }
 
+    /// The changelog's own columns, after a table's data columns.
+    fn cdc_fields(unchanged: DataType) -> Vec<Field> {
+        vec![
+            Field::new(LSN_COLUMN, DataType::Int64, false),
+            Field::new(SEQ_COLUMN, DataType::Int64, false),
+            Field::new(OP_COLUMN, DataType::Utf8, false),
+            Field::new(
+                COMMIT_TS_COLUMN,
+                DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, None),
+                false,
+            ),
+            Field::new(UNCHANGED_COLUMN, unchanged, true),
+        ]
+    }
+
+    /// A reader of table `name` alone (nothing read yet).
+    fn table_reader(name: &str, keys: Option<Vec<String>>) -> TableReader {
+        let name = TableName::parse(name).unwrap();
+        TableReader {
+            label: name.to_string(),
+            name: Arc::new(name),
+            dir: PathBuf::new(),
+            keys,
+            next_version: 0,
+            files: VecDeque::new(),
+            file: None,
+            rows: VecDeque::new(),
+            last: None,
+        }
+    }
+
     #[test]
     fn unchanged_columns_are_absent_from_the_row_and_null_in_the_key() {
         let mut lists = ListBuilder::new(StringBuilder::new());
@@ -634,19 +665,12 @@ mod tests {
         lists.values().append_value("bio");
         lists.append(true);
         let list = lists.finish();
-        let schema = Arc::new(Schema::new(vec![
+        let mut fields = vec![
             Field::new("id", DataType::Int64, false),
             Field::new("bio", DataType::Utf8, true),
-            Field::new(LSN_COLUMN, DataType::Int64, false),
-            Field::new(SEQ_COLUMN, DataType::Int64, false),
-            Field::new(OP_COLUMN, DataType::Utf8, false),
-            Field::new(
-                COMMIT_TS_COLUMN,
-                DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, None),
-                false,
-            ),
-            Field::new(UNCHANGED_COLUMN, list.data_type().clone(), true),
-        ]));
+        ];
+        fields.extend(cdc_fields(list.data_type().clone()));
+        let schema = Arc::new(Schema::new(fields));
         let batch = RecordBatch::try_new(
             schema,
             vec![
@@ -660,18 +684,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let name = TableName::parse("public.people").unwrap();
-        let mut reader = TableReader {
-            label: name.to_string(),
-            name: Arc::new(name),
-            dir: PathBuf::new(),
-            keys: None,
-            next_version: 0,
-            files: VecDeque::new(),
-            file: None,
-            rows: VecDeque::new(),
-            last: None,
-        };
+        let mut reader = table_reader("public.people", None);
         let after = (0, 0, String::new(), 0);
         reader
             .decode(&batch, &after, std::path::Path::new("x.parquet"))
@@ -719,23 +732,16 @@ mod tests {
     fn key_text_is_the_text_of_a_serde_json_map() {
         // A composite key named out of order, one part a decimal (arrow-json writes 12.30,
         // a Map of the parsed value 12.3) and one a string needing escapes.
-        let schema = Arc::new(Schema::new(vec![
+        let mut fields = vec![
             Field::new("region", DataType::Utf8, false),
             Field::new("price", DataType::Decimal128(12, 2), true),
-            Field::new(LSN_COLUMN, DataType::Int64, false),
-            Field::new(SEQ_COLUMN, DataType::Int64, false),
-            Field::new(OP_COLUMN, DataType::Utf8, false),
-            Field::new(
-                COMMIT_TS_COLUMN,
-                DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, None),
-                false,
-            ),
-            Field::new(
-                UNCHANGED_COLUMN,
-                DataType::List(Arc::new(Field::new("item", DataType::Utf8, true))),
-                true,
-            ),
-        ]));
+        ];
+        fields.extend(cdc_fields(DataType::List(Arc::new(Field::new(
+            "item",
+            DataType::Utf8,
+            true,
+        )))));
+        let schema = Arc::new(Schema::new(fields));
         let mut lists = ListBuilder::new(StringBuilder::new());
         lists.append_null();
         lists.append_null();
@@ -756,18 +762,7 @@ mod tests {
             ],
         )
         .unwrap();
-        let name = TableName::parse("public.prices").unwrap();
-        let mut reader = TableReader {
-            label: name.to_string(),
-            name: Arc::new(name),
-            dir: PathBuf::new(),
-            keys: Some(vec!["region".into(), "price".into()]),
-            next_version: 0,
-            files: VecDeque::new(),
-            file: None,
-            rows: VecDeque::new(),
-            last: None,
-        };
+        let mut reader = table_reader("public.prices", Some(vec!["region".into(), "price".into()]));
         reader
             .decode(&batch, &(0, 0, String::new(), 0), std::path::Path::new("x"))
             .unwrap();
