@@ -411,7 +411,7 @@ impl TableReader {
                     key_text.push(b',');
                 }
                 key_text.extend_from_slice(&column.name);
-                let sent = !unchanged.iter().any(|u| *u == column.column);
+                let sent = !unchanged.contains(&column.column);
                 column
                     .write(i, sent, &mut key_text, &mut scratch)
                     .map_err(|e| {
