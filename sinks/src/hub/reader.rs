@@ -111,6 +111,15 @@ impl Change {
         self.parse(&self.row, "row")
     }
 
+    /// The change with its row and key in allocations of their own, not slices of its read
+    /// batch's buffer: for a change kept while reading on (a parked change found again), so
+    /// it does not hold a whole read batch's text.
+    pub fn detached(mut self) -> Change {
+        self.row = Bytes::copy_from_slice(&self.row);
+        self.key = Bytes::copy_from_slice(&self.key);
+        self
+    }
+
     /// `key` parsed into its columns.
     pub fn key_map(&self) -> Result<Map<String, Value>> {
         self.parse(&self.key, "key")
@@ -537,7 +546,8 @@ fn json_options() -> EncoderOptions {
 /// explicit nulls (the same text its writer produces). A row taken out is a slice of the
 /// shared buffer, not a copy: the buffer lives while any change of its read batch (at most
 /// [`READ_ROWS`] rows) is in flight, which the runner's window bounds; a parked change is
-/// copied into the dead-letter table, never kept.
+/// copied into the dead-letter table, and one kept while reading on is
+/// [`Change::detached`].
 struct RowsJson {
     buf: Bytes,
     /// Where each row ends in `buf` (row `i` starts where `i - 1` ends).

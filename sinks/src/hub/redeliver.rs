@@ -82,7 +82,7 @@ pub async fn redeliver<S: HubSink>(
             }
             newest.insert((table.clone(), key.clone()), c.position());
             if wanted.contains(&(table, key, c.lsn, c.seq)) {
-                found.push(c);
+                found.push(c.detached());
             }
         }
         Ok((found, newest))
