@@ -48,10 +48,10 @@ fi
 N=${N:-1000000}
 ROWS=${ROWS:-500}               # max_batch_rows of the catch-up sink and the plain loop
 CONC=${CONC:-32}                # max_concurrency, and the plain loop's fixed concurrency
-WARM=${WARM:-15}
+WARM=${WARM:-5}
 STORM_SECS=${STORM_SECS:-60}
 STORM_CAP=${STORM_CAP:-20}
-STORM_ROWS=${STORM_ROWS:-100}   # smaller batches so the backlog outlasts warm-up + storm + recovery
+STORM_ROWS=${STORM_ROWS:-10}    # small batches so the backlog outlasts warm-up + storm + recovery (N=3000000 for a long recovery)
 LAT_RATE=${LAT_RATE:-1000}
 LAT_TXN=${LAT_TXN:-10}
 LAT_SECS=${LAT_SECS:-60}
