@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand, ValueEnum};
 use replication::change::TableName;
 use replication::postgres::catalog;
 use replication::source::SourceExit;
-use sinks::delta::DeltaSink;
 use sinks::hub::{HubPosition, Until as HubUntil};
 use tokio_util::sync::CancellationToken;
 
@@ -529,14 +528,12 @@ async fn status(config: PathBuf, json: bool) -> ExitCode {
             streaming: slot.as_ref().is_some_and(|s| s.active),
         };
         let state = State::load(&settings.lake, &settings.name).map_err(|e| e.to_string());
-        let delta =
-            DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
         let mut report = Report::gather(
             &settings.lake,
             &settings.name,
+            &settings.tables,
             source,
             &state,
-            &delta,
             &settings.hub_sinks,
             |l| l.to_string(),
         )
@@ -637,13 +634,12 @@ async fn mysql_status(settings: &MySettings) -> Result<Report, PipelineError> {
         resume_position: resume.map(|r| r.to_string()),
         lag_bytes,
     };
-    let delta = DeltaSink::open_read_only(&settings.lake, &settings.name, &settings.tables).await?;
     Report::gather(
         &settings.lake,
         &settings.name,
+        &settings.tables,
         source,
         &state,
-        &delta,
         &settings.hub_sinks,
         |l| BinlogPosition::unpack(l, &current.file).to_string(),
     )

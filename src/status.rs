@@ -8,6 +8,7 @@
 
 use std::path::Path;
 
+use replication::change::TableName;
 use replication::Lsn;
 use serde::Serialize;
 use sinks::delta::{DeltaSink, SchemaHistory};
@@ -157,18 +158,20 @@ pub struct CursorPosition {
 }
 
 impl Report {
-    /// The lake-side facts of a pipeline (everything but the source), with `position`
-    /// rendering a changelog position for the source kind.
+    /// The lake-side facts of a pipeline of `tables` (everything but the source), with
+    /// `position` rendering a changelog position for the source kind.
     pub async fn gather(
         lake: &Path,
         pipeline: &str,
+        tables: &[TableName],
         source: SourceStatus,
         state: &Result<Option<State>, String>,
-        delta: &DeltaSink,
         sinks: &[crate::hub::HubSinkSettings],
         position: impl Fn(Lsn) -> String,
     ) -> Result<Report, PipelineError> {
-        let positions = delta.positions();
+        let positions = DeltaSink::open_read_only(lake, pipeline, tables)
+            .await?
+            .positions();
         let incremental_snapshots = match state {
             Ok(Some(state)) => state
                 .incremental

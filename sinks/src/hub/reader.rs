@@ -587,8 +587,8 @@ impl RowsJson {
 #[cfg(test)]
 mod tests {
     use deltalake::arrow::array::{
-        Decimal128Array, Float64Array, Int64Array, ListBuilder, StringArray, StringBuilder,
-        TimestampMicrosecondArray,
+        ArrayRef, Decimal128Array, Float64Array, Int64Array, ListBuilder, StringArray,
+        StringBuilder, TimestampMicrosecondArray,
     };
     use deltalake::arrow::datatypes::{DataType, Schema};
     use deltalake::arrow::json::writer::LineDelimited;
@@ -634,19 +634,43 @@ mod tests {
         }
     }
 
-    /// The changelog's own columns, after a table's data columns.
-    fn cdc_fields(unchanged: DataType) -> Vec<Field> {
-        vec![
-            Field::new(LSN_COLUMN, DataType::Int64, false),
-            Field::new(SEQ_COLUMN, DataType::Int64, false),
-            Field::new(OP_COLUMN, DataType::Utf8, false),
-            Field::new(
-                COMMIT_TS_COLUMN,
-                DataType::Timestamp(deltalake::arrow::datatypes::TimeUnit::Microsecond, None),
-                false,
+    /// A changelog batch as the writers shape it: `data` columns, then the changelog's own
+    /// (`replication::cdc::cdc_fields`), one row per op, commit times 5, 6, ….
+    fn changelog_batch(
+        data: Vec<(Field, ArrayRef)>,
+        positions: &[(i64, i64)],
+        ops: &[&str],
+        unchanged: &[Option<&[&str]>],
+    ) -> RecordBatch {
+        let mut lists = ListBuilder::new(StringBuilder::new()).with_field(Field::new(
+            "element",
+            DataType::Utf8,
+            true,
+        ));
+        for u in unchanged {
+            match u {
+                None => lists.append_null(),
+                Some(names) => {
+                    for n in *names {
+                        lists.values().append_value(n);
+                    }
+                    lists.append(true);
+                }
+            }
+        }
+        let (mut fields, mut columns): (Vec<Field>, Vec<ArrayRef>) = data.into_iter().unzip();
+        fields.extend(replication::cdc::cdc_fields());
+        columns.extend([
+            Arc::new(StringArray::from(ops.to_vec())) as ArrayRef,
+            Arc::new(Int64Array::from_iter_values(positions.iter().map(|p| p.0))),
+            Arc::new(Int64Array::from_iter_values(positions.iter().map(|p| p.1))),
+            Arc::new(
+                TimestampMicrosecondArray::from_iter_values(5..5 + ops.len() as i64)
+                    .with_timezone("UTC"),
             ),
-            Field::new(UNCHANGED_COLUMN, unchanged, true),
-        ]
+            Arc::new(lists.finish()),
+        ]);
+        RecordBatch::try_new(Arc::new(Schema::new(fields)), columns).unwrap()
     }
 
     /// A reader of table `name` alone (nothing read yet).
@@ -667,33 +691,21 @@ mod tests {
 
     #[test]
     fn unchanged_columns_are_absent_from_the_row_and_null_in_the_key() {
-        let mut lists = ListBuilder::new(StringBuilder::new());
-        lists.append_null();
-        lists.values().append_value("bio");
-        lists.append(true);
-        lists.values().append_value("id");
-        lists.values().append_value("bio");
-        lists.append(true);
-        let list = lists.finish();
-        let mut fields = vec![
-            Field::new("id", DataType::Int64, false),
-            Field::new("bio", DataType::Utf8, true),
-        ];
-        fields.extend(cdc_fields(list.data_type().clone()));
-        let schema = Arc::new(Schema::new(fields));
-        let batch = RecordBatch::try_new(
-            schema,
+        let batch = changelog_batch(
             vec![
-                Arc::new(Int64Array::from(vec![1, 2, 3])),
-                Arc::new(StringArray::from(vec![Some("long"), None, None])),
-                Arc::new(Int64Array::from(vec![10, 10, 11])),
-                Arc::new(Int64Array::from(vec![0, 1, 0])),
-                Arc::new(StringArray::from(vec!["c", "u", "u"])),
-                Arc::new(TimestampMicrosecondArray::from(vec![5, 6, 7])),
-                Arc::new(list),
+                (
+                    Field::new("id", DataType::Int64, false),
+                    Arc::new(Int64Array::from(vec![1, 2, 3])),
+                ),
+                (
+                    Field::new("bio", DataType::Utf8, true),
+                    Arc::new(StringArray::from(vec![Some("long"), None, None])),
+                ),
             ],
-        )
-        .unwrap();
+            &[(10, 0), (10, 1), (11, 0)],
+            &["c", "u", "u"],
+            &[None, Some(&["bio"]), Some(&["id", "bio"])],
+        );
         let mut reader = table_reader("public.people", None);
         let after = (0, 0, String::new(), 0);
         reader
@@ -742,36 +754,25 @@ mod tests {
     fn key_text_is_the_text_of_a_serde_json_map() {
         // A composite key named out of order, one part a decimal (arrow-json writes 12.30,
         // a Map of the parsed value 12.3) and one a string needing escapes.
-        let mut fields = vec![
-            Field::new("region", DataType::Utf8, false),
-            Field::new("price", DataType::Decimal128(12, 2), true),
-        ];
-        fields.extend(cdc_fields(DataType::List(Arc::new(Field::new(
-            "item",
-            DataType::Utf8,
-            true,
-        )))));
-        let schema = Arc::new(Schema::new(fields));
-        let mut lists = ListBuilder::new(StringBuilder::new());
-        lists.append_null();
-        lists.append_null();
-        let batch = RecordBatch::try_new(
-            schema,
+        let batch = changelog_batch(
             vec![
-                Arc::new(StringArray::from(vec!["e\"u", "us"])),
-                Arc::new(
-                    Decimal128Array::from(vec![Some(1230), None])
-                        .with_precision_and_scale(12, 2)
-                        .unwrap(),
+                (
+                    Field::new("region", DataType::Utf8, false),
+                    Arc::new(StringArray::from(vec!["e\"u", "us"])),
                 ),
-                Arc::new(Int64Array::from(vec![10, 11])),
-                Arc::new(Int64Array::from(vec![0, 0])),
-                Arc::new(StringArray::from(vec!["c", "d"])),
-                Arc::new(TimestampMicrosecondArray::from(vec![5, 6])),
-                Arc::new(lists.finish()),
+                (
+                    Field::new("price", DataType::Decimal128(12, 2), true),
+                    Arc::new(
+                        Decimal128Array::from(vec![Some(1230), None])
+                            .with_precision_and_scale(12, 2)
+                            .unwrap(),
+                    ),
+                ),
             ],
-        )
-        .unwrap();
+            &[(10, 0), (11, 0)],
+            &["c", "d"],
+            &[None, None],
+        );
         let mut reader = table_reader("public.prices", Some(vec!["region".into(), "price".into()]));
         reader
             .decode(&batch, &(0, 0, String::new(), 0), std::path::Path::new("x"))
