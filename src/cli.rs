@@ -625,9 +625,9 @@ async fn mysql_status(settings: &MySettings) -> Result<Report, PipelineError> {
         .ok()
         .and_then(|s| s.as_ref())
         .and_then(|s| s.binlog.clone());
-    let lag_bytes = match (resume.as_ref().and_then(|r| r.packed()), current.packed()) {
-        (Some(r), Some(c)) if r.0 >> 32 == c.0 >> 32 => Some(c.0.saturating_sub(r.0)),
-        _ => None,
+    let lag_bytes = match &resume {
+        Some(r) => replication::mysql::catalog::bytes_behind(&mut conn, r).await?,
+        None => None,
     };
     let source = SourceStatus::Mysql {
         server_position: current.to_string(),

@@ -284,13 +284,17 @@ async fn lag_bytes(
                 .map(|b| b.max(0) as u64))
         }
         (Validated::Mysql(_), Some(ProbeConn::My(c))) => {
-            let current = replication::mysql::catalog::current_position(c).await?;
             let durable = LAST_DURABLE.load(Ordering::Relaxed);
-            // Positions pack (file number, offset); bytes are comparable within one file.
-            Ok(current
-                .packed()
-                .filter(|c| durable > 0 && c.0 >> 32 == durable >> 32)
-                .map(|c| c.0.saturating_sub(durable)))
+            if durable == 0 {
+                return Ok(None);
+            }
+            let current = replication::mysql::catalog::current_position(c).await?;
+            // The packed position names the file by its number; the base name is the server's.
+            let from = replication::mysql::position::BinlogPosition::unpack(
+                replication::Lsn(durable),
+                &current.file,
+            );
+            replication::mysql::catalog::bytes_behind(c, &from).await
         }
         _ => Ok(None),
     }

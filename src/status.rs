@@ -63,7 +63,7 @@ pub enum SourceStatus {
         server_position: String,
         /// Where the pipeline resumes (`None`: not started).
         resume_position: Option<String>,
-        /// Bytes between the two, when both are in the same binlog file.
+        /// Binlog bytes after the resume position (across rotated files), while its file exists.
         lag_bytes: Option<u64>,
     },
 }

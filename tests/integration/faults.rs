@@ -352,6 +352,17 @@ async fn t_faults_mariadb_rides_through_cuts() {
         }
     });
     cut_repeatedly(&proxy, &base, &label, None, &log).await;
+    // The probe reads the lag in bytes from the server here too (across the rotation).
+    exec(&mut db, "FLUSH BINARY LOGS").await;
+    until(&log, "sluice_lag_bytes", 60, || async {
+        value(
+            &get(&format!("{base}/metrics")).await.1,
+            "sluice_lag_bytes",
+            &[],
+        )
+        .is_some()
+    })
+    .await;
     finish(
         stop,
         writer,

@@ -329,6 +329,19 @@ async fn mysql_resumes_after_rotation_and_server_restart() {
     let state: Value = serde_json::from_slice(&std::fs::read(state).unwrap()).unwrap();
     let pos: Option<String> = db.query_first("SELECT @@gtid_binlog_pos").await.unwrap();
     assert_eq!(state["binlog_gtid"].as_str(), pos.as_deref());
+    // Lag in bytes spans rotations: the rest of the resume file (its ROTATE event at least)
+    // and the whole new file, whose size is the server's offset in it.
+    exec(
+        &mut db,
+        "FLUSH BINARY LOGS; INSERT INTO my_rot.t VALUES (5, 5)",
+    )
+    .await;
+    let json: Value =
+        serde_json::from_str(&ok(run_sluice(&["status", "--json"], &config))).unwrap();
+    let server = json["source"]["server_position"].as_str().unwrap();
+    let offset: u64 = server.rsplit_once(':').unwrap().1.parse().unwrap();
+    let lag = json["source"]["lag_bytes"].as_u64();
+    assert!(lag.is_some_and(|l| l > offset), "{json}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -245,14 +245,36 @@ pub async fn current_position_gtids(conn: &mut Conn) -> Result<(BinlogPosition, 
 
 /// Binlog files the server still has, oldest first.
 pub async fn binary_logs(conn: &mut Conn) -> Result<Vec<String>> {
+    Ok(binary_log_sizes(conn)
+        .await?
+        .into_iter()
+        .map(|(name, _)| name)
+        .collect())
+}
+
+/// Binlog files the server still has and their sizes in bytes, oldest first (the last one's
+/// size is the current write position).
+pub async fn binary_log_sizes(conn: &mut Conn) -> Result<Vec<(String, u64)>> {
     let rows: Vec<Row> = conn
         .query("SHOW BINARY LOGS")
         .await
         .map_err(sql("listing binary logs"))?;
     Ok(rows
         .iter()
-        .filter_map(|r| r.get::<Option<String>, _>(0).flatten())
+        .filter_map(|r| {
+            let name = r.get::<Option<String>, _>(0).flatten()?;
+            Some((name, r.get::<Option<u64>, _>(1).flatten().unwrap_or(0)))
+        })
         .collect())
+}
+
+/// Binlog bytes the server has written after `from`, across rotations; `None` if `from`'s
+/// file is gone.
+pub async fn bytes_behind(conn: &mut Conn, from: &BinlogPosition) -> Result<Option<u64>> {
+    Ok(super::position::bytes_behind(
+        &binary_log_sizes(conn).await?,
+        from,
+    ))
 }
 
 /// Character set name of every collation id (row events carry collation ids).

@@ -36,6 +36,15 @@ impl BinlogPosition {
     }
 }
 
+/// Binlog bytes from `from` to the end of the last of `files` (name and size, as `SHOW
+/// BINARY LOGS` lists them, oldest first): the rest of `from`'s file and every later file
+/// whole. `None` if `from`'s file is not listed (purged, or another server's).
+pub fn bytes_behind(files: &[(String, u64)], from: &BinlogPosition) -> Option<u64> {
+    let at = files.iter().position(|(name, _)| *name == from.file)?;
+    let rest = files[at].1.saturating_sub(from.pos);
+    Some(rest + files[at + 1..].iter().map(|(_, size)| size).sum::<u64>())
+}
+
 impl fmt::Display for BinlogPosition {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}:{}", self.file, self.pos)
@@ -45,6 +54,23 @@ impl fmt::Display for BinlogPosition {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_behind_spans_rotations() {
+        let files = vec![
+            ("binlog.000007".to_string(), 1_000),
+            ("binlog.000008".to_string(), 600),
+            ("binlog.000009".to_string(), 250),
+        ];
+        let at = |file: &str, pos| BinlogPosition {
+            file: file.into(),
+            pos,
+        };
+        assert_eq!(bytes_behind(&files, &at("binlog.000009", 250)), Some(0));
+        assert_eq!(bytes_behind(&files, &at("binlog.000009", 100)), Some(150));
+        assert_eq!(bytes_behind(&files, &at("binlog.000007", 900)), Some(950));
+        assert_eq!(bytes_behind(&files, &at("binlog.000006", 4)), None);
+    }
 
     #[test]
     fn packs_in_binlog_order_and_back() {
