@@ -39,6 +39,7 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::arrow::record_batch::RecordBatch;
 use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
 use mysql_common::constants::ColumnType as My;
+use mysql_common::proto::MySerialize;
 
 use super::rows::{Cell, RawColumn};
 
@@ -164,6 +165,66 @@ pub struct MyShape {
     pub raw: Vec<RawColumn>,
 }
 
+/// The bytes of a table map's ENUM_STR_VALUE or SET_STR_VALUE metadata field, as the server
+/// sent them.
+fn raw(field: &impl MySerialize) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    field.serialize(&mut bytes);
+    bytes
+}
+
+/// The labels of each ENUM or SET column in such a field: per column a length-encoded count,
+/// then that many length-encoded strings. Parsed here rather than by mysql_common, which
+/// reserves room for the count before reading a byte of it (a malformed count of 2^60 is an
+/// allocation of exabytes, an abort: found by the binlog_rows fuzz target); every label
+/// takes at least one byte, so a count above the bytes left is an error here.
+fn column_labels(mut bytes: &[u8]) -> std::result::Result<Vec<Vec<Vec<u8>>>, String> {
+    let mut columns = Vec::new();
+    while !bytes.is_empty() {
+        let count = lenenc(&mut bytes)?;
+        if count > bytes.len() as u64 {
+            return Err(format!("{count} labels in the {} bytes left", bytes.len()));
+        }
+        let mut labels = Vec::with_capacity(count as usize);
+        for _ in 0..count {
+            let len = lenenc(&mut bytes)?;
+            if len > bytes.len() as u64 {
+                return Err(format!(
+                    "a {len}-byte label in the {} bytes left",
+                    bytes.len()
+                ));
+            }
+            let (label, rest) = bytes.split_at(len as usize);
+            labels.push(label.to_vec());
+            bytes = rest;
+        }
+        columns.push(labels);
+    }
+    Ok(columns)
+}
+
+/// A length-encoded integer (1, 3, 4 or 9 bytes), taken off the front of `bytes`.
+fn lenenc(bytes: &mut &[u8]) -> std::result::Result<u64, String> {
+    let (&first, rest) = bytes.split_first().ok_or("a length past the end")?;
+    let width = match first {
+        0..=0xfa => {
+            *bytes = rest;
+            return Ok(u64::from(first));
+        }
+        0xfc => 2,
+        0xfd => 3,
+        0xfe => 8,
+        _ => return Err(format!("no length starts with {first:#04x}")),
+    };
+    if rest.len() < width {
+        return Err("a length past the end".into());
+    }
+    let mut le = [0u8; 8];
+    le[..width].copy_from_slice(&rest[..width]);
+    *bytes = &rest[width..];
+    Ok(u64::from_le_bytes(le))
+}
+
 impl MyShape {
     /// Read the shape from a TABLE_MAP event. `charsets` maps collation ids to character set
     /// names.
@@ -188,33 +249,16 @@ impl MyShape {
         let mut enums = Vec::new();
         let mut sets = Vec::new();
         for field in tme.iter_optional_meta() {
-            match field.map_err(|e| bad(String::new(), format!("table map metadata: {e}")))? {
-                OptionalMetadataField::EnumStrValue(v) => {
-                    for labels in v.iter_values() {
-                        let labels = labels.map_err(|e| bad(String::new(), e.to_string()))?;
-                        enums.push(
-                            labels
-                                .values()
-                                .iter()
-                                .map(|l| l.value_raw().to_vec())
-                                .collect::<Vec<_>>(),
-                        );
-                    }
-                }
-                OptionalMetadataField::SetStrValue(v) => {
-                    for labels in v.iter_values() {
-                        let labels = labels.map_err(|e| bad(String::new(), e.to_string()))?;
-                        sets.push(
-                            labels
-                                .values()
-                                .iter()
-                                .map(|l| l.value_raw().to_vec())
-                                .collect::<Vec<_>>(),
-                        );
-                    }
-                }
-                _ => {}
-            }
+            let labels =
+                match field.map_err(|e| bad(String::new(), format!("table map metadata: {e}")))? {
+                    OptionalMetadataField::EnumStrValue(v) => (&mut enums, raw(&v)),
+                    OptionalMetadataField::SetStrValue(v) => (&mut sets, raw(&v)),
+                    _ => continue,
+                };
+            labels.0.extend(
+                column_labels(&labels.1)
+                    .map_err(|e| bad(String::new(), format!("table map metadata: {e}")))?,
+            );
         }
         let names: Vec<String> = meta
             .iter_column_name()
@@ -771,6 +815,58 @@ impl MyTableBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enum_and_set_labels_are_bounded_by_their_bytes() {
+        assert_eq!(
+            column_labels(&[2, 1, b'a', 2, b'b', b'c', 1, 0]).unwrap(),
+            vec![vec![b"a".to_vec(), b"bc".to_vec()], vec![Vec::new()]]
+        );
+        assert_eq!(column_labels(&[]).unwrap(), Vec::<Vec<Vec<u8>>>::new());
+        // A count of 2^61 in 8 bytes, then one label: refused before anything is reserved.
+        let mut huge = vec![0xfe];
+        huge.extend(0x3001_e077_d070_83c0u64.to_le_bytes());
+        huge.extend([1, b'a']);
+        let e = column_labels(&huge).unwrap_err();
+        assert!(e.contains("labels in the 2 bytes left"), "{e}");
+        assert!(column_labels(&[1, 5, b'a']).is_err());
+        assert!(column_labels(&[1, 0xfc, 1]).is_err());
+        assert!(column_labels(&[0xff]).is_err());
+    }
+
+    /// Found by the binlog_rows fuzz target: a TABLE_MAP whose ENUM_STR_VALUE field claims
+    /// 0x3001e077d07083c0 labels (mysql_common reserved room for them and the process
+    /// aborted). The shape is refused with an error.
+    #[test]
+    fn a_table_map_with_an_absurd_enum_label_count_is_an_error() {
+        use mysql_common::binlog::consts::BinlogVersion;
+        use mysql_common::binlog::events::EventData;
+        use mysql_common::binlog::EventStreamReader;
+
+        let mut bytes: &[u8] = include_bytes!("../../tests/data/fuzz-enum-label-count.binlog");
+        let mut reader = EventStreamReader::new(BinlogVersion::Version4);
+        let mut refused = 0;
+        // Framed as the fuzz target frames events (as packets would).
+        while bytes.len() >= 23 {
+            let size = u32::from_le_bytes(bytes[9..13].try_into().unwrap()) as usize;
+            if size < 23 || size > bytes.len() {
+                break;
+            }
+            let (event, rest) = bytes.split_at(size);
+            bytes = rest;
+            let Ok(Some(event)) = reader.read(event) else {
+                break;
+            };
+            if let Ok(Some(EventData::TableMapEvent(tme))) = event.read_data() {
+                let e = MyShape::from_table_map(&tme, &HashMap::new(), "binlog.000001:4")
+                    .unwrap_err()
+                    .to_string();
+                assert!(e.contains("labels in the"), "{e}");
+                refused += 1;
+            }
+        }
+        assert_eq!(refused, 1);
+    }
 
     #[test]
     fn dates_and_latin1() {
