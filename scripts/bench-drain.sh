@@ -6,10 +6,9 @@
 #
 # METRICS=1: a second Sluice pipeline (its own slot, holding the same backlog) drains it with
 # `[metrics] listen` on, scraped every 100 ms during the drain: its rows/s against the first
-# (metrics off; bar: within 2 %), the CPU seconds of both drains, and the scrape latencies
-# (bar: max ≤ 50 ms). The two drains run one after the other, off first (METRICS_FIRST=1: on
-# first): on this machine the second drain of a backlog is faster whichever it is, so compare
-# runs of both orders.
+# (metrics off; bar: within 2 %) and the scrape latencies (bar: max ≤ 50 ms). The two drains
+# run one after the other, off first (METRICS_FIRST=1: on first): on this machine the second
+# drain of a backlog is faster whichever it is, so compare runs of both orders.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-/var/tmp/sluice-target}
@@ -75,15 +74,13 @@ PGPASSWORD=$SLUICE_SOURCE_PASSWORD "$BIN/pg_recvlogical" -h 127.0.0.1 -p "${SLUI
   -o proto_version=1 -o publication_names=sluice_bench -f /dev/null
 t1=$(now)
 psql "$ADMIN" -q -c "SELECT pg_drop_replication_slot('bench_recvlogical')" >/dev/null
-# CPU seconds (user + system) of each drain: what metrics could cost, measured apart from
-# the walsender that bounds rows/s.
 drain_off() {
   s0=$(now)
-  SLUICE_LOG=sluice=info /usr/bin/time -f '%U %S' -o "$WORK/off.cpu" "$SLUICE" run --config "$WORK/sluice.toml" --until caught-up 2>"$WORK/sluice.log"
+  SLUICE_LOG=sluice=info "$SLUICE" run --config "$WORK/sluice.toml" --until caught-up 2>"$WORK/sluice.log"
   s1=$(now)
 }
 drain_on() {
-  SLUICE_LOG=sluice=info /usr/bin/time -f '%U %S' -o "$WORK/on.cpu" "$SLUICE" run --config "$WORK/sluice-m.toml" --until caught-up 2>"$WORK/sluice-m.log" &
+  SLUICE_LOG=sluice=info "$SLUICE" run --config "$WORK/sluice-m.toml" --until caught-up 2>"$WORK/sluice-m.log" &
   mpid=$!
   tm0=$(now)
   : >"$WORK/scrapes"
@@ -104,16 +101,12 @@ else
 fi
 
 peak=$(grep -o 'peak_rss_bytes=[0-9]*' "$WORK/sluice.log" | tail -n 1 | cut -d= -f2)
-python3 - "$N" "$t0" "$t1" "$s0" "$s1" "${peak:-0}" "$METRICS" "${tm0:-0}" "${tm1:-0}" "$WORK/scrapes" "$WORK" <<'PY'
-import os, sys
+python3 - "$N" "$t0" "$t1" "$s0" "$s1" "${peak:-0}" "$METRICS" "${tm0:-0}" "${tm1:-0}" "$WORK/scrapes" <<'PY'
+import sys
 n, t0, t1, s0, s1, peak = int(sys.argv[1]), *map(float, sys.argv[2:6]), int(sys.argv[6])
-def cpu(name):
-    p = os.path.join(sys.argv[11], name + ".cpu")
-    return sum(map(float, open(p).read().split()[-2:])) if os.path.exists(p) else None
 recv, sluice = n / (t1 - t0), n / (s1 - s0)
 print(f"pg_recvlogical: {recv:,.0f} rows/s ({t1 - t0:.2f} s)")
-print(f"sluice:         {sluice:,.0f} rows/s ({s1 - s0:.2f} s), peak RSS {peak / 2**20:.0f} MiB, "
-      f"CPU {cpu('off'):.2f} s ({cpu('off') / n * 1e6:.2f} µs/row)")
+print(f"sluice:         {sluice:,.0f} rows/s ({s1 - s0:.2f} s), peak RSS {peak / 2**20:.0f} MiB")
 print(f"ratio:          {sluice / recv:.2f}x")
 if sys.argv[7] == "1":
     tm0, tm1 = float(sys.argv[8]), float(sys.argv[9])
@@ -122,8 +115,6 @@ if sys.argv[7] == "1":
     ok = sorted(float(t) * 1000 for code, t in lines if code == "200")
     diff = (on - sluice) / sluice * 100
     print(f"sluice, metrics on: {on:,.0f} rows/s ({tm1 - tm0:.2f} s): {diff:+.1f} % against metrics off (bar: within 2 %)")
-    c_on, c_off = cpu('on'), cpu('off')
-    print(f"sluice CPU, metrics on: {c_on:.2f} s ({c_on / n * 1e6:.2f} µs/row): {(c_on - c_off) / c_off * 100:+.1f} % against metrics off")
     if ok:
         print(f"scrapes during the drain: {len(ok)} answered of {len(lines)}, latency p50 {ok[len(ok) // 2]:.1f} ms, "
               f"max {ok[-1]:.1f} ms (bar: <= 50 ms)")

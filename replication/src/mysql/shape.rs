@@ -175,7 +175,7 @@ fn raw(field: &impl MySerialize) -> Vec<u8> {
 
 /// The labels of each ENUM or SET column in such a field: per column a length-encoded count,
 /// then that many length-encoded strings. Parsed here rather than by mysql_common, which
-/// reserves room for the count before reading a byte of it (a malformed count of 2^60 is an
+/// reserves room for the count before reading a byte of it (a malformed count of about 2^61 is an
 /// allocation of exabytes, an abort: found by the binlog_rows fuzz target); every label
 /// takes at least one byte, so a count above the bytes left is an error here.
 fn column_labels(mut bytes: &[u8]) -> std::result::Result<Vec<Vec<Vec<u8>>>, String> {
@@ -249,16 +249,13 @@ impl MyShape {
         let mut enums = Vec::new();
         let mut sets = Vec::new();
         for field in tme.iter_optional_meta() {
-            let labels =
-                match field.map_err(|e| bad(String::new(), format!("table map metadata: {e}")))? {
-                    OptionalMetadataField::EnumStrValue(v) => (&mut enums, raw(&v)),
-                    OptionalMetadataField::SetStrValue(v) => (&mut sets, raw(&v)),
-                    _ => continue,
-                };
-            labels.0.extend(
-                column_labels(&labels.1)
-                    .map_err(|e| bad(String::new(), format!("table map metadata: {e}")))?,
-            );
+            let metadata = |e| bad(String::new(), format!("table map metadata: {e}"));
+            let (labels, bytes) = match field.map_err(|e| metadata(e.to_string()))? {
+                OptionalMetadataField::EnumStrValue(v) => (&mut enums, raw(&v)),
+                OptionalMetadataField::SetStrValue(v) => (&mut sets, raw(&v)),
+                _ => continue,
+            };
+            labels.extend(column_labels(&bytes).map_err(metadata)?);
         }
         let names: Vec<String> = meta
             .iter_column_name()
@@ -823,7 +820,7 @@ mod tests {
             vec![vec![b"a".to_vec(), b"bc".to_vec()], vec![Vec::new()]]
         );
         assert_eq!(column_labels(&[]).unwrap(), Vec::<Vec<Vec<u8>>>::new());
-        // A count of 2^61 in 8 bytes, then one label: refused before anything is reserved.
+        // A count of about 2^61 in 8 bytes, then one label: refused before anything is reserved.
         let mut huge = vec![0xfe];
         huge.extend(0x3001_e077_d070_83c0u64.to_le_bytes());
         huge.extend([1, b'a']);
