@@ -63,7 +63,7 @@ for t in "${run[@]}"; do
   for j in "${!pids[@]}"; do
     log=${logs[$j]}
     if wait "${pids[$j]}"; then r=ok; else
-      r="FAILED: $(grep -m1 -oE 'SUMMARY: .*|deadly signal|Test unit written to .*' "$log" | tail -1)"
+      r="FAILED: $(grep -m1 -oE 'SUMMARY: .*|deadly signal|Test unit written to .*|run interrupted' "$log" | tail -1 || true)"
       result=$r failed=1
     fi
     execs=$(grep -oE 'stat::number_of_executed_units: [0-9]+' "$log" | grep -oE '[0-9]+$' || echo '?')
