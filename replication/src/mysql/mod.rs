@@ -17,6 +17,7 @@ pub mod conninfo;
 pub mod events;
 pub mod gtid;
 pub mod json;
+mod labels;
 pub mod position;
 pub mod rows;
 pub mod shape;

@@ -39,8 +39,8 @@ use deltalake::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
 use deltalake::arrow::record_batch::RecordBatch;
 use mysql_common::binlog::events::{OptionalMetaExtractor, OptionalMetadataField, TableMapEvent};
 use mysql_common::constants::ColumnType as My;
-use mysql_common::proto::MySerialize;
 
+use super::labels::{column_labels, raw};
 use super::rows::{Cell, RawColumn};
 
 use crate::cdc::{cdc_fields, CdcBuilder, Op, RowPosition};
@@ -163,66 +163,6 @@ pub struct MyShape {
     pub key: Vec<usize>,
     /// How each column's values are laid out in row images.
     pub raw: Vec<RawColumn>,
-}
-
-/// The bytes of a table map's ENUM_STR_VALUE or SET_STR_VALUE metadata field, as the server
-/// sent them.
-fn raw(field: &impl MySerialize) -> Vec<u8> {
-    let mut bytes = Vec::new();
-    field.serialize(&mut bytes);
-    bytes
-}
-
-/// The labels of each ENUM or SET column in such a field: per column a length-encoded count,
-/// then that many length-encoded strings. Parsed here rather than by mysql_common, which
-/// reserves room for the count before reading a byte of it (a malformed count of about 2^61 is an
-/// allocation of exabytes, an abort: found by the binlog_rows fuzz target); every label
-/// takes at least one byte, so a count above the bytes left is an error here.
-fn column_labels(mut bytes: &[u8]) -> std::result::Result<Vec<Vec<Vec<u8>>>, String> {
-    let mut columns = Vec::new();
-    while !bytes.is_empty() {
-        let count = lenenc(&mut bytes)?;
-        if count > bytes.len() as u64 {
-            return Err(format!("{count} labels in the {} bytes left", bytes.len()));
-        }
-        let mut labels = Vec::with_capacity(count as usize);
-        for _ in 0..count {
-            let len = lenenc(&mut bytes)?;
-            if len > bytes.len() as u64 {
-                return Err(format!(
-                    "a {len}-byte label in the {} bytes left",
-                    bytes.len()
-                ));
-            }
-            let (label, rest) = bytes.split_at(len as usize);
-            labels.push(label.to_vec());
-            bytes = rest;
-        }
-        columns.push(labels);
-    }
-    Ok(columns)
-}
-
-/// A length-encoded integer (1, 3, 4 or 9 bytes), taken off the front of `bytes`.
-fn lenenc(bytes: &mut &[u8]) -> std::result::Result<u64, String> {
-    let (&first, rest) = bytes.split_first().ok_or("a length past the end")?;
-    let width = match first {
-        0..=0xfa => {
-            *bytes = rest;
-            return Ok(u64::from(first));
-        }
-        0xfc => 2,
-        0xfd => 3,
-        0xfe => 8,
-        _ => return Err(format!("no length starts with {first:#04x}")),
-    };
-    if rest.len() < width {
-        return Err("a length past the end".into());
-    }
-    let mut le = [0u8; 8];
-    le[..width].copy_from_slice(&rest[..width]);
-    *bytes = &rest[width..];
-    Ok(u64::from_le_bytes(le))
 }
 
 impl MyShape {
@@ -812,24 +752,6 @@ impl MyTableBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn enum_and_set_labels_are_bounded_by_their_bytes() {
-        assert_eq!(
-            column_labels(&[2, 1, b'a', 2, b'b', b'c', 1, 0]).unwrap(),
-            vec![vec![b"a".to_vec(), b"bc".to_vec()], vec![Vec::new()]]
-        );
-        assert_eq!(column_labels(&[]).unwrap(), Vec::<Vec<Vec<u8>>>::new());
-        // A count of about 2^61 in 8 bytes, then one label: refused before anything is reserved.
-        let mut huge = vec![0xfe];
-        huge.extend(0x3001_e077_d070_83c0u64.to_le_bytes());
-        huge.extend([1, b'a']);
-        let e = column_labels(&huge).unwrap_err();
-        assert!(e.contains("labels in the 2 bytes left"), "{e}");
-        assert!(column_labels(&[1, 5, b'a']).is_err());
-        assert!(column_labels(&[1, 0xfc, 1]).is_err());
-        assert!(column_labels(&[0xff]).is_err());
-    }
 
     /// Found by the binlog_rows fuzz target: a TABLE_MAP whose ENUM_STR_VALUE field claims
     /// 0x3001e077d07083c0 labels (mysql_common reserved room for them and the process
