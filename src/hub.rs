@@ -228,15 +228,24 @@ pub async fn deliver(
         pipeline.to_string(),
         cancel.clone(),
     ));
-    let result = run_one(
+    // On a worker, as in `sluice run`, not on the thread blocked in `block_on`: its
+    // deliveries and their completions then wake no thread outside the runtime's workers
+    // (about 10 % more changes/s in the catch-up bench on two cores).
+    let task = tokio::spawn(run_one(
         lake.to_path_buf(),
         pipeline.to_string(),
         settings.clone(),
         hub,
         until,
         cancel.clone(),
-    )
-    .await;
+    ));
+    let result = match task.await {
+        Ok(result) => result,
+        Err(e) => Err(sinks::Error::Corrupt {
+            path: "hub sink task".into(),
+            reason: e.to_string(),
+        }),
+    };
     cancel.cancel();
     let _ = follow.await;
     result

@@ -46,7 +46,7 @@ impl EncoderFactory for FastText {
                 Box::new(Timestamps {
                     values: array.as_primitive::<TimestampMicrosecondType>().values(),
                     utc: tz.is_some(),
-                    day: Day::default(),
+                    second: Second::default(),
                     fallback: formatter(array)?,
                 })
             }
@@ -76,7 +76,7 @@ fn formatter(array: &dyn Array) -> Result<ArrayFormatter<'_>, ArrowError> {
 struct Timestamps<'a> {
     values: &'a [i64],
     utc: bool,
-    day: Day,
+    second: Second,
     fallback: ArrayFormatter<'a>,
 }
 
@@ -105,30 +105,67 @@ impl Encoder for Timestamps<'_> {
     fn encode(&mut self, idx: usize, out: &mut Vec<u8>) {
         let v = self.values[idx];
         let (secs, micros) = (v.div_euclid(1_000_000), v.rem_euclid(1_000_000) as u32);
-        let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
-        out.push(b'"');
-        if !self.day.write(out, days) {
+        let whole = self.second.text(secs);
+        if whole.is_empty() {
+            out.push(b'"');
             fallback(out, &self.fallback, idx);
-        } else {
-            out.push(b'T');
-            two(out, sod / 3600);
-            out.push(b':');
-            two(out, sod / 60 % 60);
-            out.push(b':');
-            two(out, sod % 60);
-            if micros != 0 {
-                out.push(b'.');
-                if micros % 1000 == 0 {
-                    digits(out, micros / 1000, 3);
-                } else {
-                    digits(out, micros, 6);
-                }
-            }
-            if self.utc {
-                out.push(b'Z');
-            }
+            out.push(b'"');
+            return;
         }
+        // `"` + the second's text + up to `.123456` + `Z"`, written as one slice.
+        let mut tail = [0u8; 9];
+        let mut n = 0;
+        if micros != 0 {
+            tail[0] = b'.';
+            let (mut rest, width) = if micros % 1000 == 0 {
+                (micros / 1000, 3)
+            } else {
+                (micros, 6)
+            };
+            for slot in tail[1..=width].iter_mut().rev() {
+                *slot = b'0' + (rest % 10) as u8;
+                rest /= 10;
+            }
+            n = 1 + width;
+        }
+        if self.utc {
+            tail[n] = b'Z';
+            n += 1;
+        }
+        tail[n] = b'"';
         out.push(b'"');
+        out.extend_from_slice(whole);
+        out.extend_from_slice(&tail[..=n]);
+    }
+}
+
+/// The last second written, as `YYYY-MM-DDTHH:MM:SS`: the rows of a batch, written by a few
+/// transactions, mostly share it.
+#[derive(Default)]
+struct Second {
+    secs: Option<i64>,
+    /// Its text, empty if outside years 0..=9999.
+    text: Vec<u8>,
+    day: Day,
+}
+
+impl Second {
+    /// The text of `secs` since the epoch; empty outside years 0..=9999.
+    fn text(&mut self, secs: i64) -> &[u8] {
+        if self.secs != Some(secs) {
+            let (days, sod) = (secs.div_euclid(86_400), secs.rem_euclid(86_400) as u32);
+            self.text.clear();
+            if self.day.write(&mut self.text, days) {
+                self.text.push(b'T');
+                two(&mut self.text, sod / 3600);
+                self.text.push(b':');
+                two(&mut self.text, sod / 60 % 60);
+                self.text.push(b':');
+                two(&mut self.text, sod % 60);
+            }
+            self.secs = Some(secs);
+        }
+        &self.text
     }
 }
 
@@ -160,7 +197,12 @@ impl Encoder for Decimals<'_> {
         let v = self.values[idx];
         let abs = v.unsigned_abs();
         let mut buf = itoa::Buffer::new();
-        let text = buf.format(abs).as_bytes();
+        // 64-bit digits are several times cheaper than 128-bit ones, and most values fit.
+        let text = match u64::try_from(abs) {
+            Ok(small) => buf.format(small),
+            Err(_) => buf.format(abs),
+        }
+        .as_bytes();
         if text.len() > usize::from(self.precision) {
             // arrow cuts such digits off; rare enough to leave to it.
             fallback(out, &self.fallback, idx);
@@ -311,6 +353,17 @@ mod tests {
         let v = values(&edges, (-400 * 366 * day, 9000 * 366 * day));
         for tz in [None, Some("UTC")] {
             let a = TimestampMicrosecondArray::from(v.clone()).with_timezone_opt(tz);
+            let (plain, fast) = both(Arc::new(a));
+            assert_eq!(plain, fast, "time zone {tz:?}");
+        }
+        // Neighbours sharing a second (the cached part) and crossing into the next one.
+        let base = 1_764_628_799_000_000i64;
+        let near: Vec<i64> = [0, 1, 1000, 123_456, 999_999, 1_000_000, 1_000_001, 0, -1]
+            .iter()
+            .map(|d| base + d)
+            .collect();
+        for tz in [None, Some("UTC")] {
+            let a = TimestampMicrosecondArray::from(near.clone()).with_timezone_opt(tz);
             let (plain, fast) = both(Arc::new(a));
             assert_eq!(plain, fast, "time zone {tz:?}");
         }

@@ -147,13 +147,31 @@ impl Change {
 /// byte (the runner's set uses it as is). Not keyed: nothing here is chosen by an attacker
 /// that could not just as well write one key many times, and it is the same in every run.
 pub fn key_hash(label: &str, key: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &b in label.as_bytes().iter().chain(&[0xff]).chain(key) {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
-    }
+    key_hash_after(label_hash(label), key)
+}
+
+/// FNV-1a's state after a table's label and the separator: the part of [`key_hash`] shared
+/// by every key of the table, computed once per table.
+fn label_hash(label: &str) -> u64 {
+    fnv(
+        0xcbf2_9ce4_8422_2325,
+        label.as_bytes().iter().chain(&[0xff]),
+    )
+}
+
+/// [`key_hash`] of `key` from its table's [`label_hash`].
+fn key_hash_after(label: u64, key: &[u8]) -> u64 {
+    let mut h = fnv(label, key);
     h = (h ^ (h >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     h = (h ^ (h >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
     h ^ (h >> 31)
+}
+
+fn fnv<'a>(mut h: u64, bytes: impl IntoIterator<Item = &'a u8>) -> u64 {
+    for &b in bytes {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
 }
 
 /// The op column's value as one of the five ops.
@@ -173,6 +191,8 @@ struct TableReader {
     name: Arc<TableName>,
     /// `name` as text, as in a [`Mark`].
     label: String,
+    /// [`label_hash`] of `label`.
+    label_hash: u64,
     dir: PathBuf,
     keys: Option<Vec<String>>,
     next_version: u64,
@@ -201,16 +221,12 @@ impl ChangelogReader {
     ) -> Self {
         let tables = tables
             .iter()
-            .map(|t| TableReader {
-                dir: lake.join(&t.schema).join(&t.name),
-                keys: keys.0.get(t).cloned(),
-                label: t.to_string(),
-                name: Arc::new(t.clone()),
-                next_version: 0,
-                files: VecDeque::new(),
-                file: None,
-                rows: VecDeque::new(),
-                last: None,
+            .map(|t| {
+                TableReader::new(
+                    lake.join(&t.schema).join(&t.name),
+                    t,
+                    keys.0.get(t).cloned(),
+                )
             })
             .collect();
         ChangelogReader {
@@ -249,6 +265,22 @@ impl ChangelogReader {
 }
 
 impl TableReader {
+    fn new(dir: PathBuf, name: &TableName, keys: Option<Vec<String>>) -> Self {
+        let label = name.to_string();
+        TableReader {
+            label_hash: label_hash(&label),
+            label,
+            name: Arc::new(name.clone()),
+            dir,
+            keys,
+            next_version: 0,
+            files: VecDeque::new(),
+            file: None,
+            rows: VecDeque::new(),
+            last: None,
+        }
+    }
+
     fn peek(&mut self, app_id: &str, w: Lsn, after: &Mark) -> Result<Option<&Change>> {
         loop {
             let label = self.label.as_str();
@@ -446,7 +478,7 @@ impl TableReader {
                 op,
                 commit_ts: ts.value(i),
                 unchanged,
-                key_hash: key_hash(&self.label, &key),
+                key_hash: key_hash_after(self.label_hash, &key),
                 key,
                 row: own_row.unwrap_or_else(|| rows.row(i)),
             });
@@ -676,17 +708,7 @@ mod tests {
     /// A reader of table `name` alone (nothing read yet).
     fn table_reader(name: &str, keys: Option<Vec<String>>) -> TableReader {
         let name = TableName::parse(name).unwrap();
-        TableReader {
-            label: name.to_string(),
-            name: Arc::new(name),
-            dir: PathBuf::new(),
-            keys,
-            next_version: 0,
-            files: VecDeque::new(),
-            file: None,
-            rows: VecDeque::new(),
-            last: None,
-        }
+        TableReader::new(PathBuf::new(), &name, keys)
     }
 
     #[test]

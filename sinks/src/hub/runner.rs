@@ -254,7 +254,7 @@ impl std::hash::Hasher for KeyHasher {
     }
 }
 
-/// Keys in flight and how many batches in flight hold each.
+/// Keys in flight, and how many times the batches in flight hold each.
 type Busy = HashMap<u64, usize, std::hash::BuildHasherDefault<KeyHasher>>;
 
 async fn deliver_loop<S: HubSink>(

@@ -80,6 +80,7 @@ pub fn encode(pipeline: &str, sink: &str, changes: &[Change]) -> Encoded {
     out.extend_from_slice(b"{\"events\":[");
     let mut table: Option<(&Arc<TableName>, Vec<u8>)> = None;
     let mut time = CommitTime::default();
+    let mut lsn = LsnText::default();
     for (i, c) in changes.iter().enumerate() {
         if i > 0 {
             out.push(b',');
@@ -95,6 +96,7 @@ pub fn encode(pipeline: &str, sink: &str, changes: &[Change]) -> Encoded {
             c,
             table.as_ref().map_or(&[][..], |(_, name)| name),
             &mut time,
+            &mut lsn,
         );
     }
     out.extend_from_slice(b"],\"first\":");
@@ -140,21 +142,56 @@ impl CommitTime {
     }
 }
 
+/// The last position's `{"lsn":N,"seq":` text: the changes of a batch share one lsn.
+#[derive(Default)]
+struct LsnText {
+    lsn: Option<u64>,
+    text: Vec<u8>,
+}
+
+impl LsnText {
+    /// Writes `{"lsn":lsn,"seq":seq}`.
+    fn write(&mut self, out: &mut Vec<u8>, (lsn, seq): (u64, i64)) {
+        if self.lsn != Some(lsn) {
+            self.text.clear();
+            self.text.extend_from_slice(b"{\"lsn\":");
+            self.text
+                .extend_from_slice(itoa::Buffer::new().format(lsn).as_bytes());
+            self.text.extend_from_slice(b",\"seq\":");
+            self.lsn = Some(lsn);
+        }
+        out.extend_from_slice(&self.text);
+        out.extend_from_slice(itoa::Buffer::new().format(seq).as_bytes());
+        out.push(b'}');
+    }
+}
+
 /// One event, `table` already as a JSON string.
-fn event(out: &mut Vec<u8>, c: &Change, table: &[u8], time: &mut CommitTime) {
+fn event(out: &mut Vec<u8>, c: &Change, table: &[u8], time: &mut CommitTime, lsn: &mut LsnText) {
     out.extend_from_slice(b"{\"commit_ts\":\"");
     // RFC 3339 text needs no escaping.
     out.extend_from_slice(time.text(c.commit_ts));
     out.extend_from_slice(b"\",\"key\":");
     out.extend_from_slice(&c.key);
-    out.extend_from_slice(b",\"op\":");
-    str_into(out, c.op);
-    out.extend_from_slice(b",\"position\":");
-    position(out, c.position());
+    if c.op.bytes().all(|b| b.is_ascii_alphabetic()) {
+        // The five ops are letters: nothing to escape, and no serializer to go through.
+        out.extend_from_slice(b",\"op\":\"");
+        out.extend_from_slice(c.op.as_bytes());
+        out.extend_from_slice(b"\",\"position\":");
+    } else {
+        out.extend_from_slice(b",\"op\":");
+        str_into(out, c.op);
+        out.extend_from_slice(b",\"position\":");
+    }
+    lsn.write(out, c.position());
     out.extend_from_slice(b",\"row\":");
     out.extend_from_slice(&c.row);
     out.extend_from_slice(b",\"table\":");
     out.extend_from_slice(table);
+    if c.unchanged.is_empty() {
+        out.extend_from_slice(b",\"unchanged\":[]}");
+        return;
+    }
     out.extend_from_slice(b",\"unchanged\":[");
     for (i, u) in c.unchanged.iter().enumerate() {
         if i > 0 {
