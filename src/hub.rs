@@ -229,8 +229,7 @@ pub async fn deliver(
         cancel.clone(),
     ));
     // On a worker, as in `sluice run`, not on the thread blocked in `block_on`: its
-    // deliveries and their completions then wake no thread outside the runtime's workers
-    // (about 10 % more changes/s in the catch-up bench on two cores).
+    // deliveries and their completions then wake no thread outside the runtime's workers.
     let task = tokio::spawn(run_one(
         lake.to_path_buf(),
         pipeline.to_string(),

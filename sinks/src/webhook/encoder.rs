@@ -100,11 +100,11 @@ pub fn encode(pipeline: &str, sink: &str, changes: &[Change]) -> Encoded {
         );
     }
     out.extend_from_slice(b"],\"first\":");
-    position(&mut out, changes.first().map_or((0, 0), Change::position));
+    LsnText::default().write(&mut out, changes.first().map_or((0, 0), Change::position));
     out.extend_from_slice(b",\"id\":");
     str_into(&mut out, &key);
     out.extend_from_slice(b",\"last\":");
-    position(&mut out, changes.last().map_or((0, 0), Change::position));
+    LsnText::default().write(&mut out, changes.last().map_or((0, 0), Change::position));
     out.extend_from_slice(b",\"pipeline\":");
     str_into(&mut out, pipeline);
     out.extend_from_slice(b",\"sink\":");
@@ -200,15 +200,6 @@ fn event(out: &mut Vec<u8>, c: &Change, table: &[u8], time: &mut CommitTime, lsn
         str_into(out, u);
     }
     out.extend_from_slice(b"]}");
-}
-
-fn position(out: &mut Vec<u8>, (lsn, seq): (u64, i64)) {
-    let mut digits = itoa::Buffer::new();
-    out.extend_from_slice(b"{\"lsn\":");
-    out.extend_from_slice(digits.format(lsn).as_bytes());
-    out.extend_from_slice(b",\"seq\":");
-    out.extend_from_slice(digits.format(seq).as_bytes());
-    out.push(b'}');
 }
 
 /// `s` as a JSON string (serde_json's escaping).
